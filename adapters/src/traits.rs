@@ -1,0 +1,115 @@
+//! One trait per outside world. The driver calls them under a deadline and feeds each result
+//! back to the core as an input; the simulator implements them over its modelled world.
+//!
+//! Every method is idempotent where the name says a state ("raise", "fence"): the core may ask
+//! twice after a crash or a timeout, and the second call must succeed without harm.
+
+use async_trait::async_trait;
+use ridondato_core::{NodeId, PersistedState, Position};
+use std::sync::Arc;
+
+/// An adapter failure: what failed and why, for the log and the status.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct AdapterError(pub String);
+
+impl AdapterError {
+    pub fn new(msg: impl Into<String>) -> Self {
+        AdapterError(msg.into())
+    }
+}
+
+pub type AdapterResult<T> = Result<T, AdapterError>;
+
+/// Progress of a long operation (resync): `(done, total)` in the operation's unit.
+pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+/// Datagrams to and from the peer. Authentication and encoding sit above it (`wire`).
+#[async_trait]
+pub trait Transport: Send + Sync {
+    async fn send(&self, datagram: &[u8]) -> AdapterResult<()>;
+    /// Waits for the next datagram from the peer's address.
+    async fn recv(&self) -> AdapterResult<Vec<u8>>;
+}
+
+/// The shared IPs of LAN mode (S3, S4) and the ARP arbiter (B1, B3).
+#[async_trait]
+pub trait Vip: Send + Sync {
+    async fn raise(&self) -> AdapterResult<()>;
+    async fn drop_vip(&self) -> AdapterResult<()>;
+    /// Gratuitous ARP burst (and unsolicited NA for IPv6 addresses).
+    async fn garp(&self) -> AdapterResult<()>;
+    /// Does any *other* host answer ARP for the VIP right now?
+    async fn probe(&self) -> AdapterResult<bool>;
+    /// Is the VIP configured on this host (to notice changes behind our back)?
+    async fn held(&self) -> AdapterResult<bool>;
+}
+
+/// Witness hosts: how many answer right now.
+#[async_trait]
+pub trait Witness: Send + Sync {
+    async fn reachable(&self) -> AdapterResult<u32>;
+}
+
+/// What the DB adapter reports periodically.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DbReport {
+    pub position: Position,
+    pub replicating: bool,
+    pub lag_ms: Option<u64>,
+    pub semi_sync: bool,
+    /// Transactions here that the Master lacks (errant GTIDs), when known.
+    pub errant: u64,
+}
+
+/// The MariaDB database (S5, S8, B4).
+#[async_trait]
+pub trait Db: Send + Sync {
+    /// Apply everything received (at least `wait_for`), stop and reset replication, read-write.
+    async fn promote(&self, wait_for: Option<Position>) -> AdapterResult<()>;
+    /// Read-only, client sessions killed, verified. Returns the final position.
+    async fn fence(&self) -> AdapterResult<Position>;
+    /// Replicate from the peer's database (GTID, slave_pos).
+    async fn replicate_from(&self, peer: NodeId) -> AdapterResult<()>;
+    async fn report(&self) -> AdapterResult<DbReport>;
+    /// Rebuild this database from the peer's (dump and restore), reporting bytes.
+    async fn copy_from_peer(&self, peer: NodeId, progress: ProgressFn) -> AdapterResult<()>;
+}
+
+/// MongoDB replica-set membership (S6).
+#[async_trait]
+pub trait Mongo: Send + Sync {
+    async fn promote(&self) -> AdapterResult<()>;
+    async fn demote(&self) -> AdapterResult<()>;
+    async fn resync(&self, progress: ProgressFn) -> AdapterResult<()>;
+}
+
+/// Real-time file sync Master -> Slave under a bandwidth cap (S7).
+#[async_trait]
+pub trait FsSync: Send + Sync {
+    async fn push_start(&self, peer: NodeId) -> AdapterResult<()>;
+    async fn push_stop(&self) -> AdapterResult<()>;
+    /// Full comparison and transfer from the peer (Master) to here, reporting bytes.
+    async fn resync_from(&self, peer: NodeId, progress: ProgressFn) -> AdapterResult<()>;
+}
+
+/// The cloud public IP association (S13, S14).
+#[async_trait]
+pub trait CloudIp: Send + Sync {
+    async fn associate(&self, to: NodeId) -> AdapterResult<()>;
+    async fn holder(&self) -> AdapterResult<Option<NodeId>>;
+}
+
+/// The application's own services (B10).
+#[async_trait]
+pub trait Services: Send + Sync {
+    async fn start(&self) -> AdapterResult<()>;
+    async fn stop(&self) -> AdapterResult<()>;
+}
+
+/// Durable node state, written crash-safely.
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    async fn load(&self) -> AdapterResult<Option<PersistedState>>;
+    async fn save(&self, state: &PersistedState) -> AdapterResult<()>;
+}

@@ -1,0 +1,132 @@
+//! Operator commands (S14, S15, B4–B6). Each gets a reply: what was started, or why not.
+
+use crate::input::{Command, Target};
+use crate::node::{Handover, Node};
+use crate::persist::Maintenance;
+use crate::plan::{Plan, Via};
+use crate::status::Alarm;
+use crate::types::Role;
+
+impl Node {
+    pub(crate) fn on_command(&mut self, req: u64, cmd: Command) {
+        let result = match cmd {
+            Command::SetState(target) => self.set_state(target),
+            Command::Switchover => self.switchover(req),
+            Command::Maintenance(on) => {
+                self.maintenance = Maintenance { on, version: self.maintenance.version + 1 };
+                self.refused = None;
+                Ok(Some(format!("maintenance {}", if on { "on: automatic failover paused" } else { "off" })))
+            }
+            Command::Resync(kind) => self.start_resync(kind),
+            Command::CancelResync => self.request_cancel(),
+            Command::Shutdown => self.shutdown(req),
+        };
+        // `None`: the reply comes when the work finishes (switch-over, shutdown).
+        if let Some(result) = result.transpose() {
+            self.reply(req, result);
+        }
+    }
+
+    fn busy(&self) -> Option<String> {
+        self.plan.as_ref().map(|p| format!("busy: {} is under way", p.name)).or_else(|| self.handover.as_ref().map(|_| "busy: a switch-over is under way".into()))
+    }
+
+    fn set_state(&mut self, target: Target) -> Result<Option<String>, String> {
+        let want = match target {
+            Target::Master => Role::Master,
+            Target::Slave => Role::Slave,
+            Target::Off => Role::Off,
+        };
+        if self.role == want {
+            return Ok(Some(format!("already {want}")));
+        }
+        if let Some(b) = self.busy() {
+            return Err(b);
+        }
+        match target {
+            Target::Master => {
+                if self.peer_is_master() {
+                    return Err(format!("the peer {} is Master: use `switchover`", self.cfg.peer));
+                }
+                self.recheck_at = None;
+                self.start_plan(Plan::promote(self, Via::Operator, "operator: set-state master", None));
+                Ok(Some("promoting".into()))
+            }
+            Target::Slave => {
+                if self.role == Role::Master {
+                    // Handing the role to a healthy peer is the only way a Master becomes Slave
+                    // without leaving the pair masterless.
+                    return self.begin_handover(None).map(|_| Some("switch-over started".into()));
+                }
+                self.become_slave("operator: set-state slave");
+                Ok(Some("now slave".into()))
+            }
+            Target::Off => {
+                self.go_off("operator: set-state off");
+                Ok(Some("services off".into()))
+            }
+        }
+    }
+
+    fn switchover(&mut self, req: u64) -> Result<Option<String>, String> {
+        match self.role {
+            Role::Master => self.begin_handover(Some(req)).map(|_| None),
+            Role::Slave if self.peer_is_master() => {
+                self.out.push(crate::action::Action::Send(crate::message::Message::SwitchoverRequest {
+                    from: self.cfg.node,
+                    epoch: self.peer.epoch(),
+                }));
+                Ok(Some(format!("asked the Master {} to hand over", self.cfg.peer)))
+            }
+            r => Err(format!("switch-over needs a Master and a Slave; this node is {r} and the peer is {}", self.peer_role().map_or("silent", |r| r.as_str()))),
+        }
+    }
+
+    /// Starts the old Master's half of a planned switch-over.
+    pub(crate) fn begin_handover(&mut self, req: Option<u64>) -> Result<(), String> {
+        if self.role != Role::Master {
+            return Err(format!("only the Master hands over; this node is {}", self.role));
+        }
+        if let Some(b) = self.busy() {
+            return Err(b);
+        }
+        let Some(hb) = self.peer.hb.as_ref().filter(|_| self.peer_alive()) else {
+            return Err(format!("the peer {} is silent", self.cfg.peer));
+        };
+        if hb.role != Role::Slave {
+            return Err(format!("the peer is {}, not a Slave", hb.role));
+        }
+        if hb.needs_resync {
+            return Err("the peer waits for a resync: run `resync all` on it first".into());
+        }
+        self.handover = Some(Handover { deadline: self.now.after(self.cfg.timing.handover_timeout), req, position: None, sent: false });
+        self.clear(&Alarm::SwitchoverFailed);
+        self.set_role(Role::Slave, "planned switch-over");
+        let plan = Plan::handover(self);
+        self.start_plan(plan);
+        Ok(())
+    }
+
+    /// The Slave's half: the old Master is fenced at `position`; promote once we hold it.
+    pub(crate) fn on_handover(&mut self, epoch: u64, position: crate::types::Position) {
+        if self.role != Role::Slave || self.plan.is_some() || epoch < self.epoch.min(self.peer.epoch()) {
+            return;
+        }
+        self.cancel_job("a switch-over makes this node Master");
+        let plan = Plan::promote(self, Via::Handover, "planned switch-over", Some(position));
+        self.start_plan(plan);
+    }
+
+    fn shutdown(&mut self, req: u64) -> Result<Option<String>, String> {
+        if self.role == Role::Master && self.begin_handover(None).is_ok() {
+            self.shutdown = Some(req);
+            return Ok(None);
+        }
+        self.handover = None;
+        self.cancel_job("the node is shutting down");
+        self.shutdown = Some(req);
+        let plan = Plan::release(self, "shutting-down");
+        self.start_plan(plan);
+        Ok(None)
+    }
+}

@@ -1,0 +1,161 @@
+//! The core's view of the configuration: identities, mode, components and timing.
+//!
+//! The daemon parses TOML into this (and more); the core validates what it relies on, naming
+//! the field and the reason, so that a bad file never yields a half-configured node.
+
+use crate::types::{Mode, NodeId};
+use serde::{Deserialize, Serialize};
+
+/// Which outside worlds this node manages. A pair without MongoDB simply has `mongo: false`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Components {
+    pub vip: bool,
+    pub db: bool,
+    pub mongo: bool,
+    pub fs: bool,
+    pub services: bool,
+}
+
+impl Components {
+    pub const ALL: Components = Components { vip: true, db: true, mongo: true, fs: true, services: true };
+}
+
+/// Timing, all in milliseconds. Defaults give a sub-second failover at a 100 ms heartbeat.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timing {
+    /// How often a heartbeat is sent.
+    pub heartbeat_interval: u64,
+    /// A Slave that has not heard its Master for this long asks the arbiter and takes over.
+    pub failover_timeout: u64,
+    /// A Master that hears neither peer nor witness for this long steps down. Shorter than
+    /// `failover_timeout`, so an isolated Master lets go before the Slave takes over.
+    pub isolation_timeout: u64,
+    /// How long a booting node listens for a peer before deciding alone (S10).
+    pub discovery_window: u64,
+    /// A node whose last role was Slave and who hears nobody waits this long before promoting
+    /// alone: its data may be behind the absent Master's.
+    pub lone_slave_wait: u64,
+    /// After the arbiter refuses a takeover, wait this long before asking again.
+    pub arbiter_recheck: u64,
+    /// First retry delay of a failed action; doubles up to `retry_max`.
+    pub retry_base: u64,
+    pub retry_max: u64,
+    /// A planned hand-over that has not produced a new Master in this time is rolled back.
+    pub handover_timeout: u64,
+    /// In cloud mode, how often a Master checks that the public IP is still associated with it.
+    pub cloud_check_interval: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            heartbeat_interval: 100,
+            failover_timeout: 600,
+            isolation_timeout: 400,
+            discovery_window: 1500,
+            lone_slave_wait: 60_000,
+            arbiter_recheck: 1000,
+            retry_base: 200,
+            retry_max: 5000,
+            handover_timeout: 10_000,
+            cloud_check_interval: 1000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    pub node: NodeId,
+    pub peer: NodeId,
+    pub mode: Mode,
+    pub components: Components,
+    pub timing: Timing,
+    /// Number of witness hosts configured (0: none). Their reachability is asked of an adapter.
+    pub witnesses: u32,
+    /// LAN: refuse to raise the VIP while an ARP probe shows another host answering for it.
+    pub arp_probe: bool,
+    /// Cloud: the seed makes switch-over manual (S14); this turns automatic failover on (B5).
+    pub cloud_auto_failover: bool,
+    /// Non-critical actions are retried this many times before the node raises an alarm and
+    /// goes on without them (critical ones, such as persisting the epoch, retry forever).
+    pub max_retries: u32,
+}
+
+impl Config {
+    /// A LAN node with every component and default timing.
+    pub fn lan(node: NodeId, peer: NodeId) -> Config {
+        Config {
+            node,
+            peer,
+            mode: Mode::Lan,
+            components: Components::ALL,
+            timing: Timing::default(),
+            witnesses: 0,
+            arp_probe: true,
+            cloud_auto_failover: false,
+            max_retries: 3,
+        }
+    }
+
+    /// Checks every rule the core relies on. The error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let t = &self.timing;
+        let bad = |field: &'static str, reason: String| Err(ConfigError { field, reason });
+        if self.node == self.peer {
+            return bad("node.id", format!("equals the peer's id ({})", self.peer.0));
+        }
+        if t.heartbeat_interval == 0 {
+            return bad("timing.heartbeat_interval_ms", "must be greater than 0".into());
+        }
+        if t.failover_timeout < 3 * t.heartbeat_interval {
+            return bad(
+                "timing.failover_timeout_ms",
+                format!(
+                    "{} ms is less than 3 heartbeats ({} ms): one lost packet would fail over",
+                    t.failover_timeout,
+                    3 * t.heartbeat_interval
+                ),
+            );
+        }
+        if t.isolation_timeout < 2 * t.heartbeat_interval || t.isolation_timeout >= t.failover_timeout {
+            return bad(
+                "timing.isolation_timeout_ms",
+                format!(
+                    "{} ms must be at least 2 heartbeats and below failover_timeout_ms ({} ms), so an \
+                     isolated Master steps down before the Slave takes over",
+                    t.isolation_timeout, t.failover_timeout
+                ),
+            );
+        }
+        if t.discovery_window < t.failover_timeout {
+            return bad(
+                "timing.discovery_window_ms",
+                format!("{} ms is shorter than failover_timeout_ms ({} ms)", t.discovery_window, t.failover_timeout),
+            );
+        }
+        if t.retry_base == 0 || t.retry_max < t.retry_base {
+            return bad("timing.retry_max_ms", "retry_base_ms must be > 0 and retry_max_ms >= retry_base_ms".into());
+        }
+        for (field, v) in [
+            ("timing.arbiter_recheck_ms", t.arbiter_recheck),
+            ("timing.handover_timeout_ms", t.handover_timeout),
+            ("timing.cloud_check_interval_ms", t.cloud_check_interval),
+        ] {
+            if v == 0 {
+                return bad(field, "must be greater than 0".into());
+            }
+        }
+        if self.mode == Mode::Cloud && self.components.vip {
+            return bad("mode", "cloud mode has no virtual IP: remove [[shared_ip]] or use mode = \"lan\"".into());
+        }
+        Ok(())
+    }
+}
+
+/// A configuration rule broken: which field, and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ConfigError {
+    pub field: &'static str,
+    pub reason: String,
+}

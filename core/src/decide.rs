@@ -1,0 +1,309 @@
+//! The level-triggered decisions: after every input, look at what is known and act if needed.
+//!
+//! Deciding from state rather than from the input that just arrived means a lost message or a
+//! missed timer can only delay a decision, never skip it.
+
+use crate::action::Op;
+use crate::event::Event;
+use crate::input::Done;
+use crate::input::OpError;
+use crate::node::Node;
+use crate::peer::{claim_key, master_wins};
+use crate::plan::{Goal, Plan, Via};
+use crate::status::Alarm;
+use crate::types::{Mode, Role};
+
+impl Node {
+    pub(crate) fn decide(&mut self) {
+        self.preempt_plan();
+        self.check_handover();
+        if self.plan.is_some() {
+            return;
+        }
+        match self.role {
+            Role::Booting => self.decide_booting(),
+            Role::Slave => self.decide_slave(),
+            Role::Master => {
+                self.last_master_seen = Some(self.now);
+                self.decide_master();
+            }
+            Role::Off => {}
+        }
+    }
+
+    /// A promotion in progress gives way to a Master that outranks it.
+    fn preempt_plan(&mut self) {
+        let Some(plan) = self.plan.as_ref() else { return };
+        if plan.goal != Goal::Master || !self.peer_is_master() {
+            return;
+        }
+        let peer_epoch = self.peer.epoch();
+        if self.role != Role::Master {
+            if plan.via != Via::Handover {
+                self.plan = None;
+                self.become_slave("a Master appeared while promoting");
+            }
+        } else if !master_wins(self.epoch, self.cfg.node, peer_epoch, self.cfg.peer) {
+            self.plan = None;
+            self.lose_split_brain(peer_epoch);
+        }
+    }
+
+    fn check_handover(&mut self) {
+        let Some(h) = self.handover.as_ref() else { return };
+        if h.sent && self.peer_is_master() {
+            let req = h.req;
+            self.handover = None;
+            let msg = format!("switch-over done: {} is Master at epoch {}", self.cfg.peer, self.peer.epoch());
+            if let Some(req) = req {
+                self.reply(req, Ok(msg));
+            }
+            if let Some(req) = self.shutdown.take() {
+                self.reply(req, Ok("handed over; exiting".into()));
+                self.out.push(crate::action::Action::Exit);
+            }
+        } else if self.now >= h.deadline {
+            let req = h.req;
+            self.handover = None;
+            self.plan = None;
+            self.raise(Alarm::SwitchoverFailed);
+            if let Some(req) = req {
+                self.reply(req, Err(format!("the peer did not become Master within {} ms; taking the role back", self.cfg.timing.handover_timeout)));
+            }
+            // Back to a Slave with no Master: the usual takeover rules (and the arbiter) decide.
+        }
+    }
+
+    fn decide_booting(&mut self) {
+        let t = self.cfg.timing;
+        if self.peer_is_master() {
+            self.become_slave("the peer is Master");
+            return;
+        }
+        if self.peer.hb.as_ref().is_some_and(|h| h.handing_over) && self.peer_alive() {
+            return;
+        }
+        let window_over = self.now.since(self.boot_started) >= t.discovery_window;
+        if self.cfg.components.db && !self.db_reported && !window_over {
+            return; // the tie-break needs our real position
+        }
+        if self.recheck_at.is_some_and(|r| self.now < r) {
+            return;
+        }
+        match self.peer_role() {
+            Some(Role::Booting | Role::Slave) => {
+                if self.wins_tie_break() {
+                    self.promote(Via::Arbiter, "start-up: stronger claim than the peer");
+                }
+            }
+            Some(Role::Off) => {
+                if self.cfg.mode == Mode::Lan || self.cfg.cloud_auto_failover {
+                    self.promote(Via::Arbiter, "start-up: the peer's services are off");
+                }
+            }
+            Some(Role::Master) => {}
+            None if window_over => {
+                // The documented lone-node rule (S10): a fresh install or a former Master takes
+                // the role; a former Slave waits longer, since the absent Master may hold newer data.
+                let former_master = self.durable.last_role == Some(Role::Master);
+                if self.fresh || former_master {
+                    let why = if self.fresh { "start-up: first node, nobody else heard" } else { "start-up: former Master, nobody else heard" };
+                    self.promote(Via::Arbiter, why);
+                } else if self.now.since(self.boot_started) >= t.lone_slave_wait {
+                    self.promote(Via::Arbiter, "start-up: former Slave alone past lone_slave_wait");
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn decide_slave(&mut self) {
+        if self.peer_is_master() {
+            self.refused = None;
+            self.recheck_at = None;
+            self.clear_where(|a| matches!(a, Alarm::MasterUnreachable | Alarm::VipAnsweredElsewhere | Alarm::WitnessesUnreachable | Alarm::SteppedDownIsolated | Alarm::SwitchoverFailed));
+            self.ensure_replicating();
+            return;
+        }
+        if self.handover.is_some() {
+            return;
+        }
+        self.consider_takeover();
+    }
+
+    fn ensure_replicating(&mut self) {
+        let want = self.cfg.components.db && !self.needs_resync && self.job.is_none();
+        if !want || self.replicating_from == Some(self.peer.epoch()) {
+            return;
+        }
+        if self.background_has(|o| matches!(o, Op::ReplicateDb { .. })) || self.replicate_retry_at.is_some_and(|t| self.now < t) {
+            return;
+        }
+        self.run_background(Op::ReplicateDb { from: self.cfg.peer });
+    }
+
+    /// A Slave with no Master: take over if the rules and the arbiter allow.
+    fn consider_takeover(&mut self) {
+        let t = self.cfg.timing;
+        let peer_role = self.peer_role();
+        if self.peer_alive() && self.peer.hb.as_ref().is_some_and(|h| h.handing_over) {
+            return;
+        }
+        let masterless = self.last_master_seen.map_or(true, |m| self.now.since(m) >= t.failover_timeout);
+        let why = match peer_role {
+            Some(Role::Off) => "the Master's services are off",
+            Some(Role::Booting | Role::Slave) => {
+                if !masterless || !self.wins_tie_break() {
+                    return;
+                }
+                "no Master, and this node has the stronger claim"
+            }
+            Some(Role::Master) => return,
+            None => {
+                if !masterless {
+                    return;
+                }
+                "the Master is silent"
+            }
+        };
+        if self.maintenance.on {
+            self.note_refusal("maintenance mode pauses automatic failover");
+            return;
+        }
+        if self.cfg.mode == Mode::Cloud && !self.cfg.cloud_auto_failover {
+            self.raise(Alarm::MasterUnreachable);
+            self.note_refusal("cloud mode: switch-over is manual (set-state)");
+            return;
+        }
+        if self.recheck_at.is_some_and(|r| self.now < r) {
+            return;
+        }
+        self.promote(Via::Arbiter, why);
+    }
+
+    fn note_refusal(&mut self, why: &str) {
+        if self.refused.as_deref() != Some(why) {
+            self.emit(Event::TakeoverRefused { why: why.to_string() });
+            self.refused = Some(why.to_string());
+        }
+    }
+
+    fn wins_tie_break(&self) -> bool {
+        let Some(hb) = self.peer.hb.as_ref() else { return true };
+        let mine = claim_key(self.needs_resync, self.db_position, self.epoch, self.cfg.node);
+        let theirs = claim_key(hb.needs_resync, hb.position, hb.epoch, hb.from);
+        mine > theirs
+    }
+
+    fn decide_master(&mut self) {
+        let t = self.cfg.timing;
+        if self.peer_is_master() {
+            let peer_epoch = self.peer.epoch();
+            if !master_wins(self.epoch, self.cfg.node, peer_epoch, self.cfg.peer) {
+                self.lose_split_brain(peer_epoch);
+            }
+            return;
+        }
+        let silent = self.peer.last_heard.map_or(true, |h| self.now.since(h) >= t.isolation_timeout);
+        if silent && self.cfg.witnesses > 0 && !self.maintenance.on && self.now >= self.next_isolation_check
+            && !self.background_has(|o| matches!(o, Op::CheckWitnesses))
+        {
+            self.next_isolation_check = self.now.after(t.heartbeat_interval);
+            self.run_background(Op::CheckWitnesses);
+        }
+        if self.cfg.mode == Mode::Cloud && self.now >= self.next_cloud_check && !self.background_has(|o| matches!(o, Op::QueryCloudIp)) {
+            self.next_cloud_check = self.now.after(t.cloud_check_interval);
+            self.run_background(Op::QueryCloudIp);
+        }
+    }
+
+    fn lose_split_brain(&mut self, peer_epoch: u64) {
+        // Our writes since the split are not on the winner: resync rather than silently rejoin (B4).
+        self.needs_resync = true;
+        self.raise(Alarm::FencedBySplitBrain);
+        self.raise(Alarm::NeedsResync);
+        let why = format!("two Masters: {} holds epoch {peer_epoch}", self.cfg.peer);
+        self.become_slave(&why);
+    }
+
+    pub(crate) fn promote(&mut self, via: Via, why: &str) {
+        let plan = Plan::promote(self, via, why, None);
+        self.start_plan(plan);
+    }
+
+    pub(crate) fn become_slave(&mut self, why: &str) {
+        self.cancel_job("the node changed role");
+        self.recheck_at = None;
+        self.replicating_from = None;
+        self.set_role(Role::Slave, why);
+        let plan = Plan::release(self, "demoting");
+        self.start_plan(plan);
+    }
+
+    pub(crate) fn go_off(&mut self, why: &str) {
+        self.cancel_job("the node changed role");
+        self.replicating_from = None;
+        self.set_role(Role::Off, why);
+        let plan = Plan::release(self, "going-off");
+        self.start_plan(plan);
+    }
+
+    /// Results of operations started outside plans.
+    pub(crate) fn background_done(&mut self, op: &Op, done: Done) {
+        self.clear(&Alarm::OpFailing { op: op.name().to_string() });
+        match (op, done) {
+            (Op::CheckWitnesses, Done::Witnesses { reachable }) => self.isolation_result(reachable),
+            (Op::QueryCloudIp, Done::CloudHolder { node }) => {
+                if self.role == Role::Master && node != Some(self.cfg.node) {
+                    self.raise(Alarm::CloudIpMovedAway);
+                    if self.cfg.cloud_auto_failover && self.plan.is_none() {
+                        self.become_slave("the cloud public IP is associated with the peer");
+                    }
+                } else {
+                    self.clear(&Alarm::CloudIpMovedAway);
+                }
+            }
+            (Op::ReplicateDb { .. }, _) => {
+                self.replicating_from = Some(self.peer.epoch());
+                self.replicate_failures = 0;
+                self.replicate_retry_at = None;
+            }
+            (Op::Resync { .. }, _) => self.job_phase_finished(Ok(())),
+            _ => {}
+        }
+    }
+
+    pub(crate) fn background_failed(&mut self, op: &Op, e: OpError) {
+        let name = op.name().to_string();
+        match op {
+            Op::CheckWitnesses => self.isolation_result(0),
+            Op::ReplicateDb { .. } => {
+                self.replicate_failures += 1;
+                self.replicate_retry_at = Some(self.now.after(self.backoff(self.replicate_failures)));
+                if self.replicate_failures > self.cfg.max_retries {
+                    self.raise(Alarm::OpFailing { op: name.clone() });
+                }
+            }
+            Op::Resync { .. } => {
+                self.job_phase_finished(Err(e.clone()));
+                return;
+            }
+            Op::Persist(_) => self.raise(Alarm::OpFailing { op: name.clone() }),
+            _ => {}
+        }
+        self.emit(Event::OpFailed { op: name, error: e.to_string(), attempt: 1 });
+    }
+
+    fn isolation_result(&mut self, reachable: u32) {
+        let t = self.cfg.timing;
+        let silent = self.peer.last_heard.map_or(true, |h| self.now.since(h) >= t.isolation_timeout);
+        if reachable > 0 {
+            self.clear(&Alarm::WitnessesUnreachable);
+            return;
+        }
+        if self.role == Role::Master && silent && self.plan.is_none() && !self.maintenance.on {
+            self.raise(Alarm::SteppedDownIsolated);
+            self.become_slave("isolated: neither the peer nor any witness answers");
+        }
+    }
+}

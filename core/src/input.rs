@@ -1,0 +1,82 @@
+//! Everything that can happen to a node: facts, each carrying no clock (the caller passes `now`).
+
+use crate::action::OpId;
+use crate::message::Message;
+use crate::persist::PersistedState;
+use crate::types::{NodeId, Position, ResyncKind};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Input {
+    /// The node process started; `persisted` is what the state store held (`None`: fresh install).
+    Start { persisted: Option<PersistedState> },
+    /// A wake-up. Harmless when nothing is due.
+    Tick,
+    /// A message from the peer, already authenticated by the transport.
+    Peer(Message),
+    /// An operation the node asked for has finished (or its deadline passed).
+    Done { id: OpId, result: Result<Done, OpError> },
+    /// Periodic report of the local database: position, replication health, lag.
+    DbReport { position: Position, replicating: bool, lag_ms: Option<u64>, semi_sync: bool },
+    /// The DB adapter found transactions here that the Master does not have.
+    DbErrant { count: u64 },
+    /// A running resync phase made progress.
+    JobProgress { job: u64, done: u64, total: u64 },
+    /// The VIP appeared or disappeared behind the node's back (someone ran `ip addr`).
+    VipObserved { held: bool },
+    /// An operator command; `req` ties the reply to the caller.
+    Command { req: u64, cmd: Command },
+}
+
+/// What a successful operation reports back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Done {
+    Ok,
+    /// ARP probe: did any other host answer for the VIP?
+    Probe { answered: bool },
+    /// Witness check: how many of the configured witnesses answered.
+    Witnesses { reachable: u32 },
+    /// The database is read-only and its sessions are gone; this is its final position.
+    Fenced { position: Position },
+    /// Which node the cloud public IP is associated with right now.
+    CloudHolder { node: Option<NodeId> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpError {
+    Failed(String),
+    /// The driver's deadline passed before the adapter answered.
+    TimedOut,
+    /// Cancelled on the node's own request (a cancelled resync phase).
+    Cancelled,
+}
+
+impl std::fmt::Display for OpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpError::Failed(m) => write!(f, "failed: {m}"),
+            OpError::TimedOut => f.write_str("timed out"),
+            OpError::Cancelled => f.write_str("cancelled"),
+        }
+    }
+}
+
+/// The state an operator can ask for (S15).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Target {
+    Master,
+    Slave,
+    Off,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    SetState(Target),
+    /// Planned switch-over (B4/B5): the Slave becomes Master with nothing lost.
+    Switchover,
+    Maintenance(bool),
+    Resync(ResyncKind),
+    CancelResync,
+    /// The daemon is stopping (SIGTERM): hand over if Master, then let go of everything.
+    Shutdown,
+}

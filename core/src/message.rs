@@ -1,0 +1,42 @@
+//! What the two nodes say to each other. Authentication and encoding belong to the transport.
+
+use crate::persist::Maintenance;
+use crate::types::{NodeId, Position, Role};
+use serde::{Deserialize, Serialize};
+
+/// Sent every heartbeat interval, and at once on every role change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub from: NodeId,
+    /// The sender's boot counter: a larger one means it restarted and its `seq` starts over.
+    pub boot: u64,
+    /// Increases with every message of one boot; older or repeated ones are ignored.
+    pub seq: u64,
+    pub epoch: u64,
+    pub role: Role,
+    pub position: Position,
+    pub needs_resync: bool,
+    pub maintenance: Maintenance,
+    /// The sender held the Master role last (start-up tie-break).
+    pub was_master: bool,
+    /// The sender is handing its Master role over and must not be promoted over.
+    pub handing_over: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    Heartbeat(Heartbeat),
+    /// From a Slave whose operator asked for a switch-over: the Master runs it.
+    SwitchoverRequest { from: NodeId, epoch: u64 },
+    /// From a Master that is fenced and has dropped the VIP: "promote once you hold `position`".
+    Handover { from: NodeId, epoch: u64, position: Position },
+}
+
+impl Message {
+    pub fn from(&self) -> NodeId {
+        match self {
+            Message::Heartbeat(h) => h.from,
+            Message::SwitchoverRequest { from, .. } | Message::Handover { from, .. } => *from,
+        }
+    }
+}

@@ -1,0 +1,525 @@
+//! The node: one value holding everything a ridondato node knows, and `handle`, its only door.
+
+use crate::action::{Action, Op, OpId, Output};
+use crate::config::Config;
+use crate::event::Event;
+use crate::input::{Done, Input, OpError};
+use crate::message::{Heartbeat, Message};
+use crate::peer::PeerView;
+use crate::persist::{Maintenance, PersistedState};
+use crate::plan::Plan;
+use crate::resync::Job;
+use crate::status::{Alarm, PeerStatus, Status};
+use crate::time::Millis;
+use crate::types::{NodeId, Position, Role};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A pair member's state machine. Feed it inputs with `handle`; carry out the actions it returns.
+#[derive(Debug)]
+pub struct Node {
+    pub(crate) cfg: Config,
+    pub(crate) now: Millis,
+    pub(crate) started: bool,
+    pub(crate) role: Role,
+    /// The epoch this node claims as Master or has adopted from a Master it heard.
+    pub(crate) epoch: u64,
+    /// What the state store last confirmed.
+    pub(crate) durable: PersistedState,
+    /// `None` until the first `Start`: a fresh install has no persisted state at all.
+    pub(crate) fresh: bool,
+    pub(crate) needs_resync: bool,
+    pub(crate) maintenance: Maintenance,
+    pub(crate) boot_started: Millis,
+    /// This boot's number (durable once the first persist completes).
+    pub(crate) boots: u64,
+    /// Why the last takeover was refused, so the refusal is reported once, not every tick.
+    pub(crate) refused: Option<String>,
+    pub(crate) peer: PeerView,
+    /// Last instant a Master (the peer, or this node) was known to exist.
+    pub(crate) last_master_seen: Option<Millis>,
+    pub(crate) plan: Option<Plan>,
+    /// Operations running outside a plan (probes, corrections, replication, resync phases).
+    pub(crate) background: BTreeMap<OpId, Op>,
+    next_op: u64,
+    seq: u64,
+    next_heartbeat: Millis,
+    /// After the arbiter refused, no new takeover attempt before this instant.
+    pub(crate) recheck_at: Option<Millis>,
+    pub(crate) next_isolation_check: Millis,
+    pub(crate) next_cloud_check: Millis,
+    pub(crate) replicate_retry_at: Option<Millis>,
+    pub(crate) replicate_failures: u32,
+    pub(crate) alarms: BTreeSet<Alarm>,
+    pub(crate) handover: Option<Handover>,
+    pub(crate) job: Option<Job>,
+    pub(crate) next_job: u64,
+    pub(crate) shutdown: Option<u64>,
+    // The node's view of its worlds, from operation results and reports.
+    pub(crate) vip_held: bool,
+    pub(crate) db_writable: bool,
+    pub(crate) db_position: Position,
+    pub(crate) db_reported: bool,
+    pub(crate) db_replicating: bool,
+    pub(crate) db_lag_ms: Option<u64>,
+    pub(crate) semi_sync: bool,
+    pub(crate) fs_pushing: bool,
+    pub(crate) services_running: bool,
+    pub(crate) cloud_holder: Option<NodeId>,
+    /// The Master epoch our DB currently replicates from, if any.
+    pub(crate) replicating_from: Option<u64>,
+    pub(crate) out: Vec<Action>,
+}
+
+/// A planned hand-over this node (the old Master) is running.
+#[derive(Clone, Debug)]
+pub(crate) struct Handover {
+    pub deadline: Millis,
+    pub req: Option<u64>,
+    pub position: Option<Position>,
+    pub sent: bool,
+}
+
+impl Node {
+    /// A node that has not started yet: it does nothing until `Input::Start`.
+    pub fn new(cfg: Config) -> Node {
+        Node {
+            cfg,
+            now: Millis::ZERO,
+            started: false,
+            role: Role::Booting,
+            epoch: 0,
+            durable: PersistedState::default(),
+            fresh: true,
+            needs_resync: false,
+            maintenance: Maintenance::default(),
+            boot_started: Millis::ZERO,
+            boots: 0,
+            refused: None,
+            peer: PeerView::default(),
+            last_master_seen: None,
+            plan: None,
+            background: BTreeMap::new(),
+            next_op: 1,
+            seq: 0,
+            next_heartbeat: Millis::ZERO,
+            recheck_at: None,
+            next_isolation_check: Millis::ZERO,
+            next_cloud_check: Millis::ZERO,
+            replicate_retry_at: None,
+            replicate_failures: 0,
+            alarms: BTreeSet::new(),
+            handover: None,
+            job: None,
+            next_job: 1,
+            shutdown: None,
+            vip_held: false,
+            db_writable: false,
+            db_position: Position(0),
+            db_reported: false,
+            db_replicating: false,
+            db_lag_ms: None,
+            semi_sync: false,
+            fs_pushing: false,
+            services_running: false,
+            cloud_holder: None,
+            replicating_from: None,
+            out: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.cfg.node
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The only entry point. `now` must not go backwards between calls.
+    pub fn handle(&mut self, now: Millis, input: Input) -> Output {
+        self.now = self.now.max(now);
+        match input {
+            Input::Start { persisted } => self.on_start(persisted),
+            _ if !self.started => {
+                if let Input::Command { req, .. } = input {
+                    self.reply(req, Err("the node has not started yet".into()));
+                }
+            }
+            Input::Tick => {}
+            Input::Peer(msg) => self.on_message(msg),
+            Input::Done { id, result } => self.on_done(id, result),
+            Input::DbReport { position, replicating, lag_ms, semi_sync } => {
+                self.db_position = self.db_position.max(position);
+                self.db_reported = true;
+                self.db_replicating = replicating;
+                self.db_lag_ms = lag_ms;
+                self.semi_sync = semi_sync;
+            }
+            Input::DbErrant { count } => self.on_errant(count),
+            Input::JobProgress { job, done, total } => self.on_job_progress(job, done, total),
+            Input::VipObserved { held } => self.on_vip_observed(held),
+            Input::Command { req, cmd } => self.on_command(req, cmd),
+        }
+        if self.started {
+            self.advance_plan();
+            self.decide();
+            self.advance_plan();
+            self.maybe_persist();
+            self.maybe_heartbeat();
+        }
+        Output { actions: std::mem::take(&mut self.out), next_wakeup: self.next_wakeup() }
+    }
+
+    fn on_start(&mut self, persisted: Option<PersistedState>) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        self.fresh = persisted.is_none();
+        let p = persisted.unwrap_or_default();
+        self.epoch = p.epoch;
+        self.needs_resync = p.needs_resync;
+        self.maintenance = p.maintenance;
+        if self.needs_resync {
+            self.raise(Alarm::NeedsResync);
+        }
+        self.boot_started = self.now;
+        // The boot counter is made durable before the first heartbeat: heartbeats carry it so a
+        // peer can tell a restarted node (sequence numbers start over) from a replayed packet.
+        self.boots = p.boots + 1;
+        self.durable = p;
+        if self.durable.last_role == Some(Role::Off) {
+            self.set_role(Role::Off, "services off before the restart");
+            self.start_plan(Plan::release(self, "going-off"));
+        } else {
+            // Whatever a crashed process left behind is let go before deciding anything.
+            self.start_plan(Plan::release(self, "quiescing"));
+        }
+    }
+
+    fn on_message(&mut self, msg: Message) {
+        if msg.from() != self.cfg.peer {
+            return;
+        }
+        match msg {
+            Message::Heartbeat(hb) => self.on_heartbeat(hb),
+            Message::SwitchoverRequest { epoch, .. } => {
+                if self.role == Role::Master && epoch <= self.epoch {
+                    if let Err(e) = self.begin_handover(None) {
+                        self.emit(Event::TakeoverRefused { why: format!("switch-over requested by peer: {e}") });
+                    }
+                }
+            }
+            Message::Handover { epoch, position, .. } => self.on_handover(epoch, position),
+        }
+    }
+
+    fn on_heartbeat(&mut self, hb: Heartbeat) {
+        let was_lost = self.peer.lost || self.peer.last_heard.is_none();
+        if !self.peer.accept(self.now, &hb) {
+            return;
+        }
+        self.peer.lost = false;
+        if hb.maintenance.version > self.maintenance.version {
+            self.maintenance = hb.maintenance;
+        }
+        if hb.role == Role::Master && !hb.handing_over {
+            self.last_master_seen = Some(self.now);
+            // Adopting the epoch keeps our next claim above every claim we have seen (B1).
+            if self.role != Role::Master {
+                self.epoch = self.epoch.max(hb.epoch);
+            }
+        }
+        if self.role == Role::Master && was_lost && self.cfg.components.vip && self.handover.is_none() {
+            // A partition healed: switches and phones may have learned another MAC meanwhile (B3).
+            self.run_background(Op::Garp);
+        }
+    }
+
+    fn on_errant(&mut self, count: u64) {
+        self.raise(Alarm::ErrantTransactions { count });
+        if !self.needs_resync {
+            self.needs_resync = true;
+            self.raise(Alarm::NeedsResync);
+        }
+        self.replicating_from = None;
+    }
+
+    fn on_vip_observed(&mut self, held: bool) {
+        if held == self.vip_held || !self.cfg.components.vip {
+            return;
+        }
+        self.raise(Alarm::VipTamperedWith);
+        self.vip_held = held;
+        let want = self.role == Role::Master && self.handover.is_none();
+        if self.plan.is_none() && held != want {
+            self.run_background(if want { Op::RaiseVip } else { Op::DropVip });
+        }
+    }
+
+    fn on_done(&mut self, id: OpId, result: Result<Done, OpError>) {
+        if self.plan.as_ref().is_some_and(|p| p.inflight == Some(id)) {
+            self.plan_step_done(result);
+            return;
+        }
+        let Some(op) = self.background.remove(&id) else {
+            return; // a stale result of an aborted plan: its effect is covered by what followed
+        };
+        match result {
+            Ok(done) => {
+                self.apply_effect(&op, &done);
+                self.background_done(&op, done);
+            }
+            Err(e) => self.background_failed(&op, e),
+        }
+    }
+
+    // ----- helpers shared by the other files of the node -----
+
+    pub(crate) fn new_op(&mut self) -> OpId {
+        let id = OpId(self.next_op);
+        self.next_op += 1;
+        id
+    }
+
+    pub(crate) fn run_background(&mut self, op: Op) -> OpId {
+        let id = self.new_op();
+        self.background.insert(id, op.clone());
+        self.out.push(Action::Run { id, op });
+        id
+    }
+
+    pub(crate) fn background_has(&self, f: impl Fn(&Op) -> bool) -> bool {
+        self.background.values().any(f)
+    }
+
+    pub(crate) fn emit(&mut self, e: Event) {
+        self.out.push(Action::Event(e));
+    }
+
+    pub(crate) fn reply(&mut self, req: u64, result: Result<String, String>) {
+        self.out.push(Action::Reply { req, result });
+    }
+
+    pub(crate) fn raise(&mut self, a: Alarm) {
+        if self.alarms.insert(a.clone()) {
+            self.emit(Event::AlarmRaised(a));
+        }
+    }
+
+    pub(crate) fn clear(&mut self, a: &Alarm) {
+        if self.alarms.remove(a) {
+            self.emit(Event::AlarmCleared(a.clone()));
+        }
+    }
+
+    pub(crate) fn clear_where(&mut self, f: impl Fn(&Alarm) -> bool) {
+        let gone: Vec<Alarm> = self.alarms.iter().filter(|a| f(a)).cloned().collect();
+        for a in gone {
+            self.clear(&a);
+        }
+    }
+
+    pub(crate) fn set_role(&mut self, to: Role, why: &str) {
+        if self.role == to {
+            return;
+        }
+        let from = self.role;
+        self.role = to;
+        self.emit(Event::RoleChanged { from, to, epoch: self.epoch, why: why.to_string() });
+        if to == Role::Master {
+            self.last_master_seen = Some(self.now);
+        }
+        // Tell the peer at once rather than at the next interval.
+        self.send_heartbeat();
+    }
+
+    pub(crate) fn peer_alive(&self) -> bool {
+        self.peer.alive(self.now, self.cfg.timing.failover_timeout)
+    }
+
+    pub(crate) fn peer_role(&self) -> Option<Role> {
+        self.peer.role(self.now, self.cfg.timing.failover_timeout)
+    }
+
+    pub(crate) fn peer_is_master(&self) -> bool {
+        self.peer.is_master(self.now, self.cfg.timing.failover_timeout)
+    }
+
+    pub(crate) fn heartbeat(&self) -> Heartbeat {
+        Heartbeat {
+            from: self.cfg.node,
+            boot: self.boots,
+            seq: self.seq,
+            epoch: self.epoch,
+            role: self.role,
+            position: self.db_position,
+            needs_resync: self.needs_resync,
+            maintenance: self.maintenance,
+            was_master: self.durable.last_role == Some(Role::Master),
+            handing_over: self.handover.is_some(),
+        }
+    }
+
+    pub(crate) fn send_heartbeat(&mut self) {
+        if self.durable.boots != self.boots {
+            return; // not before this boot's number is durable (see `on_start`)
+        }
+        self.seq += 1;
+        let hb = self.heartbeat();
+        self.out.push(Action::Send(Message::Heartbeat(hb)));
+        self.next_heartbeat = self.now.after(self.cfg.timing.heartbeat_interval);
+    }
+
+    fn maybe_heartbeat(&mut self) {
+        if self.now >= self.next_heartbeat && self.durable.boots == self.boots {
+            self.send_heartbeat();
+        }
+        // Mark the peer lost once it has been silent for the failover timeout.
+        if !self.peer.lost && self.peer.last_heard.is_some() && !self.peer_alive() {
+            self.peer.lost = true;
+        }
+    }
+
+    /// The durable state this node should have now; written in the background when it differs.
+    fn desired_durable(&self) -> PersistedState {
+        let last_role = match self.role {
+            Role::Slave | Role::Off => Some(self.role),
+            // A Master's role (with its epoch) is only ever written by its promotion plan.
+            Role::Master | Role::Booting => self.durable.last_role,
+        };
+        PersistedState {
+            epoch: self.epoch.max(self.durable.epoch),
+            last_role,
+            needs_resync: self.needs_resync,
+            maintenance: self.maintenance,
+            boots: self.boots,
+        }
+    }
+
+    fn maybe_persist(&mut self) {
+        if self.persist_inflight() {
+            return;
+        }
+        let want = self.desired_durable();
+        if want != self.durable {
+            self.run_background(Op::Persist(want));
+        }
+    }
+
+    pub(crate) fn persist_inflight(&self) -> bool {
+        self.background_has(|op| matches!(op, Op::Persist(_)))
+            || self.plan.as_ref().is_some_and(|p| p.inflight.is_some() && matches!(p.steps.front(), Some(crate::plan::Step::Run(Op::Persist(_)))))
+    }
+
+    /// Records what a successful operation changed in the world, wherever it was started.
+    pub(crate) fn apply_effect(&mut self, op: &Op, done: &Done) {
+        match op {
+            Op::Persist(s) => self.durable = s.clone(),
+            Op::RaiseVip => self.vip_held = true,
+            Op::DropVip => self.vip_held = false,
+            Op::PromoteDb { .. } => {
+                self.db_writable = true;
+                self.replicating_from = None;
+            }
+            Op::FenceDb => {
+                self.db_writable = false;
+                if let Done::Fenced { position } = done {
+                    self.db_position = self.db_position.max(*position);
+                }
+            }
+            Op::FsPushStart { .. } => self.fs_pushing = true,
+            Op::FsPushStop => self.fs_pushing = false,
+            Op::StartServices => self.services_running = true,
+            Op::StopServices => self.services_running = false,
+            Op::MoveCloudIp { to } => self.cloud_holder = Some(*to),
+            Op::QueryCloudIp => {
+                if let Done::CloudHolder { node } = done {
+                    self.cloud_holder = *node;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(crate) fn backoff(&self, attempt: u32) -> u64 {
+        let t = &self.cfg.timing;
+        t.retry_base.saturating_mul(1u64 << attempt.saturating_sub(1).min(16)).min(t.retry_max)
+    }
+
+    fn next_wakeup(&self) -> Option<Millis> {
+        if !self.started {
+            return None;
+        }
+        let t = &self.cfg.timing;
+        let mut c = vec![self.next_heartbeat];
+        if let Some(h) = self.peer.last_heard {
+            c.push(h.after(t.isolation_timeout));
+            c.push(h.after(t.failover_timeout));
+        }
+        if let Some(m) = self.last_master_seen {
+            c.push(m.after(t.failover_timeout));
+        }
+        c.push(self.boot_started.after(t.discovery_window));
+        c.push(self.boot_started.after(t.lone_slave_wait));
+        c.extend(self.recheck_at);
+        c.extend(self.replicate_retry_at);
+        c.extend(self.plan.as_ref().and_then(|p| p.retry_at));
+        c.extend(self.handover.as_ref().map(|h| h.deadline));
+        if self.role == Role::Master {
+            c.push(self.next_isolation_check);
+            c.push(self.next_cloud_check);
+        }
+        c.into_iter().filter(|&w| w > self.now).min()
+    }
+
+    /// The snapshot an operator reads.
+    pub fn status(&self) -> Status {
+        let hb = self.peer.hb.as_ref();
+        Status {
+            node: self.cfg.node,
+            role: self.role,
+            epoch: self.epoch,
+            transition: self
+                .plan
+                .as_ref()
+                .map(|p| p.name.to_string())
+                .or_else(|| self.handover.as_ref().map(|_| "handing-over".to_string())),
+            maintenance: self.maintenance,
+            needs_resync: self.needs_resync,
+            peer: PeerStatus {
+                id: self.cfg.peer,
+                role: hb.map(|h| h.role),
+                epoch: self.peer.epoch(),
+                position: self.peer.position(),
+                silent_for_ms: self.peer.silent_for(self.now),
+                alive: self.peer_alive(),
+            },
+            vip_held: self.vip_held,
+            db_writable: self.db_writable,
+            db_position: self.db_position,
+            db_replicating: self.db_replicating,
+            db_lag_ms: self.db_lag_ms,
+            semi_sync_active: self.semi_sync,
+            fs_pushing: self.fs_pushing,
+            services_running: self.services_running,
+            cloud_holder: self.cloud_holder,
+            job: self.job.as_ref().map(|j| j.status()),
+            alarms: self.alarms.iter().cloned().collect(),
+            now: self.now,
+        }
+    }
+
+    /// What this node would write to its state store now (for tests and the simulator).
+    pub fn durable(&self) -> &PersistedState {
+        &self.durable
+    }
+}

@@ -1,0 +1,68 @@
+//! What a node knows of its peer: the last heartbeat and when it arrived.
+
+use crate::message::Heartbeat;
+use crate::time::Millis;
+use crate::types::{NodeId, Position, Role};
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PeerView {
+    pub last_heard: Option<Millis>,
+    pub hb: Option<Heartbeat>,
+    /// Set when the peer went silent; the next message means a partition healed (GARP again, B3).
+    pub lost: bool,
+}
+
+impl PeerView {
+    /// Accepts `hb` unless it is older than what we have (replayed or reordered).
+    pub fn accept(&mut self, now: Millis, hb: &Heartbeat) -> bool {
+        if let Some(prev) = &self.hb {
+            if (hb.boot, hb.seq) <= (prev.boot, prev.seq) {
+                return false;
+            }
+        }
+        self.last_heard = Some(now);
+        self.hb = Some(hb.clone());
+        true
+    }
+
+    pub fn silent_for(&self, now: Millis) -> Option<u64> {
+        self.last_heard.map(|t| now.since(t))
+    }
+
+    /// Heard within `timeout`.
+    pub fn alive(&self, now: Millis, timeout: u64) -> bool {
+        self.silent_for(now).is_some_and(|s| s < timeout)
+    }
+
+    /// The peer's role if it is alive.
+    pub fn role(&self, now: Millis, timeout: u64) -> Option<Role> {
+        if self.alive(now, timeout) {
+            self.hb.as_ref().map(|h| h.role)
+        } else {
+            None
+        }
+    }
+
+    pub fn is_master(&self, now: Millis, timeout: u64) -> bool {
+        self.role(now, timeout) == Some(Role::Master) && !self.hb.as_ref().is_some_and(|h| h.handing_over)
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.hb.as_ref().map_or(0, |h| h.epoch)
+    }
+
+    pub fn position(&self) -> Position {
+        self.hb.as_ref().map_or(Position(0), |h| h.position)
+    }
+}
+
+/// The start-up and no-master tie-break (S10): cleaner data first, then more recent data,
+/// then the higher epoch, then the lower node id. Both nodes compute the same winner.
+pub(crate) fn claim_key(needs_resync: bool, position: Position, epoch: u64, id: NodeId) -> (bool, Position, u64, std::cmp::Reverse<NodeId>) {
+    (!needs_resync, position, epoch, std::cmp::Reverse(id))
+}
+
+/// Two Masters met (B1): the higher epoch keeps the role; on a tie, the lower node id.
+pub(crate) fn master_wins(epoch: u64, id: NodeId, other_epoch: u64, other_id: NodeId) -> bool {
+    (epoch, std::cmp::Reverse(id)) > (other_epoch, std::cmp::Reverse(other_id))
+}

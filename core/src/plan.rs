@@ -1,0 +1,312 @@
+//! Role transitions as ordered plans: one operation at a time, each waiting for its result.
+//!
+//! Ordering is the safety argument, so it lives here and nowhere else: a promotion asks the
+//! arbiter, then makes the new epoch durable, and only then raises the VIP and opens the DB;
+//! a release fences before anything else can be taken over.
+
+use crate::action::{Action, Op, OpId};
+use crate::event::Event;
+use crate::input::{Done, OpError};
+use crate::message::Message;
+use crate::node::Node;
+use crate::persist::PersistedState;
+use crate::status::Alarm;
+use crate::time::Millis;
+use crate::types::{Mode, Position, Role};
+use std::collections::VecDeque;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Goal {
+    Master,
+    /// Let go of everything (to become Slave or Off, at boot, at shutdown).
+    Release,
+    /// Fence and let go, then tell the Slave to promote (planned switch-over).
+    Handover,
+}
+
+/// Why a promotion runs, which decides whether the arbiter is asked.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// Automatic (failover, start-up): the arbiter must agree.
+    Arbiter,
+    /// An operator asked: the ARP probe still guards the VIP, witnesses are not asked.
+    Operator,
+    /// The old Master fenced itself and told us so: no arbiter needed.
+    Handover,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    Run(Op),
+    SendHandover,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Plan {
+    pub name: &'static str,
+    pub goal: Goal,
+    pub via: Via,
+    pub why: String,
+    pub steps: VecDeque<Step>,
+    pub inflight: Option<OpId>,
+    pub attempts: u32,
+    pub retry_at: Option<Millis>,
+    /// `PromoteDb` must not be skipped: a hand-over promised nothing would be lost.
+    pub strict_db: bool,
+}
+
+impl Plan {
+    fn new(name: &'static str, goal: Goal, via: Via, why: &str, ops: Vec<Op>) -> Plan {
+        Plan {
+            name,
+            goal,
+            via,
+            why: why.to_string(),
+            steps: ops.into_iter().map(Step::Run).collect(),
+            inflight: None,
+            attempts: 0,
+            retry_at: None,
+            strict_db: false,
+        }
+    }
+
+    /// Let go of everything this node may hold, services first so nothing writes meanwhile.
+    pub fn release(n: &Node, name: &'static str) -> Plan {
+        let c = n.cfg.components;
+        let mut ops = Vec::new();
+        if c.services {
+            ops.push(Op::StopServices);
+        }
+        if c.vip {
+            ops.push(Op::DropVip);
+        }
+        if c.db {
+            ops.push(Op::FenceDb);
+        }
+        if c.mongo {
+            ops.push(Op::DemoteMongo);
+        }
+        if c.fs {
+            ops.push(Op::FsPushStop);
+        }
+        Plan::new(name, Goal::Release, Via::Operator, name, ops)
+    }
+
+    /// Become Master: arbiter (per `via`), durable epoch, then the resources.
+    pub fn promote(n: &Node, via: Via, why: &str, wait_for: Option<Position>) -> Plan {
+        let c = n.cfg.components;
+        let lan = n.cfg.mode == Mode::Lan;
+        let mut ops = Vec::new();
+        if via != Via::Handover && lan && c.vip && n.cfg.arp_probe {
+            ops.push(Op::ArpProbe);
+        }
+        if via == Via::Arbiter && n.cfg.witnesses > 0 {
+            ops.push(Op::CheckWitnesses);
+        }
+        let epoch = n.epoch.max(n.durable.epoch).max(n.peer.epoch()) + 1;
+        ops.push(Op::Persist(PersistedState {
+            epoch,
+            last_role: Some(Role::Master),
+            needs_resync: n.needs_resync,
+            maintenance: n.maintenance,
+            boots: n.boots,
+        }));
+        if !lan && via == Via::Arbiter && n.cfg.cloud_auto_failover {
+            // Moving the association is the cloud arbiter: the API serialises the two claims.
+            ops.push(Op::MoveCloudIp { to: n.cfg.node });
+        }
+        if c.vip {
+            ops.push(Op::RaiseVip);
+            ops.push(Op::Garp);
+        }
+        if c.db {
+            ops.push(Op::PromoteDb { wait_for });
+        }
+        if c.mongo {
+            ops.push(Op::PromoteMongo);
+        }
+        if c.fs {
+            ops.push(Op::FsPushStart { to: n.cfg.peer });
+        }
+        if c.services {
+            ops.push(Op::StartServices);
+        }
+        let mut p = Plan::new("promoting", Goal::Master, via, why, ops);
+        p.strict_db = wait_for.is_some();
+        p
+    }
+
+    /// The old Master's half of a planned switch-over (B4, and S14's four cloud steps in one).
+    pub fn handover(n: &Node) -> Plan {
+        let c = n.cfg.components;
+        let mut ops = Vec::new();
+        if c.services {
+            ops.push(Op::StopServices);
+        }
+        if c.db {
+            ops.push(Op::FenceDb);
+        }
+        if c.vip {
+            ops.push(Op::DropVip);
+        }
+        if c.mongo {
+            ops.push(Op::DemoteMongo);
+        }
+        if c.fs {
+            ops.push(Op::FsPushStop);
+        }
+        if n.cfg.mode == Mode::Cloud {
+            ops.push(Op::MoveCloudIp { to: n.cfg.peer });
+        }
+        let mut p = Plan::new("handing-over", Goal::Handover, Via::Operator, "planned switch-over", ops);
+        p.steps.push_back(Step::SendHandover);
+        p
+    }
+
+    /// An operation whose failure must not be skipped: it is retried until it succeeds.
+    fn critical(&self, op: &Op) -> bool {
+        match op {
+            Op::Persist(_) | Op::DropVip | Op::FenceDb | Op::StopServices | Op::RaiseVip => true,
+            Op::MoveCloudIp { .. } => self.goal == Goal::Handover,
+            Op::PromoteDb { .. } => self.strict_db,
+            _ => false,
+        }
+    }
+}
+
+impl Node {
+    pub(crate) fn start_plan(&mut self, plan: Plan) {
+        self.plan = Some(plan);
+        self.advance_plan();
+    }
+
+    /// Starts the next step when nothing is in flight and no retry is pending.
+    pub(crate) fn advance_plan(&mut self) {
+        loop {
+            let Some(plan) = self.plan.as_ref() else { return };
+            if plan.inflight.is_some() || plan.retry_at.is_some_and(|t| self.now < t) {
+                return;
+            }
+            let Some(step) = plan.steps.front().cloned() else {
+                self.finish_plan();
+                return;
+            };
+            match step {
+                Step::Run(op) => {
+                    // Two writes of the state store must not race: wait for the background one.
+                    if matches!(op, Op::Persist(_)) && self.background_has(|o| matches!(o, Op::Persist(_))) {
+                        return;
+                    }
+                    let id = self.new_op();
+                    if let Some(p) = self.plan.as_mut() {
+                        p.inflight = Some(id);
+                        p.retry_at = None;
+                    }
+                    self.out.push(Action::Run { id, op });
+                    return;
+                }
+                Step::SendHandover => {
+                    let position = self.handover.as_ref().and_then(|h| h.position).unwrap_or(self.db_position);
+                    let msg = Message::Handover { from: self.cfg.node, epoch: self.epoch, position };
+                    self.out.push(Action::Send(msg));
+                    if let Some(h) = self.handover.as_mut() {
+                        h.sent = true;
+                    }
+                    self.emit(Event::HandoverSent { epoch: self.epoch });
+                    if let Some(p) = self.plan.as_mut() {
+                        p.steps.pop_front();
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn plan_step_done(&mut self, result: Result<Done, OpError>) {
+        let Some(mut plan) = self.plan.take() else { return };
+        plan.inflight = None;
+        let Some(Step::Run(op)) = plan.steps.front().cloned() else {
+            self.plan = Some(plan);
+            return;
+        };
+        let arbiter_alarm = match op {
+            Op::ArpProbe => Some(Alarm::VipAnsweredElsewhere),
+            Op::CheckWitnesses => Some(Alarm::WitnessesUnreachable),
+            _ => None,
+        };
+        match result {
+            Ok(done) => {
+                let refused = match &done {
+                    Done::Probe { answered: true } => Some("another host answers ARP for the VIP".to_string()),
+                    Done::Witnesses { reachable: 0 } => Some("no witness host answers".to_string()),
+                    _ => None,
+                };
+                if let (Some(why), Some(alarm)) = (refused, arbiter_alarm.clone()) {
+                    self.refuse_takeover(alarm, why);
+                    return;
+                }
+                if let Some(alarm) = arbiter_alarm {
+                    self.clear(&alarm);
+                }
+                self.apply_effect(&op, &done);
+                self.clear(&Alarm::OpFailing { op: op.name().to_string() });
+                match (&op, &done) {
+                    (Op::Persist(s), _) if plan.goal == Goal::Master && s.last_role == Some(Role::Master) => {
+                        self.epoch = s.epoch;
+                        self.refused = None;
+                        self.set_role(Role::Master, &plan.why.clone());
+                    }
+                    (Op::FenceDb, Done::Fenced { position }) => {
+                        if let Some(h) = self.handover.as_mut() {
+                            h.position = Some(*position);
+                        }
+                    }
+                    _ => {}
+                }
+                plan.steps.pop_front();
+                plan.attempts = 0;
+                self.plan = Some(plan);
+            }
+            Err(e) => {
+                if let Some(alarm) = arbiter_alarm {
+                    self.refuse_takeover(alarm, format!("{} {e}", op.name()));
+                    return;
+                }
+                plan.attempts += 1;
+                self.emit(Event::OpFailed { op: op.name().to_string(), error: e.to_string(), attempt: plan.attempts });
+                let over = plan.attempts > self.cfg.max_retries;
+                if over {
+                    self.raise(Alarm::OpFailing { op: op.name().to_string() });
+                }
+                if plan.critical(&op) || !over {
+                    plan.retry_at = Some(self.now.after(self.backoff(plan.attempts)));
+                } else {
+                    // Not essential to the role: the alarm stays up, the rest of the plan goes on.
+                    plan.steps.pop_front();
+                    plan.attempts = 0;
+                }
+                self.plan = Some(plan);
+            }
+        }
+    }
+
+    /// The arbiter said no: stay where we are, say why once, ask again later.
+    pub(crate) fn refuse_takeover(&mut self, alarm: Alarm, why: String) {
+        self.plan = None;
+        self.raise(alarm);
+        if self.refused.as_deref() != Some(why.as_str()) {
+            self.emit(Event::TakeoverRefused { why: why.clone() });
+            self.refused = Some(why);
+        }
+        self.recheck_at = Some(self.now.after(self.cfg.timing.arbiter_recheck));
+    }
+
+    fn finish_plan(&mut self) {
+        let Some(plan) = self.plan.take() else { return };
+        if plan.goal == Goal::Release && self.handover.is_none() {
+            if let Some(req) = self.shutdown.take() {
+                self.reply(req, Ok("released everything; exiting".into()));
+                self.out.push(Action::Exit);
+            }
+        }
+    }
+}

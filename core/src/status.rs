@@ -1,0 +1,122 @@
+//! The status snapshot an operator (CLI, API, status page) reads.
+
+use crate::persist::Maintenance;
+use crate::time::Millis;
+use crate::types::{NodeId, Position, ResyncKind, ResyncPhase, Role};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Conditions an operator should see. Ordered, so a set of them prints the same way every time.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Alarm {
+    /// The Master is silent and the arbiter says another host still answers for the VIP
+    /// (heartbeat path cut while the Master lives): no takeover.
+    VipAnsweredElsewhere,
+    /// The Master is silent but no witness answers: this node may be the isolated one.
+    WitnessesUnreachable,
+    /// Cloud mode with manual switch-over: the Master is silent, an operator must act (S14).
+    MasterUnreachable,
+    /// This Master lost peer and witnesses and stepped down.
+    SteppedDownIsolated,
+    /// Two Masters met; this one had the lower claim and was fenced.
+    FencedBySplitBrain,
+    /// Errant transactions or a lost split brain: waiting for a resync (S11).
+    NeedsResync,
+    ErrantTransactions { count: u64 },
+    /// An operation keeps failing.
+    OpFailing { op: String },
+    /// The VIP was removed or added behind the node's back.
+    VipTamperedWith,
+    /// The cloud public IP is associated with another node while this one was Master.
+    CloudIpMovedAway,
+    SwitchoverFailed,
+    ResyncFailed,
+}
+
+impl fmt::Display for Alarm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Alarm::VipAnsweredElsewhere => f.write_str("vip-answered-elsewhere"),
+            Alarm::WitnessesUnreachable => f.write_str("witnesses-unreachable"),
+            Alarm::MasterUnreachable => f.write_str("master-unreachable"),
+            Alarm::SteppedDownIsolated => f.write_str("stepped-down-isolated"),
+            Alarm::FencedBySplitBrain => f.write_str("fenced-by-split-brain"),
+            Alarm::NeedsResync => f.write_str("needs-resync"),
+            Alarm::ErrantTransactions { count } => write!(f, "errant-transactions({count})"),
+            Alarm::OpFailing { op } => write!(f, "op-failing({op})"),
+            Alarm::VipTamperedWith => f.write_str("vip-tampered-with"),
+            Alarm::CloudIpMovedAway => f.write_str("cloud-ip-moved-away"),
+            Alarm::SwitchoverFailed => f.write_str("switchover-failed"),
+            Alarm::ResyncFailed => f.write_str("resync-failed"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub id: NodeId,
+    pub role: Option<Role>,
+    pub epoch: u64,
+    pub position: Position,
+    /// Milliseconds since the last message, `None` if never heard.
+    pub silent_for_ms: Option<u64>,
+    pub alive: bool,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobState {
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+/// A resync job (S11) as the operator follows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub id: u64,
+    pub kind: ResyncKind,
+    pub state: JobState,
+    pub phase: ResyncPhase,
+    /// 0-based index of `phase` among `phases`.
+    pub phase_index: usize,
+    pub phases: usize,
+    pub done: u64,
+    pub total: u64,
+    pub error: Option<String>,
+}
+
+impl JobStatus {
+    /// Whole-job progress in percent, each phase weighing the same.
+    pub fn percent(&self) -> u32 {
+        if self.state == JobState::Done {
+            return 100;
+        }
+        let frac = if self.total == 0 { 0.0 } else { (self.done.min(self.total) as f64) / (self.total as f64) };
+        (((self.phase_index as f64 + frac) / self.phases.max(1) as f64) * 100.0).floor() as u32
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub node: NodeId,
+    pub role: Role,
+    pub epoch: u64,
+    /// A transition under way ("promoting", "demoting", "handing-over"), if any.
+    pub transition: Option<String>,
+    pub maintenance: Maintenance,
+    pub needs_resync: bool,
+    pub peer: PeerStatus,
+    pub vip_held: bool,
+    pub db_writable: bool,
+    pub db_position: Position,
+    pub db_replicating: bool,
+    pub db_lag_ms: Option<u64>,
+    pub semi_sync_active: bool,
+    pub fs_pushing: bool,
+    pub services_running: bool,
+    pub cloud_holder: Option<NodeId>,
+    pub job: Option<JobStatus>,
+    pub alarms: Vec<Alarm>,
+    pub now: Millis,
+}
