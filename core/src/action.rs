@@ -37,6 +37,8 @@ pub enum Op {
     /// Associate the cloud public IP with `to`.
     MoveCloudIp { to: NodeId },
     QueryCloudIp,
+    /// Cloud arbiter: is the peer's instance running, per the host's API?
+    CheckPeerInstance { peer: NodeId },
     StartServices,
     StopServices,
     /// Run one phase of a resync job, reporting `Input::JobProgress` while it goes.
@@ -62,6 +64,7 @@ impl Op {
             Op::FsPushStop => "fs-push-stop",
             Op::MoveCloudIp { .. } => "move-cloud-ip",
             Op::QueryCloudIp => "query-cloud-ip",
+            Op::CheckPeerInstance { .. } => "check-peer-instance",
             Op::StartServices => "start-services",
             Op::StopServices => "stop-services",
             Op::Resync { .. } => "resync",

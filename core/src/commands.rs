@@ -40,6 +40,12 @@ impl Node {
         if self.role == want {
             return Ok(Some(format!("already {want}")));
         }
+        // Becoming Slave or Off releases the same things: a release under way just changes target.
+        let releasing = self.plan.as_ref().is_some_and(|p| p.goal == crate::plan::Goal::Release) && self.shutdown.is_none();
+        if releasing && matches!(want, Role::Slave | Role::Off) && self.role != Role::Booting {
+            self.set_role(want, &format!("operator: set-state {want}"));
+            return Ok(Some(format!("now {want}")));
+        }
         if let Some(b) = self.busy() {
             return Err(b);
         }

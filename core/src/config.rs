@@ -51,7 +51,7 @@ impl Default for Timing {
         Timing {
             heartbeat_interval: 100,
             failover_timeout: 600,
-            isolation_timeout: 400,
+            isolation_timeout: 300,
             discovery_window: 1500,
             lone_slave_wait: 60_000,
             arbiter_recheck: 1000,

@@ -75,12 +75,13 @@ impl Node {
     }
 
     fn decide_booting(&mut self) {
+        self.peer_returned = false;
         let t = self.cfg.timing;
         if self.peer_is_master() {
             self.become_slave("the peer is Master");
             return;
         }
-        if self.peer.hb.as_ref().is_some_and(|h| h.handing_over) && self.peer_alive() {
+        if self.peer.hb.as_ref().is_some_and(|h| h.handing_over || h.busy) && self.peer_alive() {
             return;
         }
         let window_over = self.now.since(self.boot_started) >= t.discovery_window;
@@ -121,7 +122,7 @@ impl Node {
         if self.peer_is_master() {
             self.refused = None;
             self.recheck_at = None;
-            self.clear_where(|a| matches!(a, Alarm::MasterUnreachable | Alarm::VipAnsweredElsewhere | Alarm::WitnessesUnreachable | Alarm::SteppedDownIsolated | Alarm::SwitchoverFailed));
+            self.clear_where(|a| matches!(a, Alarm::MasterUnreachable | Alarm::PeerInstanceRunning | Alarm::VipAnsweredElsewhere | Alarm::WitnessesUnreachable | Alarm::SteppedDownIsolated | Alarm::SwitchoverFailed));
             self.ensure_replicating();
             return;
         }
@@ -132,7 +133,8 @@ impl Node {
     }
 
     fn ensure_replicating(&mut self) {
-        let want = self.cfg.components.db && !self.needs_resync && self.job.is_none();
+        let job_running = self.job.as_ref().is_some_and(|j| j.state == crate::status::JobState::Running);
+        let want = self.cfg.components.db && !self.needs_resync && !job_running;
         if !want || self.replicating_from == Some(self.peer.epoch()) {
             return;
         }
@@ -146,7 +148,7 @@ impl Node {
     fn consider_takeover(&mut self) {
         let t = self.cfg.timing;
         let peer_role = self.peer_role();
-        if self.peer_alive() && self.peer.hb.as_ref().is_some_and(|h| h.handing_over) {
+        if self.peer_alive() && self.peer.hb.as_ref().is_some_and(|h| h.handing_over || h.busy) {
             return;
         }
         let masterless = self.last_master_seen.map_or(true, |m| self.now.since(m) >= t.failover_timeout);
@@ -195,15 +197,50 @@ impl Node {
         mine > theirs
     }
 
+    /// Resources a Master should hold but does not (a step that failed past its retries, or
+    /// something undone behind our back) are asked for again, with back-off.
+    fn repair_master(&mut self) {
+        if self.now < self.repair_at || self.handover.is_some() {
+            return;
+        }
+        let c = self.cfg.components;
+        let missing: Vec<Op> = [
+            (c.vip && !self.vip_held, Op::RaiseVip),
+            (c.db && !self.db_writable, Op::PromoteDb { wait_for: None }),
+            (c.fs && !self.fs_pushing, Op::FsPushStart { to: self.cfg.peer }),
+            (c.services && !self.services_running, Op::StartServices),
+        ]
+        .into_iter()
+        .filter(|(m, _)| *m)
+        .map(|(_, op)| op)
+        .collect();
+        if missing.is_empty() {
+            self.repair_attempts = 0;
+            return;
+        }
+        self.repair_attempts += 1;
+        self.repair_at = self.now.after(self.backoff(self.repair_attempts));
+        for op in missing {
+            if !self.background_has(|o| o.name() == op.name()) {
+                self.run_background(op);
+            }
+        }
+    }
+
     fn decide_master(&mut self) {
         let t = self.cfg.timing;
         if self.peer_is_master() {
             let peer_epoch = self.peer.epoch();
             if !master_wins(self.epoch, self.cfg.node, peer_epoch, self.cfg.peer) {
                 self.lose_split_brain(peer_epoch);
+                return;
             }
-            return;
         }
+        if std::mem::take(&mut self.peer_returned) && self.cfg.components.vip && self.vip_held {
+            // A partition healed: switches and phones may have learned another MAC meanwhile (B3).
+            self.run_background(Op::Garp);
+        }
+        self.repair_master();
         let silent = self.peer.last_heard.map_or(true, |h| self.now.since(h) >= t.isolation_timeout);
         if silent && self.cfg.witnesses > 0 && !self.maintenance.on && self.now >= self.next_isolation_check
             && !self.background_has(|o| matches!(o, Op::CheckWitnesses))

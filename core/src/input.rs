@@ -40,6 +40,8 @@ pub enum Done {
     Fenced { position: Position },
     /// Which node the cloud public IP is associated with right now.
     CloudHolder { node: Option<NodeId> },
+    /// Whether the peer's cloud instance is running.
+    PeerInstance { running: bool },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

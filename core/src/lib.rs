@@ -30,3 +30,6 @@ pub use persist::{Maintenance, PersistedState};
 pub use status::{Alarm, JobState, JobStatus, PeerStatus, Status};
 pub use time::Millis;
 pub use types::{Mode, NodeId, Position, ResyncKind, ResyncPhase, Role};
+
+#[cfg(test)]
+mod tests;

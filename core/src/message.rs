@@ -21,6 +21,9 @@ pub struct Heartbeat {
     pub was_master: bool,
     /// The sender is handing its Master role over and must not be promoted over.
     pub handing_over: bool,
+    /// The sender is in the middle of a transition (releasing or taking resources): a peer
+    /// waits for it to finish before taking what it is letting go.
+    pub busy: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

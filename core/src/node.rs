@@ -49,6 +49,11 @@ pub struct Node {
     pub(crate) next_cloud_check: Millis,
     pub(crate) replicate_retry_at: Option<Millis>,
     pub(crate) replicate_failures: u32,
+    /// A Master re-attempts resources its promotion had to skip, with back-off.
+    pub(crate) repair_at: Millis,
+    pub(crate) repair_attempts: u32,
+    /// The peer was heard again after silence: a Master that keeps its role sends GARP (B3).
+    pub(crate) peer_returned: bool,
     pub(crate) alarms: BTreeSet<Alarm>,
     pub(crate) handover: Option<Handover>,
     pub(crate) job: Option<Job>,
@@ -107,6 +112,9 @@ impl Node {
             next_cloud_check: Millis::ZERO,
             replicate_retry_at: None,
             replicate_failures: 0,
+            repair_at: Millis::ZERO,
+            repair_attempts: 0,
+            peer_returned: false,
             alarms: BTreeSet::new(),
             handover: None,
             job: None,
@@ -238,9 +246,8 @@ impl Node {
                 self.epoch = self.epoch.max(hb.epoch);
             }
         }
-        if self.role == Role::Master && was_lost && self.cfg.components.vip && self.handover.is_none() {
-            // A partition healed: switches and phones may have learned another MAC meanwhile (B3).
-            self.run_background(Op::Garp);
+        if was_lost {
+            self.peer_returned = true;
         }
     }
 
@@ -366,6 +373,7 @@ impl Node {
             maintenance: self.maintenance,
             was_master: self.durable.last_role == Some(Role::Master),
             handing_over: self.handover.is_some(),
+            busy: self.plan.is_some(),
         }
     }
 
@@ -475,6 +483,7 @@ impl Node {
         c.extend(self.plan.as_ref().and_then(|p| p.retry_at));
         c.extend(self.handover.as_ref().map(|h| h.deadline));
         if self.role == Role::Master {
+            c.push(self.repair_at);
             c.push(self.next_isolation_check);
             c.push(self.next_cloud_check);
         }

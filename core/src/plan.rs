@@ -29,7 +29,7 @@ pub(crate) enum Goal {
 pub(crate) enum Via {
     /// Automatic (failover, start-up): the arbiter must agree.
     Arbiter,
-    /// An operator asked: the ARP probe still guards the VIP, witnesses are not asked.
+    /// An operator asked: the same arbiters guard it, but no timeout or tie-break is waited for.
     Operator,
     /// The old Master fenced itself and told us so: no arbiter needed.
     Handover,
@@ -70,18 +70,20 @@ impl Plan {
         }
     }
 
-    /// Let go of everything this node may hold, services first so nothing writes meanwhile.
+    /// Let go of everything this node may hold.
     pub fn release(n: &Node, name: &'static str) -> Plan {
         let c = n.cfg.components;
         let mut ops = Vec::new();
-        if c.services {
-            ops.push(Op::StopServices);
-        }
+        // The VIP goes first: an isolated or outranked Master must stop answering ARP before
+        // the peer's failover timeout, and stopping services can take a while.
         if c.vip {
             ops.push(Op::DropVip);
         }
         if c.db {
             ops.push(Op::FenceDb);
+        }
+        if c.services {
+            ops.push(Op::StopServices);
         }
         if c.mongo {
             ops.push(Op::DemoteMongo);
@@ -97,11 +99,23 @@ impl Plan {
         let c = n.cfg.components;
         let lan = n.cfg.mode == Mode::Lan;
         let mut ops = Vec::new();
+        // The arbiters judge a silent peer; a peer we hear (start-up tie-break, services off)
+        // is its own witness.
+        let peer_silent = !n.peer_alive();
+        if !lan && via == Via::Arbiter && peer_silent {
+            // Both instances usually reach the cloud API even when they cannot reach each other:
+            // taking the public IP from a running peer would make the two chase it in turn.
+            ops.push(Op::CheckPeerInstance { peer: n.cfg.peer });
+        }
+        // An operator's `set-state master` is checked too: a node cut from its LAN would
+        // otherwise create the split brain it was asked to end.
+        if via != Via::Handover && n.cfg.witnesses > 0 && peer_silent {
+            ops.push(Op::CheckWitnesses);
+        }
+        // The ARP probe comes last, right before the epoch and the VIP: the LAN may have healed
+        // while a slower check ran, and only a fresh answer counts.
         if via != Via::Handover && lan && c.vip && n.cfg.arp_probe {
             ops.push(Op::ArpProbe);
-        }
-        if via == Via::Arbiter && n.cfg.witnesses > 0 {
-            ops.push(Op::CheckWitnesses);
         }
         let epoch = n.epoch.max(n.durable.epoch).max(n.peer.epoch()) + 1;
         ops.push(Op::Persist(PersistedState {
@@ -231,6 +245,7 @@ impl Node {
         let arbiter_alarm = match op {
             Op::ArpProbe => Some(Alarm::VipAnsweredElsewhere),
             Op::CheckWitnesses => Some(Alarm::WitnessesUnreachable),
+            Op::CheckPeerInstance { .. } => Some(Alarm::PeerInstanceRunning),
             _ => None,
         };
         match result {
@@ -238,6 +253,7 @@ impl Node {
                 let refused = match &done {
                     Done::Probe { answered: true } => Some("another host answers ARP for the VIP".to_string()),
                     Done::Witnesses { reachable: 0 } => Some("no witness host answers".to_string()),
+                    Done::PeerInstance { running: true } => Some("the peer's instance is running (cloud API)".to_string()),
                     _ => None,
                 };
                 if let (Some(why), Some(alarm)) = (refused, arbiter_alarm.clone()) {
@@ -302,6 +318,8 @@ impl Node {
 
     fn finish_plan(&mut self) {
         let Some(plan) = self.plan.take() else { return };
+        // The peer may be waiting for this transition to end (`Heartbeat::busy`).
+        self.send_heartbeat();
         if plan.goal == Goal::Release && self.handover.is_none() {
             if let Some(req) = self.shutdown.take() {
                 self.reply(req, Ok("released everything; exiting".into()));

@@ -29,6 +29,8 @@ pub enum Alarm {
     VipTamperedWith,
     /// The cloud public IP is associated with another node while this one was Master.
     CloudIpMovedAway,
+    /// Cloud: the Master is silent but its instance runs: no automatic takeover.
+    PeerInstanceRunning,
     SwitchoverFailed,
     ResyncFailed,
 }
@@ -46,6 +48,7 @@ impl fmt::Display for Alarm {
             Alarm::OpFailing { op } => write!(f, "op-failing({op})"),
             Alarm::VipTamperedWith => f.write_str("vip-tampered-with"),
             Alarm::CloudIpMovedAway => f.write_str("cloud-ip-moved-away"),
+            Alarm::PeerInstanceRunning => f.write_str("peer-instance-running"),
             Alarm::SwitchoverFailed => f.write_str("switchover-failed"),
             Alarm::ResyncFailed => f.write_str("resync-failed"),
         }

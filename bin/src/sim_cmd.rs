@@ -1,0 +1,108 @@
+//! `ridondato sim`: run scenario files (timeline and verdict) or a seed sweep.
+
+use ridondato_sim::sweep::{random_schedule, run_schedule, sweep};
+use ridondato_sim::trace::render;
+use ridondato_sim::Scenario;
+use std::time::Instant;
+
+const USAGE: &str = "usage: ridondato sim FILE... [--seed S]\n       ridondato sim --sweep N [--seed S] [--threads T] [--trace]";
+
+pub fn run(args: &[String]) -> Result<(), String> {
+    let mut files = Vec::new();
+    let mut seed: Option<u64> = None;
+    let mut sweep_n: Option<u64> = None;
+    let mut threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut show_trace = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
+        match a.as_str() {
+            "--seed" => seed = Some(val("--seed")?.parse().map_err(|_| "--seed: not a number".to_string())?),
+            "--sweep" => sweep_n = Some(val("--sweep")?.parse().map_err(|_| "--sweep: not a number".to_string())?),
+            "--threads" => threads = val("--threads")?.parse().map_err(|_| "--threads: not a number".to_string())?,
+            "--trace" => show_trace = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            s if s.starts_with('-') => return Err(format!("unknown option {s}\n{USAGE}")),
+            f => files.push(f.to_string()),
+        }
+    }
+    match (sweep_n, files.is_empty()) {
+        (Some(n), true) => run_sweep(n, seed.unwrap_or(1), threads, show_trace),
+        (None, false) => run_files(&files, seed),
+        _ => Err(USAGE.to_string()),
+    }
+}
+
+fn run_files(files: &[String], seed: Option<u64>) -> Result<(), String> {
+    let mut failed = 0;
+    for f in files {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?;
+        let mut sc = Scenario::parse(f, &text)?;
+        if let Some(s) = seed {
+            sc.cfg.seed = s;
+        }
+        let out = sc.run();
+        println!("== {f} (seed {})", sc.cfg.seed);
+        print!("{}", out.timeline);
+        if out.failures.is_empty() {
+            println!("PASS {f}\n");
+        } else {
+            failed += 1;
+            for e in &out.failures {
+                println!("  FAIL: {e}");
+            }
+            println!("FAIL {f}\n");
+        }
+    }
+    if failed > 0 {
+        return Err(format!("{failed} of {} scenarios failed", files.len()));
+    }
+    Ok(())
+}
+
+fn run_sweep(n: u64, first: u64, threads: usize, show_trace: bool) -> Result<(), String> {
+    if n == 1 {
+        // Reproducing one seed: show everything.
+        let sched = random_schedule(first);
+        println!("seed {first}: {} operations, heal at {} ms", sched.ops.len(), sched.heal_at);
+        for (t, f) in &sched.ops {
+            println!("  at {t}ms {f}");
+        }
+        let (res, sim) = run_schedule(&sched, true);
+        print!("{}", render(&sim.trace));
+        return match res {
+            Ok(s) => {
+                println!("PASS seed {first}: settled {} ms after the heal", s.settle_ms);
+                Ok(())
+            }
+            Err(e) => Err(format!("seed {first} FAILED: {e}")),
+        };
+    }
+    let start = Instant::now();
+    let r = sweep(first, n, threads);
+    let wall = start.elapsed().as_secs_f64();
+    println!(
+        "sweep: {} schedules (seeds {first}..{}) on {threads} threads in {wall:.1} s: {:.0} schedules/s, {:.0}x real time, {} events",
+        r.runs,
+        first + n - 1,
+        r.runs as f64 / wall,
+        r.sim_ms as f64 / 1000.0 / wall,
+        r.events
+    );
+    println!("slowest settle after heal: {} ms; longest dual holding in a heal grace: {} ms", r.max_settle_ms, r.max_dual_ms);
+    if r.failures.is_empty() {
+        println!("PASS: every invariant held on every schedule");
+        return Ok(());
+    }
+    for (seed, e) in r.failures.iter().take(10) {
+        println!("FAIL seed {seed}: {e}\n  reproduce: ridondato sim --sweep 1 --seed {seed}");
+    }
+    if show_trace {
+        let (_, sim) = run_schedule(&random_schedule(r.failures[0].0), true);
+        print!("{}", render(&sim.trace));
+    }
+    Err(format!("{} of {} schedules failed", r.failures.len(), r.runs))
+}

@@ -1,0 +1,155 @@
+//! Unit tests: one input at a fixed `now`, the exact action list asserted.
+
+use crate::*;
+
+fn cfg() -> Config {
+    let mut c = Config::lan(NodeId(1), NodeId(2));
+    c.components = Components { vip: true, db: false, mongo: false, fs: false, services: false };
+    c
+}
+
+fn run_ops(out: &Output) -> Vec<(OpId, Op)> {
+    out.actions.iter().filter_map(|a| if let Action::Run { id, op } = a { Some((*id, op.clone())) } else { None }).collect()
+}
+
+/// A node started fresh, its boot persisted, quiesced, and past its discovery window alone.
+fn started() -> (Node, Millis) {
+    let mut n = Node::new(cfg());
+    let out = n.handle(Millis(0), Input::Start { persisted: None });
+    for (id, _) in run_ops(&out) {
+        let _ = n.handle(Millis(1), Input::Done { id, result: Ok(Done::Ok) });
+    }
+    (n, Millis(1))
+}
+
+#[test]
+fn a_fresh_start_quiesces_and_persists_its_boot_before_any_heartbeat() {
+    let mut n = Node::new(cfg());
+    let out = n.handle(Millis(0), Input::Start { persisted: None });
+    let boot = PersistedState { boots: 1, ..PersistedState::default() };
+    assert_eq!(out.actions, vec![Action::Run { id: OpId(1), op: Op::DropVip }, Action::Run { id: OpId(2), op: Op::Persist(boot) }]);
+    // No heartbeat before the boot number is durable: the next wake-up is the discovery window.
+    assert_eq!(out.next_wakeup, Some(Millis(1500)));
+}
+
+#[test]
+fn a_lone_fresh_node_probes_the_vip_then_persists_epoch_one_before_raising_it() {
+    let (mut n, _) = started();
+    let out = n.handle(Millis(1500), Input::Tick);
+    let ops = run_ops(&out);
+    assert_eq!(ops.last().map(|(_, o)| o.clone()), Some(Op::ArpProbe));
+    let (probe, _) = ops.last().cloned().expect("probe");
+    let out = n.handle(Millis(1580), Input::Done { id: probe, result: Ok(Done::Probe { answered: false }) });
+    let want = PersistedState { epoch: 1, last_role: Some(Role::Master), boots: 1, ..PersistedState::default() };
+    assert_eq!(run_ops(&out).into_iter().map(|(_, o)| o).collect::<Vec<_>>(), vec![Op::Persist(want)]);
+    assert_eq!(n.role(), Role::Booting, "not Master before the epoch is durable");
+    let (persist, _) = run_ops(&out)[0].clone();
+    let out = n.handle(Millis(1583), Input::Done { id: persist, result: Ok(Done::Ok) });
+    assert_eq!(n.role(), Role::Master);
+    assert_eq!(n.epoch(), 1);
+    assert!(matches!(out.actions[0], Action::Event(Event::RoleChanged { from: Role::Booting, to: Role::Master, epoch: 1, .. })));
+    assert_eq!(run_ops(&out).into_iter().map(|(_, o)| o).collect::<Vec<_>>(), vec![Op::RaiseVip]);
+}
+
+#[test]
+fn an_answered_probe_refuses_the_takeover_and_raises_an_alarm() {
+    let (mut n, _) = started();
+    let out = n.handle(Millis(1500), Input::Tick);
+    let (probe, _) = run_ops(&out).last().cloned().expect("probe");
+    let out = n.handle(Millis(1580), Input::Done { id: probe, result: Ok(Done::Probe { answered: true }) });
+    assert_eq!(
+        out.actions,
+        vec![
+            Action::Event(Event::AlarmRaised(Alarm::VipAnsweredElsewhere)),
+            Action::Event(Event::TakeoverRefused { why: "another host answers ARP for the VIP".into() }),
+        ]
+    );
+    assert_eq!(n.role(), Role::Booting);
+    assert_eq!(n.status().alarms, vec![Alarm::VipAnsweredElsewhere]);
+}
+
+#[test]
+fn a_master_hearing_a_higher_epoch_master_fences_itself_at_once() {
+    let (mut n, _) = started();
+    let out = n.handle(Millis(1500), Input::Tick);
+    let (probe, _) = run_ops(&out).last().cloned().expect("probe");
+    let out = n.handle(Millis(1580), Input::Done { id: probe, result: Ok(Done::Probe { answered: false }) });
+    let (persist, _) = run_ops(&out)[0].clone();
+    let _ = n.handle(Millis(1583), Input::Done { id: persist, result: Ok(Done::Ok) });
+    let hb = Heartbeat {
+        from: NodeId(2),
+        boot: 1,
+        seq: 1,
+        epoch: 5,
+        role: Role::Master,
+        position: Position(0),
+        needs_resync: false,
+        maintenance: Maintenance::default(),
+        was_master: true,
+        handing_over: false,
+        busy: false,
+    };
+    let out = n.handle(Millis(1600), Input::Peer(Message::Heartbeat(hb)));
+    assert_eq!(n.role(), Role::Slave);
+    assert!(n.status().needs_resync);
+    let ops: Vec<Op> = run_ops(&out).into_iter().map(|(_, o)| o).collect();
+    let flagged = PersistedState { epoch: 1, last_role: Some(Role::Slave), needs_resync: true, boots: 1, ..PersistedState::default() };
+    assert_eq!(ops, vec![Op::DropVip, Op::Persist(flagged)], "the VIP goes first; the resync flag is made durable");
+}
+
+#[test]
+fn a_replayed_heartbeat_is_ignored() {
+    let (mut n, _) = started();
+    let hb = Heartbeat {
+        from: NodeId(2),
+        boot: 3,
+        seq: 10,
+        epoch: 0,
+        role: Role::Booting,
+        position: Position(0),
+        needs_resync: false,
+        maintenance: Maintenance { on: true, version: 4 },
+        was_master: false,
+        handing_over: false,
+        busy: false,
+    };
+    let _ = n.handle(Millis(10), Input::Peer(Message::Heartbeat(hb.clone())));
+    assert!(n.status().maintenance.on);
+    let older = Heartbeat { seq: 9, maintenance: Maintenance { on: false, version: 9 }, ..hb };
+    let _ = n.handle(Millis(20), Input::Peer(Message::Heartbeat(older)));
+    assert!(n.status().maintenance.on, "an older sequence number must not be applied");
+}
+
+#[test]
+fn commands_before_start_and_impossible_commands_get_clear_errors() {
+    let mut n = Node::new(cfg());
+    let out = n.handle(Millis(0), Input::Command { req: 7, cmd: Command::Switchover });
+    assert_eq!(out.actions, vec![Action::Reply { req: 7, result: Err("the node has not started yet".into()) }]);
+    let (mut n, _) = started();
+    let out = n.handle(Millis(5), Input::Command { req: 8, cmd: Command::Resync(ResyncKind::All) });
+    assert!(matches!(&out.actions[..], [Action::Reply { req: 8, result: Err(e) }] if e.contains("settled Slave")));
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    let mut c = cfg();
+    c.timing.isolation_timeout = c.timing.failover_timeout;
+    assert_eq!(c.validate().map_err(|e| e.field), Err("timing.isolation_timeout_ms"));
+    let mut c = cfg();
+    c.peer = c.node;
+    assert_eq!(c.validate().map_err(|e| e.field), Err("node.id"));
+    assert_eq!(cfg().validate(), Ok(()));
+}
+
+#[test]
+fn same_inputs_same_outputs() {
+    let run = || {
+        let (mut n, _) = started();
+        let mut all = Vec::new();
+        for t in (1500..3000).step_by(50) {
+            all.push(n.handle(Millis(t), Input::Tick));
+        }
+        all
+    };
+    assert_eq!(run(), run());
+}

@@ -1,0 +1,25 @@
+# ridondato developer recipes. The README's two commands are scripts/demo.sh and scripts/test.sh.
+
+# every test (what CI runs)
+test:
+    bash scripts/test.sh
+
+# the scenario files, with their timelines
+sim:
+    cargo run --release -q -p ridondato -- sim scenarios/*.scn
+
+# N random fault schedules (default 10000) from a first seed
+sweep N="10000" SEED="1":
+    cargo run --release -q -p ridondato -- sim --sweep {{N}} --seed {{SEED}}
+
+# replay one schedule of the sweep, with its full timeline
+repro SEED:
+    cargo run --release -q -p ridondato -- sim --sweep 1 --seed {{SEED}}
+
+# record scenario timelines anew, on purpose
+rewrite:
+    REWRITE=1 cargo test -p ridondato-tests --test scenarios
+
+# simulator speed: simulated seconds per wall second and schedules per second
+bench:
+    bash scripts/bench-sim.sh

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The full test run (README's second command, and what CI runs): installs what the tests need if
+# it is missing, then runs every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v cargo >/dev/null; then
+    echo "error: cargo is required (a Rust toolchain from rustup)" >&2
+    exit 1
+fi
+# Each real backend brings its own installer (scripts/deps-*.sh); they do nothing when all is there.
+for deps in scripts/deps-*.sh; do
+    [ -e "$deps" ] && bash "$deps"
+done
+cargo test --workspace --locked
+# The scenario files once more through the operator's command, as a newcomer would run them.
+cargo run --release --locked -q -p ridondato -- sim scenarios/*.scn > /tmp/ridondato-scenarios.txt
+grep -c '^PASS' /tmp/ridondato-scenarios.txt | xargs -I{} echo "{} scenarios passed through \`ridondato sim\`"

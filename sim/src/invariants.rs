@@ -1,0 +1,135 @@
+//! Safety properties checked after every simulation step (I1–I4, I6), and liveness (I5) at the end.
+
+use crate::fault::{node_name, Fault};
+use crate::world::World;
+use ridondato_core::{Mode, Node, Role};
+
+/// Watches a run. Dual holding is a violation whenever the two hosts share a LAN segment,
+/// except for a bounded grace after a fault that blinded the arbiter heals (a split with no
+/// witness, a link loss with no witness configured): then it is measured and bounded.
+#[derive(Clone, Debug, Default)]
+pub struct Checker {
+    blind: bool,
+    grace_until: u64,
+    grace_ms: u64,
+    since: [Option<u64>; 3],
+    /// Longest dual holding seen inside a grace window (ms).
+    pub max_dual_ms: u64,
+    epoch: [u64; 2],
+    claimed: [u64; 2],
+    pub violations: Vec<String>,
+}
+
+const WHAT: [&str; 3] = ["I1: two hosts answer ARP for the VIP", "I2: two writable databases", "I6: services run on both nodes"];
+
+impl Checker {
+    pub fn new(grace_ms: u64) -> Checker {
+        Checker { grace_ms, ..Checker::default() }
+    }
+
+    fn blind_now(w: &World) -> bool {
+        let no_witness = w.witnesses == 0;
+        let split_blind = w.net.split.is_some_and(|side| no_witness || side.is_none());
+        let link_blind = no_witness && w.hosts.iter().any(|h| h.powered && !h.link);
+        split_blind || link_blind
+    }
+
+    /// Called after every fault: a blinding fault that just ended opens the grace window.
+    pub fn after_fault(&mut self, now: u64, w: &World, _f: &Fault) {
+        let blind = Self::blind_now(w);
+        if self.blind && !blind {
+            self.grace_until = now + self.grace_ms;
+        }
+        self.blind = blind;
+    }
+
+    pub fn in_grace(&self, now: u64) -> bool {
+        now <= self.grace_until
+    }
+
+    pub fn check(&mut self, now: u64, w: &World, nodes: &[Option<Node>; 2]) {
+        let both = |f: &dyn Fn(usize) -> bool| f(0) && f(1);
+        // In cloud mode clients reach only the public IP's holder, so "both writable" matters
+        // where both are reachable: on a shared LAN, or through the public IP (impossible twice).
+        let shared = w.mode == Mode::Lan && w.same_domain();
+        let conds = [
+            shared && both(&|i| w.answers_arp(i)),
+            shared && both(&|i| w.hosts[i].powered && w.hosts[i].db.writable),
+            shared && both(&|i| w.hosts[i].services),
+        ];
+        for (k, cond) in conds.into_iter().enumerate() {
+            if !cond {
+                self.since[k] = None;
+                continue;
+            }
+            let start = *self.since[k].get_or_insert(now);
+            // A host whose daemon died keeps its addresses until systemd restarts the daemon and
+            // it lets go: bounded by the restart delay and a grace, measured, not forbidden.
+            let unmanaged = w.hosts.iter().any(|h| h.powered && !h.daemon);
+            let crash_bound = crate::cluster::RESTART_DELAY + self.grace_ms;
+            if self.in_grace(now) || (unmanaged && now - start <= crash_bound) {
+                self.max_dual_ms = self.max_dual_ms.max(now - start);
+            } else if !self.blind {
+                let msg = format!("{} at {}.{:03}s", WHAT[k], now / 1000, now % 1000);
+                if !self.violations.iter().any(|v| v.starts_with(WHAT[k])) {
+                    self.violations.push(msg);
+                }
+            }
+        }
+        for (i, n) in nodes.iter().enumerate() {
+            let Some(n) = n else { continue };
+            if n.epoch() < self.epoch[i] {
+                self.violations.push(format!("I3: {} epoch went from {} to {}", node_name(i), self.epoch[i], n.epoch()));
+            }
+            self.epoch[i] = n.epoch();
+            if n.role() == Role::Master {
+                self.claimed[i] = self.claimed[i].max(n.epoch());
+            }
+        }
+    }
+
+    /// A node (re)started: its epoch restarts from its store, which must cover every claim.
+    pub fn on_start(&mut self, ix: usize, node: &Node) {
+        if node.epoch() < self.claimed[ix] {
+            self.violations.push(format!("I3: {} restarted at epoch {} below its claim {}", node_name(ix), node.epoch(), self.claimed[ix]));
+        }
+        self.epoch[ix] = node.epoch();
+    }
+}
+
+/// I5: with all faults healed, exactly one Master holding the front door with a writable DB,
+/// and the other node a Slave replicating from it, running no services.
+/// With `strict` false, a Slave flagged for resync counts as settled (its resync comes next).
+pub fn settled(w: &World, nodes: &[Option<Node>; 2], strict: bool) -> Result<usize, String> {
+    let roles: Vec<Option<Role>> = nodes.iter().map(|n| n.as_ref().map(Node::role)).collect();
+    let masters: Vec<usize> = (0..2).filter(|&i| roles[i] == Some(Role::Master)).collect();
+    let [m] = masters[..] else {
+        return Err(format!("expected exactly one Master, roles are a={:?} b={:?}", roles[0], roles[1]));
+    };
+    let s = 1 - m;
+    let ms = nodes[m].as_ref().map(Node::status).ok_or("master gone")?;
+    if ms.transition.is_some() {
+        return Err(format!("Master {} still {}", node_name(m), ms.transition.unwrap_or_default()));
+    }
+    if !w.front_door(m) {
+        return Err(format!("Master {} does not hold the front door", node_name(m)));
+    }
+    if nodes[m].as_ref().is_some_and(|n| n.config().components.db) && !w.hosts[m].db.writable {
+        return Err(format!("Master {} database is read-only", node_name(m)));
+    }
+    if roles[s] != Some(Role::Slave) {
+        return Err(format!("expected {} to be Slave, it is {:?}", node_name(s), roles[s]));
+    }
+    if let Some(t) = nodes[s].as_ref().and_then(|n| n.status().transition) {
+        return Err(format!("Slave {} still {t}", node_name(s)));
+    }
+    let h = &w.hosts[s];
+    if h.vip || h.db.writable || h.services {
+        return Err(format!("Slave {} still holds vip={} db_rw={} services={}", node_name(s), h.vip, h.db.writable, h.services));
+    }
+    let flagged = nodes[s].as_ref().is_some_and(|n| n.status().needs_resync);
+    if nodes[s].as_ref().is_some_and(|n| n.config().components.db) && h.db.source != Some(m) && (strict || !flagged) {
+        return Err(format!("Slave {} does not replicate from {}", node_name(s), node_name(m)));
+    }
+    Ok(m)
+}

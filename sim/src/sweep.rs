@@ -1,0 +1,216 @@
+//! Random fault schedules from one seed each: faults for a while, then everything heals and the
+//! pair must settle (I5). A failing seed is printed with the one command that reproduces it.
+
+use crate::cluster::{Sim, SimConfig};
+use crate::fault::{Fault, Ix};
+use crate::invariants::settled;
+use crate::rng::Rng;
+use ridondato_core::{Command, Mode, Role, Target};
+
+/// Faults happen in `[FAULTS_FROM, heal_at)`; `heal_at` is 20–40 s.
+const FAULTS_FROM: u64 = 3000;
+
+/// Operations an adapter fault may target. Releasing ones (drop-vip, fence-db) are left out:
+/// a host that cannot drop its VIP or fence its DB can only be stopped by power fencing.
+const FAULTY_OPS: [&str; 9] =
+    ["persist", "raise-vip", "arp-probe", "check-witnesses", "promote-db", "replicate-db", "start-services", "garp", "*"];
+
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    pub cfg: SimConfig,
+    pub ops: Vec<(u64, Fault)>,
+    pub heal_at: u64,
+}
+
+pub fn random_schedule(seed: u64) -> Schedule {
+    let mut r = Rng::new(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0xA5A5);
+    let mut cfg = SimConfig { seed, ..SimConfig::default() };
+    cfg.witnesses = *r.pick(&[0, 0, 1]);
+    if r.chance(10) {
+        cfg.mode = Mode::Cloud;
+        cfg.cloud_auto_failover = true;
+    }
+    let heal_at = r.range(20_000, 40_000);
+    let mut ops = vec![(0, Fault::Start(0)), (r.range(0, 3000), Fault::Start(1)), (r.range(1000, 5000), Fault::Writer(true))];
+    let n = r.range(2, 12);
+    for _ in 0..n {
+        let t = r.range(FAULTS_FROM, heal_at - 1);
+        let ix: Ix = r.range(0, 1) as usize;
+        let op = (*r.pick(&FAULTY_OPS)).to_string();
+        let f = match r.range(0, 27) {
+            0 => Fault::Crash(ix),
+            1 => Fault::Start(ix),
+            2 => Fault::PowerOff(ix),
+            3 => Fault::PowerOn(ix),
+            4 => Fault::LinkDown(ix),
+            5 => Fault::LinkUp(ix),
+            6 => Fault::Cut,
+            7 => Fault::CutOneWay(ix, 1 - ix),
+            8 => Fault::Split { witness: *r.pick(&[None, Some(0), Some(1)]) },
+            9 => Fault::Hold,
+            10 => Fault::Release,
+            11 => Fault::Loss(r.range(1, 30) as u32),
+            12 => Fault::Latency(r.range(1, 80)),
+            13 => Fault::Heal,
+            14 => Fault::Slow(ix, op, r.range(2, 10)),
+            15 => Fault::Fail(ix, op),
+            16 => Fault::Hang(ix, op),
+            17 => Fault::Fix(ix),
+            18 => Fault::Drift(ix, r.range(0, 400) as i64 - 200),
+            19 => Fault::Cmd(ix, Command::Switchover),
+            20 => Fault::Cmd(ix, Command::SetState(Target::Off)),
+            21 => Fault::Cmd(ix, Command::SetState(Target::Slave)),
+            22 => Fault::Cmd(ix, Command::SetState(Target::Master)),
+            23 => Fault::Cmd(ix, Command::Maintenance(r.chance(50))),
+            24 => Fault::Cmd(ix, Command::Resync(ridondato_core::ResyncKind::All)),
+            25 => Fault::Cmd(ix, Command::Shutdown),
+            _ => {
+                // A crash followed by a restart, the most common real event.
+                ops.push((t + r.range(100, 5000), Fault::Start(ix)));
+                Fault::Crash(ix)
+            }
+        };
+        ops.push((t, f));
+    }
+    ops.sort_by_key(|(t, _)| *t);
+    Schedule { cfg, ops, heal_at }
+}
+
+/// What one schedule showed.
+#[derive(Clone, Debug)]
+pub struct RunStats {
+    /// Simulated ms from the final heal until the pair settled.
+    pub settle_ms: u64,
+    pub sim_ms: u64,
+    pub events: u64,
+    pub max_dual_ms: u64,
+}
+
+/// The liveness bound after a heal (I5): failover timeout plus a stated margin covering a fresh
+/// discovery window, one arbiter re-check and one maximal retry back-off.
+pub fn liveness_bound(cfg: &SimConfig) -> u64 {
+    let t = cfg.timing;
+    t.failover_timeout + t.discovery_window + t.arbiter_recheck + t.retry_max + 2000
+}
+
+pub fn run_schedule(s: &Schedule, verbose: bool) -> (Result<RunStats, String>, Sim) {
+    let mut sim = Sim::new(s.cfg.clone());
+    sim.verbose = verbose;
+    for (t, f) in &s.ops {
+        sim.schedule(*t, f.clone());
+    }
+    let h = s.heal_at;
+    for f in [Fault::Heal, Fault::Fix(0), Fault::Fix(1), Fault::Drift(0, 0), Fault::Drift(1, 0)] {
+        sim.schedule(h, f);
+    }
+    for ix in 0..2 {
+        for f in [Fault::LinkUp(ix), Fault::PowerOn(ix), Fault::Start(ix)] {
+            sim.schedule(h, f);
+        }
+    }
+    sim.run_until(h + 10);
+    // The operator ends maintenance and brings back nodes left Off.
+    for ix in 0..2 {
+        if let Some(n) = sim.nodes[ix].as_ref() {
+            let off = n.role() == Role::Off;
+            sim.schedule(h + 20, Fault::Cmd(ix, Command::Maintenance(false)));
+            if off {
+                sim.schedule(h + 20, Fault::Cmd(ix, Command::SetState(Target::Slave)));
+            }
+        }
+    }
+    let bound = liveness_bound(&s.cfg);
+    let mut settled_at = None;
+    let mut t = h + 100;
+    while t <= h + bound {
+        sim.run_until(t);
+        // An operator (or systemd) brings back a daemon that exited after a shutdown command.
+        for ix in 0..2 {
+            if sim.nodes[ix].is_none() {
+                sim.schedule(t, Fault::Start(ix));
+            }
+        }
+        if settled_at.is_none() && settled(&sim.world, &sim.nodes, false).is_ok() {
+            settled_at = Some(t);
+            break;
+        }
+        t += 100;
+    }
+    let result = match settled_at {
+        None => Err(format!("I5: not settled {} ms after the heal: {}", bound, settled(&sim.world, &sim.nodes, false).err().unwrap_or_default())),
+        Some(at) => {
+            // A node flagged for resync is rebuilt by the operator, then must replicate.
+            let m = settled(&sim.world, &sim.nodes, false).unwrap_or(0);
+            let flagged = sim.nodes[1 - m].as_ref().is_some_and(|n| n.status().needs_resync);
+            let mut r = Ok(at - h);
+            if flagged {
+                sim.schedule(sim.now + 10, Fault::Cmd(1 - m, Command::Resync(ridondato_core::ResyncKind::All)));
+                sim.run_until(sim.now + 15_000);
+                if let Err(e) = settled(&sim.world, &sim.nodes, true) {
+                    r = Err(format!("I5: after resync: {e}"));
+                } else if sim.nodes[1 - m].as_ref().is_some_and(|n| n.status().needs_resync) {
+                    r = Err("I5: resync did not clear needs-resync".into());
+                }
+            }
+            sim.run_until(sim.now + 1000);
+            r
+        }
+    };
+    let v = sim.violations();
+    let result = if !v.is_empty() { Err(v.join("; ")) } else { result };
+    let stats = result.map(|settle_ms| RunStats { settle_ms, sim_ms: sim.now, events: sim.events, max_dual_ms: sim.checker.max_dual_ms });
+    (stats, sim)
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SweepReport {
+    pub runs: u64,
+    pub failures: Vec<(u64, String)>,
+    pub sim_ms: u64,
+    pub events: u64,
+    pub max_settle_ms: u64,
+    pub max_dual_ms: u64,
+}
+
+/// Runs seeds `first..first+n` on all cores.
+pub fn sweep(first: u64, n: u64, threads: usize) -> SweepReport {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
+    let next = AtomicU64::new(0);
+    let report = Mutex::new(SweepReport::default());
+    std::thread::scope(|sc| {
+        for _ in 0..threads.max(1) {
+            sc.spawn(|| {
+                let mut local = SweepReport::default();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    let seed = first + i;
+                    let (res, sim) = run_schedule(&random_schedule(seed), false);
+                    local.runs += 1;
+                    local.sim_ms += sim.now;
+                    local.events += sim.events;
+                    match res {
+                        Ok(s) => {
+                            local.max_settle_ms = local.max_settle_ms.max(s.settle_ms);
+                            local.max_dual_ms = local.max_dual_ms.max(s.max_dual_ms);
+                        }
+                        Err(e) => local.failures.push((seed, e)),
+                    }
+                }
+                let mut r = report.lock().unwrap_or_else(|p| p.into_inner());
+                r.runs += local.runs;
+                r.sim_ms += local.sim_ms;
+                r.events += local.events;
+                r.max_settle_ms = r.max_settle_ms.max(local.max_settle_ms);
+                r.max_dual_ms = r.max_dual_ms.max(local.max_dual_ms);
+                r.failures.extend(local.failures);
+            });
+        }
+    });
+    let mut r = report.into_inner().unwrap_or_else(|p| p.into_inner());
+    r.failures.sort();
+    r
+}

@@ -1,0 +1,385 @@
+//! The modelled outside world of a simulated pair: a LAN that knows who answers ARP for the VIP,
+//! a replicated database, file sync, a cloud IP association, services and the state stores.
+//!
+//! It lives outside the nodes (and outside turmoil's host closures), so a crashed or rebooted
+//! node finds its disk, and its host's addresses, as a real machine would.
+
+use crate::fault::{node_name, Ix};
+use crate::rng::Rng;
+use ridondato_core::{Done, Mode, NodeId, Op, OpError, PersistedState, Position, ResyncPhase};
+use std::collections::BTreeMap;
+
+/// How an adapter misbehaves (injected).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdapterFault {
+    Slow(u64),
+    Fail,
+    Hang,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct DbModel {
+    /// Transaction ids in commit order; the position is the length.
+    pub log: Vec<u64>,
+    pub writable: bool,
+    pub source: Option<Ix>,
+    /// Errant transactions found when replication last compared histories.
+    pub errant: u64,
+}
+
+impl DbModel {
+    pub fn position(&self) -> Position {
+        Position(self.log.len() as u64)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Host {
+    pub powered: bool,
+    pub link: bool,
+    pub daemon: bool,
+    pub vip: bool,
+    pub services: bool,
+    pub fs_push: Option<Ix>,
+    pub mongo_primary: bool,
+    pub db: DbModel,
+    /// The node's state store: survives crashes and power loss.
+    pub store: Option<PersistedState>,
+    pub faults: BTreeMap<String, AdapterFault>,
+    pub garps: u64,
+}
+
+impl Host {
+    fn new() -> Host {
+        Host {
+            powered: true,
+            link: true,
+            daemon: false,
+            vip: false,
+            services: false,
+            fs_push: None,
+            mongo_primary: false,
+            db: DbModel::default(),
+            store: None,
+            faults: BTreeMap::new(),
+            garps: 0,
+        }
+    }
+}
+
+/// Node-to-node network faults (heartbeat path) and LAN splits.
+#[derive(Clone, Debug, Default)]
+pub struct Net {
+    pub cut: bool,
+    pub oneway: Option<(Ix, Ix)>,
+    /// LAN split; the witness is on the side of this node (None: unreachable to both).
+    pub split: Option<Option<Ix>>,
+    pub hold: bool,
+    pub loss_pct: u32,
+    pub latency_ms: u64,
+}
+
+/// The result of an operation once its latency has passed.
+#[derive(Debug)]
+pub enum Finish {
+    Done(Result<Done, OpError>),
+    /// Not yet (the DB still applies what it received): ask again after this many ms.
+    Again(u64),
+}
+
+#[derive(Clone, Debug)]
+pub struct World {
+    pub mode: Mode,
+    pub witnesses: u32,
+    pub hosts: [Host; 2],
+    pub net: Net,
+    pub writer: bool,
+    next_txn: u64,
+    /// Writes the client saw committed, in order.
+    pub acked: Vec<u64>,
+    pub eip: Option<Ix>,
+    /// Broken safety properties found while applying effects (I3, I4).
+    pub violations: Vec<String>,
+}
+
+pub fn ix_of(id: NodeId) -> Ix {
+    usize::from(id.0).saturating_sub(1).min(1)
+}
+
+pub fn id_of(ix: Ix) -> NodeId {
+    NodeId(ix as u8 + 1)
+}
+
+fn other(ix: Ix) -> Ix {
+    1 - ix
+}
+
+impl World {
+    pub fn new(mode: Mode, witnesses: u32) -> World {
+        World {
+            mode,
+            witnesses,
+            hosts: [Host::new(), Host::new()],
+            net: Net::default(),
+            writer: false,
+            next_txn: 1,
+            acked: Vec::new(),
+            eip: None,
+            violations: Vec::new(),
+        }
+    }
+
+    fn up(&self, ix: Ix) -> bool {
+        self.hosts[ix].powered && self.hosts[ix].link
+    }
+
+    /// Both hosts on the same working LAN segment (ARP and replication cross).
+    pub fn same_domain(&self) -> bool {
+        self.up(0) && self.up(1) && self.net.split.is_none()
+    }
+
+    /// Can a heartbeat from `from` reach `to` (before loss)?
+    pub fn hb_path(&self, from: Ix, to: Ix) -> bool {
+        self.same_domain() && !self.net.cut && self.net.oneway != Some((from, to))
+    }
+
+    /// Does this host answer ARP for the VIP on the LAN?
+    pub fn answers_arp(&self, ix: Ix) -> bool {
+        self.up(ix) && self.hosts[ix].vip
+    }
+
+    /// Is this host the one clients reach (VIP on the LAN, or the cloud association)?
+    pub fn front_door(&self, ix: Ix) -> bool {
+        match self.mode {
+            Mode::Lan => self.answers_arp(ix),
+            Mode::Cloud => self.hosts[ix].powered && self.eip == Some(ix),
+        }
+    }
+
+    pub fn witness_reachable(&self, ix: Ix) -> bool {
+        self.up(ix) && self.net.split.map_or(true, |w| w == Some(ix))
+    }
+
+    /// Latency of an operation, or `None` if it hangs.
+    pub fn op_latency(&self, ix: Ix, op: &Op, rng: &mut Rng) -> Option<u64> {
+        let base = match op {
+            Op::Persist(_) => rng.range(1, 5),
+            Op::RaiseVip | Op::DropVip | Op::Garp => rng.range(1, 3),
+            Op::ArpProbe => rng.range(60, 100),
+            Op::CheckWitnesses => {
+                if self.witness_reachable(ix) {
+                    rng.range(2, 20)
+                } else {
+                    200 // the check's own timeout
+                }
+            }
+            Op::PromoteDb { .. } | Op::FenceDb => rng.range(5, 30),
+            Op::ReplicateDb { .. } => rng.range(5, 15),
+            Op::PromoteMongo | Op::DemoteMongo => rng.range(10, 40),
+            Op::FsPushStart { .. } | Op::FsPushStop => rng.range(1, 10),
+            Op::MoveCloudIp { .. } => rng.range(300, 1500),
+            Op::QueryCloudIp | Op::CheckPeerInstance { .. } => rng.range(50, 300),
+            Op::StartServices | Op::StopServices => rng.range(50, 200),
+            Op::Resync { phase, .. } => match phase {
+                ResyncPhase::DbCopy => 1500 + 2 * self.hosts[other(ix)].db.log.len() as u64,
+                ResyncPhase::DbReplicate => rng.range(10, 30),
+                ResyncPhase::MongoCopy => 800,
+                ResyncPhase::FsCopy => 1200,
+            },
+        };
+        let f = self.hosts[ix].faults.get(op.name()).or_else(|| self.hosts[ix].faults.get("*"));
+        match f {
+            Some(AdapterFault::Hang) => None,
+            Some(AdapterFault::Slow(k)) => Some(base.saturating_mul(*k)),
+            _ => Some(base),
+        }
+    }
+
+    /// Progress total a resync phase reports (bytes in the model).
+    pub fn progress_total(&self, ix: Ix, phase: ResyncPhase) -> u64 {
+        match phase {
+            ResyncPhase::DbCopy => 4096 * (1 + self.hosts[other(ix)].db.log.len() as u64),
+            ResyncPhase::FsCopy => 20 * 1024 * 1024,
+            _ => 100,
+        }
+    }
+
+    /// Applies the effect of `op` on host `ix` at its completion and returns its result.
+    /// `started` is when it was asked for (bounded waits count from there).
+    pub fn finish_op(&mut self, ix: Ix, op: &Op) -> Finish {
+        if !self.hosts[ix].powered {
+            return Finish::Done(Err(OpError::Failed("host is down".into())));
+        }
+        if let Some(AdapterFault::Fail) = self.hosts[ix].faults.get(op.name()).or_else(|| self.hosts[ix].faults.get("*")) {
+            return Finish::Done(Err(OpError::Failed("injected failure".into())));
+        }
+        let peer = other(ix);
+        let done = match op {
+            Op::Persist(s) => {
+                let before = self.hosts[ix].store.as_ref().map_or(0, |p| p.epoch);
+                if s.epoch < before {
+                    self.violations.push(format!("I3: {} persisted epoch {} below {}", node_name(ix), s.epoch, before));
+                }
+                self.hosts[ix].store = Some(s.clone());
+                Done::Ok
+            }
+            Op::RaiseVip => {
+                self.hosts[ix].vip = true;
+                Done::Ok
+            }
+            Op::DropVip => {
+                self.hosts[ix].vip = false;
+                Done::Ok
+            }
+            Op::Garp => {
+                self.hosts[ix].garps += 1;
+                Done::Ok
+            }
+            Op::ArpProbe => {
+                let answered = self.answers_arp(peer) && self.same_domain();
+                Done::Probe { answered }
+            }
+            Op::CheckWitnesses => Done::Witnesses { reachable: if self.witness_reachable(ix) { self.witnesses } else { 0 } },
+            Op::PromoteDb { wait_for } => {
+                if let Some(w) = wait_for {
+                    if self.hosts[ix].db.position() < *w {
+                        return Finish::Again(20);
+                    }
+                }
+                self.hosts[ix].db.writable = true;
+                self.hosts[ix].db.source = None;
+                if wait_for.is_some() {
+                    let log = &self.hosts[ix].db.log;
+                    if let Some(lost) = self.acked.iter().find(|t| !log.contains(t)) {
+                        self.violations.push(format!("I4: acknowledged write #{lost} missing on the new Master {}", node_name(ix)));
+                    }
+                }
+                Done::Ok
+            }
+            Op::FenceDb => {
+                self.hosts[ix].db.writable = false;
+                Done::Fenced { position: self.hosts[ix].db.position() }
+            }
+            Op::ReplicateDb { from } => {
+                self.hosts[ix].db.writable = false;
+                self.hosts[ix].db.source = Some(ix_of(*from));
+                Done::Ok
+            }
+            Op::PromoteMongo => {
+                self.hosts[ix].mongo_primary = true;
+                Done::Ok
+            }
+            Op::DemoteMongo => {
+                self.hosts[ix].mongo_primary = false;
+                Done::Ok
+            }
+            Op::FsPushStart { to } => {
+                self.hosts[ix].fs_push = Some(ix_of(*to));
+                Done::Ok
+            }
+            Op::FsPushStop => {
+                self.hosts[ix].fs_push = None;
+                Done::Ok
+            }
+            Op::MoveCloudIp { to } => {
+                self.eip = Some(ix_of(*to));
+                Done::Ok
+            }
+            Op::QueryCloudIp => Done::CloudHolder { node: self.eip.map(id_of) },
+            Op::CheckPeerInstance { peer } => Done::PeerInstance { running: self.hosts[ix_of(*peer)].powered },
+            Op::StartServices => {
+                self.hosts[ix].services = true;
+                Done::Ok
+            }
+            Op::StopServices => {
+                self.hosts[ix].services = false;
+                Done::Ok
+            }
+            Op::Resync { phase, .. } => return Finish::Done(self.finish_resync(ix, *phase)),
+        };
+        Finish::Done(Ok(done))
+    }
+
+    fn finish_resync(&mut self, ix: Ix, phase: ResyncPhase) -> Result<Done, OpError> {
+        let peer = other(ix);
+        if !self.same_domain() || !self.hosts[peer].powered {
+            return Err(OpError::Failed(format!("{} unreachable", node_name(peer))));
+        }
+        match phase {
+            ResyncPhase::DbCopy => {
+                let log = self.hosts[peer].db.log.clone();
+                let db = &mut self.hosts[ix].db;
+                db.log = log;
+                db.writable = false;
+                db.source = None;
+                db.errant = 0;
+            }
+            ResyncPhase::DbReplicate => self.hosts[ix].db.source = Some(peer),
+            ResyncPhase::MongoCopy | ResyncPhase::FsCopy => {}
+        }
+        Ok(Done::Ok)
+    }
+
+    /// Replication catches up; returns hosts that just found errant transactions.
+    pub fn replicate(&mut self) -> Vec<(Ix, u64)> {
+        let mut errant = Vec::new();
+        for ix in 0..2 {
+            let Some(src) = self.hosts[ix].db.source else { continue };
+            if src == ix || !self.same_domain() {
+                continue;
+            }
+            let theirs = &self.hosts[src].db.log;
+            let mine = &self.hosts[ix].db.log;
+            let common = mine.iter().zip(theirs.iter()).take_while(|(a, b)| a == b).count();
+            if common == mine.len() {
+                if theirs.len() > mine.len() {
+                    let add = theirs[mine.len()..].to_vec();
+                    self.hosts[ix].db.log.extend(add);
+                }
+            } else {
+                // Transactions the source lacks: replication stops (gtid_strict_mode).
+                let count = (mine.len() - common) as u64;
+                self.hosts[ix].db.source = None;
+                self.hosts[ix].db.errant = count;
+                errant.push((ix, count));
+            }
+        }
+        errant
+    }
+
+    /// One client write through the front door; acknowledged only if committed.
+    pub fn client_write(&mut self) {
+        let Some(ix) = (0..2).find(|&i| self.front_door(i) && self.hosts[i].db.writable) else { return };
+        let t = self.next_txn;
+        self.next_txn += 1;
+        self.hosts[ix].db.log.push(t);
+        self.acked.push(t);
+    }
+
+    /// The daemon dies. The application units are `PartOf=` the daemon's unit, so systemd stops
+    /// them too; addresses and the database stay as they were until a daemon comes back.
+    pub fn crash(&mut self, ix: Ix) {
+        self.hosts[ix].daemon = false;
+        self.hosts[ix].services = false;
+    }
+
+    pub fn power_off(&mut self, ix: Ix) {
+        let h = &mut self.hosts[ix];
+        h.powered = false;
+        h.link = false;
+        h.daemon = false;
+        h.vip = false;
+        h.services = false;
+        h.fs_push = None;
+        h.mongo_primary = false;
+        // The DB restarts read-only (read_only=1 in its configuration) and not replicating.
+        h.db.writable = false;
+        h.db.source = None;
+    }
+
+    pub fn power_on(&mut self, ix: Ix) {
+        let h = &mut self.hosts[ix];
+        h.powered = true;
+        h.link = true;
+    }
+}
