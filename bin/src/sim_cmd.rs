@@ -92,7 +92,10 @@ fn run_sweep(n: u64, first: u64, threads: usize, show_trace: bool) -> Result<(),
         r.sim_ms as f64 / 1000.0 / wall,
         r.events
     );
-    println!("slowest settle after heal: {} ms; longest dual holding in a heal grace: {} ms", r.max_settle_ms, r.max_dual_ms);
+    println!(
+        "slowest settle after heal: {} ms; longest dual holding in a grace window: {} ms (seed {})",
+        r.max_settle_ms, r.max_dual_ms, r.max_dual_seed
+    );
     if r.failures.is_empty() {
         println!("PASS: every invariant held on every schedule");
         return Ok(());

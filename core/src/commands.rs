@@ -115,7 +115,10 @@ impl Node {
 
     /// The Slave's half: the old Master is fenced at `position`; promote once we hold it.
     pub(crate) fn on_handover(&mut self, epoch: u64, position: crate::types::Position) {
-        if self.role != Role::Slave || self.plan.is_some() || epoch < self.epoch.min(self.peer.epoch()) {
+        // Only the hand-over the peer is running right now: a delayed message from an earlier
+        // one must not promote us over the Master the peer has since become again.
+        let current = self.peer.hb.as_ref().is_some_and(|h| h.handing_over && h.epoch == epoch);
+        if self.role != Role::Slave || self.plan.is_some() || !current || !self.peer_alive() {
             return;
         }
         self.cancel_job("a switch-over makes this node Master");
@@ -124,13 +127,18 @@ impl Node {
     }
 
     fn shutdown(&mut self, req: u64) -> Result<Option<String>, String> {
+        if self.exiting {
+            return Err("already shutting down".into());
+        }
         if self.role == Role::Master && self.begin_handover(None).is_ok() {
             self.shutdown = Some(req);
+            self.exiting = true;
             return Ok(None);
         }
         self.handover = None;
         self.cancel_job("the node is shutting down");
         self.shutdown = Some(req);
+        self.exiting = true;
         let plan = Plan::release(self, "shutting-down");
         self.start_plan(plan);
         Ok(None)

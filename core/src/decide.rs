@@ -15,8 +15,11 @@ use crate::types::{Mode, Role};
 
 impl Node {
     pub(crate) fn decide(&mut self) {
-        self.preempt_plan();
         self.check_handover();
+        if self.exiting {
+            return;
+        }
+        self.preempt_plan();
         if self.plan.is_some() {
             return;
         }
@@ -39,12 +42,11 @@ impl Node {
         }
         let peer_epoch = self.peer.epoch();
         if self.role != Role::Master {
-            if plan.via != Via::Handover {
-                self.plan = None;
-                self.become_slave("a Master appeared while promoting");
-            }
+            // Also a hand-over promotion: a peer heard as Master again took its role back.
+            self.abort_plan();
+            self.become_slave("a Master appeared while promoting");
         } else if !master_wins(self.epoch, self.cfg.node, peer_epoch, self.cfg.peer) {
-            self.plan = None;
+            self.abort_plan();
             self.lose_split_brain(peer_epoch);
         }
     }
@@ -65,10 +67,15 @@ impl Node {
         } else if self.now >= h.deadline {
             let req = h.req;
             self.handover = None;
-            self.plan = None;
+            self.abort_plan();
             self.raise(Alarm::SwitchoverFailed);
             if let Some(req) = req {
                 self.reply(req, Err(format!("the peer did not become Master within {} ms; taking the role back", self.cfg.timing.handover_timeout)));
+            }
+            if let Some(req) = self.shutdown.take() {
+                // Everything was released by the hand-over plan: exit rather than take it back.
+                self.reply(req, Ok("the peer did not take over; released everything; exiting".into()));
+                self.out.push(crate::action::Action::Exit);
             }
             // Back to a Slave with no Master: the usual takeover rules (and the arbiter) decide.
         }
@@ -242,11 +249,20 @@ impl Node {
         }
         self.repair_master();
         let silent = self.peer.last_heard.map_or(true, |h| self.now.since(h) >= t.isolation_timeout);
-        if silent && self.cfg.witnesses > 0 && !self.maintenance.on && self.now >= self.next_isolation_check
-            && !self.background_has(|o| matches!(o, Op::CheckWitnesses))
-        {
+        if let Some((id, started)) = self.isolation_check {
+            // A witness check that cannot answer before the peer's failover timeout is as good
+            // as no witness: this Master must let go in time either way.
+            if self.now.since(started) >= self.isolation_check_budget() {
+                self.background.remove(&id);
+                self.isolation_check = None;
+                self.isolation_result(0);
+                return;
+            }
+        }
+        if silent && self.cfg.witnesses > 0 && !self.maintenance.on && self.now >= self.next_isolation_check && self.isolation_check.is_none() {
             self.next_isolation_check = self.now.after(t.heartbeat_interval);
-            self.run_background(Op::CheckWitnesses);
+            let id = self.run_background(Op::CheckWitnesses);
+            self.isolation_check = Some((id, self.now));
         }
         if self.cfg.mode == Mode::Cloud && self.now >= self.next_cloud_check && !self.background_has(|o| matches!(o, Op::QueryCloudIp)) {
             self.next_cloud_check = self.now.after(t.cloud_check_interval);
@@ -288,6 +304,9 @@ impl Node {
     /// Results of operations started outside plans.
     pub(crate) fn background_done(&mut self, op: &Op, done: Done) {
         self.clear(&Alarm::OpFailing { op: op.name().to_string() });
+        if matches!(op, Op::Persist(_)) {
+            self.persist_failures = 0;
+        }
         match (op, done) {
             (Op::CheckWitnesses, Done::Witnesses { reachable }) => self.isolation_result(reachable),
             (Op::QueryCloudIp, Done::CloudHolder { node }) => {
@@ -325,13 +344,25 @@ impl Node {
                 self.job_phase_finished(Err(e.clone()));
                 return;
             }
-            Op::Persist(_) => self.raise(Alarm::OpFailing { op: name.clone() }),
+            Op::Persist(_) => {
+                self.persist_failures += 1;
+                self.persist_retry_at = self.now.after(self.backoff(self.persist_failures));
+                self.raise(Alarm::OpFailing { op: name.clone() });
+            }
             _ => {}
         }
         self.emit(Event::OpFailed { op: name, error: e.to_string(), attempt: 1 });
     }
 
+    /// How long a Master's isolation check may take: half the gap between its isolation timeout
+    /// and the peer's failover timeout, so a step-down still lands before the peer takes over.
+    pub(crate) fn isolation_check_budget(&self) -> u64 {
+        let t = self.cfg.timing;
+        ((t.failover_timeout - t.isolation_timeout) / 2).max(1)
+    }
+
     fn isolation_result(&mut self, reachable: u32) {
+        self.isolation_check = None;
         let t = self.cfg.timing;
         let silent = self.peer.last_heard.map_or(true, |h| self.now.since(h) >= t.isolation_timeout);
         if reachable > 0 {

@@ -7,7 +7,7 @@ use crate::input::{Done, Input, OpError};
 use crate::message::{Heartbeat, Message};
 use crate::peer::PeerView;
 use crate::persist::{Maintenance, PersistedState};
-use crate::plan::Plan;
+use crate::plan::{Plan, Step};
 use crate::resync::Job;
 use crate::status::{Alarm, PeerStatus, Status};
 use crate::time::Millis;
@@ -38,6 +38,12 @@ pub struct Node {
     /// Last instant a Master (the peer, or this node) was known to exist.
     pub(crate) last_master_seen: Option<Millis>,
     pub(crate) plan: Option<Plan>,
+    /// An operation of an abandoned plan still running: the next plan waits for it, so that a
+    /// late `RaiseVip` cannot land after the `DropVip` that was meant to follow it.
+    pub(crate) orphan: Option<OpId>,
+    pub(crate) orphan_op: Option<Step>,
+    pub(crate) persist_retry_at: Millis,
+    pub(crate) persist_failures: u32,
     /// Operations running outside a plan (probes, corrections, replication, resync phases).
     pub(crate) background: BTreeMap<OpId, Op>,
     next_op: u64,
@@ -46,6 +52,8 @@ pub struct Node {
     /// After the arbiter refused, no new takeover attempt before this instant.
     pub(crate) recheck_at: Option<Millis>,
     pub(crate) next_isolation_check: Millis,
+    /// The running isolation check (a Master's witness check) and when it started.
+    pub(crate) isolation_check: Option<(OpId, Millis)>,
     pub(crate) next_cloud_check: Millis,
     pub(crate) replicate_retry_at: Option<Millis>,
     pub(crate) replicate_failures: u32,
@@ -59,6 +67,8 @@ pub struct Node {
     pub(crate) job: Option<Job>,
     pub(crate) next_job: u64,
     pub(crate) shutdown: Option<u64>,
+    /// Shutting down: no decision may take anything back.
+    pub(crate) exiting: bool,
     // The node's view of its worlds, from operation results and reports.
     pub(crate) vip_held: bool,
     pub(crate) db_writable: bool,
@@ -103,12 +113,17 @@ impl Node {
             peer: PeerView::default(),
             last_master_seen: None,
             plan: None,
+            orphan: None,
+            orphan_op: None,
+            persist_retry_at: Millis::ZERO,
+            persist_failures: 0,
             background: BTreeMap::new(),
             next_op: 1,
             seq: 0,
             next_heartbeat: Millis::ZERO,
             recheck_at: None,
             next_isolation_check: Millis::ZERO,
+            isolation_check: None,
             next_cloud_check: Millis::ZERO,
             replicate_retry_at: None,
             replicate_failures: 0,
@@ -120,6 +135,7 @@ impl Node {
             job: None,
             next_job: 1,
             shutdown: None,
+            exiting: false,
             vip_held: false,
             db_writable: false,
             db_position: Position(0),
@@ -177,7 +193,7 @@ impl Node {
             Input::Command { req, cmd } => self.on_command(req, cmd),
         }
         if self.started {
-            self.advance_plan();
+            // Decide first: a plan that must give way should not start one more step.
             self.decide();
             self.advance_plan();
             self.maybe_persist();
@@ -273,6 +289,17 @@ impl Node {
     }
 
     fn on_done(&mut self, id: OpId, result: Result<Done, OpError>) {
+        if self.orphan == Some(id) {
+            self.orphan = None;
+            if let Ok(done) = &result {
+                // Its effect happened; record it so the world view stays true.
+                if let Some(Step::Run(op)) = self.orphan_op.take() {
+                    self.apply_effect(&op, done);
+                }
+            }
+            self.orphan_op = None;
+            return;
+        }
         if self.plan.as_ref().is_some_and(|p| p.inflight == Some(id)) {
             self.plan_step_done(result);
             return;
@@ -373,7 +400,7 @@ impl Node {
             maintenance: self.maintenance,
             was_master: self.durable.last_role == Some(Role::Master),
             handing_over: self.handover.is_some(),
-            busy: self.plan.is_some(),
+            busy: self.plan.is_some() || (self.role != Role::Master && (self.vip_held || self.db_writable || self.services_running)),
         }
     }
 
@@ -414,7 +441,7 @@ impl Node {
     }
 
     fn maybe_persist(&mut self) {
-        if self.persist_inflight() {
+        if self.persist_inflight() || self.now < self.persist_retry_at {
             return;
         }
         let want = self.desired_durable();
@@ -478,10 +505,14 @@ impl Node {
         }
         c.push(self.boot_started.after(t.discovery_window));
         c.push(self.boot_started.after(t.lone_slave_wait));
+        c.push(self.persist_retry_at);
         c.extend(self.recheck_at);
         c.extend(self.replicate_retry_at);
         c.extend(self.plan.as_ref().and_then(|p| p.retry_at));
         c.extend(self.handover.as_ref().map(|h| h.deadline));
+        if let Some((_, started)) = self.isolation_check {
+            c.push(started.after(self.isolation_check_budget()));
+        }
         if self.role == Role::Master {
             c.push(self.repair_at);
             c.push(self.next_isolation_check);

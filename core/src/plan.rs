@@ -45,7 +45,6 @@ pub(crate) enum Step {
 pub(crate) struct Plan {
     pub name: &'static str,
     pub goal: Goal,
-    pub via: Via,
     pub why: String,
     pub steps: VecDeque<Step>,
     pub inflight: Option<OpId>,
@@ -56,11 +55,10 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    fn new(name: &'static str, goal: Goal, via: Via, why: &str, ops: Vec<Op>) -> Plan {
+    fn new(name: &'static str, goal: Goal, why: &str, ops: Vec<Op>) -> Plan {
         Plan {
             name,
             goal,
-            via,
             why: why.to_string(),
             steps: ops.into_iter().map(Step::Run).collect(),
             inflight: None,
@@ -91,7 +89,7 @@ impl Plan {
         if c.fs {
             ops.push(Op::FsPushStop);
         }
-        Plan::new(name, Goal::Release, Via::Operator, name, ops)
+        Plan::new(name, Goal::Release, name, ops)
     }
 
     /// Become Master: arbiter (per `via`), durable epoch, then the resources.
@@ -145,7 +143,7 @@ impl Plan {
         if c.services {
             ops.push(Op::StartServices);
         }
-        let mut p = Plan::new("promoting", Goal::Master, via, why, ops);
+        let mut p = Plan::new("promoting", Goal::Master, why, ops);
         p.strict_db = wait_for.is_some();
         p
     }
@@ -172,7 +170,7 @@ impl Plan {
         if n.cfg.mode == Mode::Cloud {
             ops.push(Op::MoveCloudIp { to: n.cfg.peer });
         }
-        let mut p = Plan::new("handing-over", Goal::Handover, Via::Operator, "planned switch-over", ops);
+        let mut p = Plan::new("handing-over", Goal::Handover, "planned switch-over", ops);
         p.steps.push_back(Step::SendHandover);
         p
     }
@@ -190,15 +188,25 @@ impl Plan {
 
 impl Node {
     pub(crate) fn start_plan(&mut self, plan: Plan) {
+        self.abort_plan();
         self.plan = Some(plan);
         self.advance_plan();
+    }
+
+    /// Drops the current plan; an operation of it still running becomes the orphan.
+    pub(crate) fn abort_plan(&mut self) {
+        let Some(old) = self.plan.take() else { return };
+        if let Some(id) = old.inflight {
+            self.orphan = Some(id);
+            self.orphan_op = old.steps.front().cloned();
+        }
     }
 
     /// Starts the next step when nothing is in flight and no retry is pending.
     pub(crate) fn advance_plan(&mut self) {
         loop {
             let Some(plan) = self.plan.as_ref() else { return };
-            if plan.inflight.is_some() || plan.retry_at.is_some_and(|t| self.now < t) {
+            if plan.inflight.is_some() || self.orphan.is_some() || plan.retry_at.is_some_and(|t| self.now < t) {
                 return;
             }
             let Some(step) = plan.steps.front().cloned() else {
@@ -206,10 +214,21 @@ impl Node {
                 return;
             };
             match step {
-                Step::Run(op) => {
+                Step::Run(mut op) => {
                     // Two writes of the state store must not race: wait for the background one.
                     if matches!(op, Op::Persist(_)) && self.background_has(|o| matches!(o, Op::Persist(_))) {
                         return;
+                    }
+                    if let (Op::Persist(s), Goal::Master) = (&mut op, plan.goal) {
+                        // The claim is computed when it is written, above every epoch seen by now.
+                        s.epoch = self.epoch.max(self.durable.epoch).max(self.peer.epoch()) + 1;
+                        s.needs_resync = self.needs_resync;
+                        s.maintenance = self.maintenance;
+                        s.boots = self.boots;
+                        let fresh = Step::Run(op.clone());
+                        if let Some(front) = self.plan.as_mut().and_then(|p| p.steps.front_mut()) {
+                            *front = fresh;
+                        }
                     }
                     let id = self.new_op();
                     if let Some(p) = self.plan.as_mut() {
@@ -307,7 +326,7 @@ impl Node {
 
     /// The arbiter said no: stay where we are, say why once, ask again later.
     pub(crate) fn refuse_takeover(&mut self, alarm: Alarm, why: String) {
-        self.plan = None;
+        self.abort_plan();
         self.raise(alarm);
         if self.refused.as_deref() != Some(why.as_str()) {
             self.emit(Event::TakeoverRefused { why: why.clone() });

@@ -75,7 +75,8 @@ fn a_master_hearing_a_higher_epoch_master_fences_itself_at_once() {
     let (probe, _) = run_ops(&out).last().cloned().expect("probe");
     let out = n.handle(Millis(1580), Input::Done { id: probe, result: Ok(Done::Probe { answered: false }) });
     let (persist, _) = run_ops(&out)[0].clone();
-    let _ = n.handle(Millis(1583), Input::Done { id: persist, result: Ok(Done::Ok) });
+    let out = n.handle(Millis(1583), Input::Done { id: persist, result: Ok(Done::Ok) });
+    let (raise, _) = run_ops(&out)[0].clone();
     let hb = Heartbeat {
         from: NodeId(2),
         boot: 1,
@@ -94,7 +95,12 @@ fn a_master_hearing_a_higher_epoch_master_fences_itself_at_once() {
     assert!(n.status().needs_resync);
     let ops: Vec<Op> = run_ops(&out).into_iter().map(|(_, o)| o).collect();
     let flagged = PersistedState { epoch: 1, last_role: Some(Role::Slave), needs_resync: true, boots: 1, ..PersistedState::default() };
-    assert_eq!(ops, vec![Op::DropVip, Op::Persist(flagged)], "the VIP goes first; the resync flag is made durable");
+    // The resync flag is made durable at once; the VIP is dropped as soon as the `RaiseVip` still
+    // in flight has finished, so that it cannot land after the drop.
+    assert_eq!(ops, vec![Op::Persist(flagged)]);
+    let out = n.handle(Millis(1602), Input::Done { id: raise, result: Ok(Done::Ok) });
+    let ops: Vec<Op> = run_ops(&out).into_iter().map(|(_, o)| o).collect();
+    assert_eq!(ops, vec![Op::DropVip], "the VIP goes first");
 }
 
 #[test]

@@ -336,6 +336,9 @@ impl Sim {
         let Some(node) = self.nodes[ix].as_mut() else { return };
         let out = node.handle(Millis(local), input);
         for a in out.actions {
+            if self.nodes[ix].is_none() {
+                break; // it exited: nothing after `Exit` is carried out
+            }
             self.act(ix, a);
         }
         if self.nodes[ix].is_none() {

@@ -170,6 +170,8 @@ pub struct SweepReport {
     pub events: u64,
     pub max_settle_ms: u64,
     pub max_dual_ms: u64,
+    /// The seed that showed `max_dual_ms`.
+    pub max_dual_seed: u64,
 }
 
 /// Runs seeds `first..first+n` on all cores.
@@ -195,7 +197,10 @@ pub fn sweep(first: u64, n: u64, threads: usize) -> SweepReport {
                     match res {
                         Ok(s) => {
                             local.max_settle_ms = local.max_settle_ms.max(s.settle_ms);
-                            local.max_dual_ms = local.max_dual_ms.max(s.max_dual_ms);
+                            if s.max_dual_ms > local.max_dual_ms {
+                                local.max_dual_ms = s.max_dual_ms;
+                                local.max_dual_seed = seed;
+                            }
                         }
                         Err(e) => local.failures.push((seed, e)),
                     }
@@ -205,7 +210,10 @@ pub fn sweep(first: u64, n: u64, threads: usize) -> SweepReport {
                 r.sim_ms += local.sim_ms;
                 r.events += local.events;
                 r.max_settle_ms = r.max_settle_ms.max(local.max_settle_ms);
-                r.max_dual_ms = r.max_dual_ms.max(local.max_dual_ms);
+                if local.max_dual_ms > r.max_dual_ms {
+                    r.max_dual_ms = local.max_dual_ms;
+                    r.max_dual_seed = local.max_dual_seed;
+                }
                 r.failures.extend(local.failures);
             });
         }
