@@ -105,6 +105,9 @@ impl Node {
         if hb.needs_resync {
             return Err("the peer waits for a resync: run `resync all` on it first".into());
         }
+        if self.cfg.components.db && !hb.replicating {
+            return Err("the peer's database does not replicate from this Master: nothing would guarantee it has every write".into());
+        }
         self.handover = Some(Handover { deadline: self.now.after(self.cfg.timing.handover_timeout), req, position: None, sent: false });
         self.clear(&Alarm::SwitchoverFailed);
         self.set_role(Role::Slave, "planned switch-over");

@@ -44,6 +44,9 @@ pub struct Timing {
     pub handover_timeout: u64,
     /// In cloud mode, how often a Master checks that the public IP is still associated with it.
     pub cloud_check_interval: u64,
+    /// LAN: while the peer is silent, how often a Master probes ARP for its own VIP to catch
+    /// another host answering (RFC 5227 ongoing conflict detection).
+    pub conflict_check_interval: u64,
 }
 
 impl Default for Timing {
@@ -59,6 +62,7 @@ impl Default for Timing {
             retry_max: 5000,
             handover_timeout: 10_000,
             cloud_check_interval: 1000,
+            conflict_check_interval: 1000,
         }
     }
 }
@@ -140,6 +144,7 @@ impl Config {
             ("timing.arbiter_recheck_ms", t.arbiter_recheck),
             ("timing.handover_timeout_ms", t.handover_timeout),
             ("timing.cloud_check_interval_ms", t.cloud_check_interval),
+            ("timing.conflict_check_interval_ms", t.conflict_check_interval),
         ] {
             if v == 0 {
                 return bad(field, "must be greater than 0".into());

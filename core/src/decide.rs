@@ -21,6 +21,12 @@ impl Node {
         }
         self.preempt_plan();
         if self.plan.is_some() {
+            // A Master still completing its promotion (a slow unit, a retried step) watches for
+            // isolation and conflicts all the same.
+            if self.role == Role::Master && self.promoting() {
+                self.last_master_seen = Some(self.now);
+                self.watch_master();
+            }
             return;
         }
         match self.role {
@@ -235,7 +241,6 @@ impl Node {
     }
 
     fn decide_master(&mut self) {
-        let t = self.cfg.timing;
         if self.peer_is_master() {
             let peer_epoch = self.peer.epoch();
             if !master_wins(self.epoch, self.cfg.node, peer_epoch, self.cfg.peer) {
@@ -248,6 +253,17 @@ impl Node {
             self.run_background(Op::Garp);
         }
         self.repair_master();
+        self.watch_master();
+    }
+
+    /// No plan, or only this node's own promotion, is under way.
+    fn promoting(&self) -> bool {
+        self.plan.as_ref().map_or(true, |p| p.goal == Goal::Master)
+    }
+
+    /// The checks a Master runs whatever else it does: isolation, VIP conflicts, cloud IP.
+    fn watch_master(&mut self) {
+        let t = self.cfg.timing;
         let silent = self.peer.last_heard.map_or(true, |h| self.now.since(h) >= t.isolation_timeout);
         if let Some((id, started)) = self.isolation_check {
             // A witness check that cannot answer before the peer's failover timeout is as good
@@ -263,6 +279,13 @@ impl Node {
             self.next_isolation_check = self.now.after(t.heartbeat_interval);
             let id = self.run_background(Op::CheckWitnesses);
             self.isolation_check = Some((id, self.now));
+        }
+        let lan_probe = self.cfg.mode == Mode::Lan && self.cfg.components.vip && self.cfg.arp_probe;
+        if lan_probe && self.vip_held && !self.peer_alive() && self.now >= self.next_conflict_check && !self.background_has(|o| matches!(o, Op::ArpProbe)) {
+            // With the peer silent, nothing else would tell us that it holds the VIP too (its
+            // link came back while the heartbeat path is still cut).
+            self.next_conflict_check = self.now.after(t.conflict_check_interval);
+            self.run_background(Op::ArpProbe);
         }
         if self.cfg.mode == Mode::Cloud && self.now >= self.next_cloud_check && !self.background_has(|o| matches!(o, Op::QueryCloudIp)) {
             self.next_cloud_check = self.now.after(t.cloud_check_interval);
@@ -309,10 +332,26 @@ impl Node {
         }
         match (op, done) {
             (Op::CheckWitnesses, Done::Witnesses { reachable }) => self.isolation_result(reachable),
+            (Op::ArpProbe, Done::Probe { answered }) => {
+                if !answered || self.role != Role::Master || !self.promoting() {
+                    self.clear(&Alarm::VipConflict);
+                    return;
+                }
+                self.raise(Alarm::VipConflict);
+                // Neither side can learn the other's epoch without heartbeats, so a fixed rule
+                // both apply alike decides: the lower node id keeps the VIP.
+                if self.cfg.node > self.cfg.peer {
+                    self.needs_resync = true;
+                    self.raise(Alarm::NeedsResync);
+                    self.become_slave("another host answers ARP for the VIP and the peer is silent");
+                } else {
+                    self.run_background(Op::Garp);
+                }
+            }
             (Op::QueryCloudIp, Done::CloudHolder { node }) => {
                 if self.role == Role::Master && node != Some(self.cfg.node) {
                     self.raise(Alarm::CloudIpMovedAway);
-                    if self.cfg.cloud_auto_failover && self.plan.is_none() {
+                    if self.cfg.cloud_auto_failover && self.promoting() {
                         self.become_slave("the cloud public IP is associated with the peer");
                     }
                 } else {
@@ -369,7 +408,7 @@ impl Node {
             self.clear(&Alarm::WitnessesUnreachable);
             return;
         }
-        if self.role == Role::Master && silent && self.plan.is_none() && !self.maintenance.on {
+        if self.role == Role::Master && silent && self.promoting() && !self.maintenance.on {
             self.raise(Alarm::SteppedDownIsolated);
             self.become_slave("isolated: neither the peer nor any witness answers");
         }

@@ -24,6 +24,8 @@ pub struct Heartbeat {
     /// The sender is in the middle of a transition (releasing or taking resources): a peer
     /// waits for it to finish before taking what it is letting go.
     pub busy: bool,
+    /// The sender's database replicates from the Master (a hand-over needs it).
+    pub replicating: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

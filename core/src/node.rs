@@ -55,6 +55,7 @@ pub struct Node {
     /// The running isolation check (a Master's witness check) and when it started.
     pub(crate) isolation_check: Option<(OpId, Millis)>,
     pub(crate) next_cloud_check: Millis,
+    pub(crate) next_conflict_check: Millis,
     pub(crate) replicate_retry_at: Option<Millis>,
     pub(crate) replicate_failures: u32,
     /// A Master re-attempts resources its promotion had to skip, with back-off.
@@ -125,6 +126,7 @@ impl Node {
             next_isolation_check: Millis::ZERO,
             isolation_check: None,
             next_cloud_check: Millis::ZERO,
+            next_conflict_check: Millis::ZERO,
             replicate_retry_at: None,
             replicate_failures: 0,
             repair_at: Millis::ZERO,
@@ -401,6 +403,7 @@ impl Node {
             was_master: self.durable.last_role == Some(Role::Master),
             handing_over: self.handover.is_some(),
             busy: self.plan.is_some() || (self.role != Role::Master && (self.vip_held || self.db_writable || self.services_running)),
+            replicating: self.replicating_from.is_some(),
         }
     }
 
@@ -517,6 +520,7 @@ impl Node {
             c.push(self.repair_at);
             c.push(self.next_isolation_check);
             c.push(self.next_cloud_check);
+            c.push(self.next_conflict_check);
         }
         c.into_iter().filter(|&w| w > self.now).min()
     }

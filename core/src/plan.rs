@@ -50,7 +50,7 @@ pub(crate) struct Plan {
     pub inflight: Option<OpId>,
     pub attempts: u32,
     pub retry_at: Option<Millis>,
-    /// `PromoteDb` must not be skipped: a hand-over promised nothing would be lost.
+    /// A hand-over: `PromoteDb` comes first and, if it cannot catch up, the promotion is abandoned.
     pub strict_db: bool,
 }
 
@@ -97,6 +97,11 @@ impl Plan {
         let c = n.cfg.components;
         let lan = n.cfg.mode == Mode::Lan;
         let mut ops = Vec::new();
+        let handover = wait_for.is_some() && c.db;
+        if handover {
+            // A hand-over promises no lost write: catch up (bounded) before claiming anything.
+            ops.push(Op::PromoteDb { wait_for });
+        }
         // The arbiters judge a silent peer; a peer we hear (start-up tie-break, services off)
         // is its own witness.
         let peer_silent = !n.peer_alive();
@@ -131,7 +136,7 @@ impl Plan {
             ops.push(Op::RaiseVip);
             ops.push(Op::Garp);
         }
-        if c.db {
+        if c.db && !handover {
             ops.push(Op::PromoteDb { wait_for });
         }
         if c.mongo {
@@ -180,7 +185,6 @@ impl Plan {
         match op {
             Op::Persist(_) | Op::DropVip | Op::FenceDb | Op::StopServices | Op::RaiseVip => true,
             Op::MoveCloudIp { .. } => self.goal == Goal::Handover,
-            Op::PromoteDb { .. } => self.strict_db,
             _ => false,
         }
     }
@@ -189,6 +193,10 @@ impl Plan {
 impl Node {
     pub(crate) fn start_plan(&mut self, plan: Plan) {
         self.abort_plan();
+        if plan.goal == Goal::Master {
+            // A resync copies from the peer onto this node: never onto a Master.
+            self.cancel_job("the node is becoming Master");
+        }
         self.plan = Some(plan);
         self.advance_plan();
     }
@@ -288,6 +296,16 @@ impl Node {
                     (Op::Persist(s), _) if plan.goal == Goal::Master && s.last_role == Some(Role::Master) => {
                         self.epoch = s.epoch;
                         self.refused = None;
+                        self.clear_where(|a| {
+                            matches!(
+                                a,
+                                Alarm::VipAnsweredElsewhere
+                                    | Alarm::WitnessesUnreachable
+                                    | Alarm::MasterUnreachable
+                                    | Alarm::PeerInstanceRunning
+                                    | Alarm::SteppedDownIsolated
+                            )
+                        });
                         self.set_role(Role::Master, &plan.why.clone());
                     }
                     (Op::FenceDb, Done::Fenced { position }) => {
@@ -311,6 +329,13 @@ impl Node {
                 let over = plan.attempts > self.cfg.max_retries;
                 if over {
                     self.raise(Alarm::OpFailing { op: op.name().to_string() });
+                }
+                if over && plan.strict_db && matches!(op, Op::PromoteDb { .. }) {
+                    // The database could not catch up with the old Master's final position:
+                    // nothing was claimed yet; the old Master takes its role back at its deadline.
+                    self.raise(Alarm::SwitchoverFailed);
+                    self.emit(Event::TakeoverRefused { why: "hand-over: the database did not reach the old Master's position".into() });
+                    return;
                 }
                 if plan.critical(&op) || !over {
                     plan.retry_at = Some(self.now.after(self.backoff(plan.attempts)));

@@ -25,6 +25,8 @@ pub enum Alarm {
     ErrantTransactions { count: u64 },
     /// An operation keeps failing.
     OpFailing { op: String },
+    /// Another host answered ARP for the VIP while this node was Master and the peer silent.
+    VipConflict,
     /// The VIP was removed or added behind the node's back.
     VipTamperedWith,
     /// The cloud public IP is associated with another node while this one was Master.
@@ -47,6 +49,7 @@ impl fmt::Display for Alarm {
             Alarm::ErrantTransactions { count } => write!(f, "errant-transactions({count})"),
             Alarm::OpFailing { op } => write!(f, "op-failing({op})"),
             Alarm::VipTamperedWith => f.write_str("vip-tampered-with"),
+            Alarm::VipConflict => f.write_str("vip-conflict"),
             Alarm::CloudIpMovedAway => f.write_str("cloud-ip-moved-away"),
             Alarm::PeerInstanceRunning => f.write_str("peer-instance-running"),
             Alarm::SwitchoverFailed => f.write_str("switchover-failed"),

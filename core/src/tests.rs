@@ -89,6 +89,7 @@ fn a_master_hearing_a_higher_epoch_master_fences_itself_at_once() {
         was_master: true,
         handing_over: false,
         busy: false,
+        replicating: false,
     };
     let out = n.handle(Millis(1600), Input::Peer(Message::Heartbeat(hb)));
     assert_eq!(n.role(), Role::Slave);
@@ -118,6 +119,7 @@ fn a_replayed_heartbeat_is_ignored() {
         was_master: false,
         handing_over: false,
         busy: false,
+        replicating: false,
     };
     let _ = n.handle(Millis(10), Input::Peer(Message::Heartbeat(hb.clone())));
     assert!(n.status().maintenance.on);

@@ -60,7 +60,8 @@ impl SimConfig {
     /// How long dual holding may last after a blinding fault heals: the peers must hear each
     /// other (a few heartbeats) and the loser release (its first plan step).
     pub fn heal_grace(&self) -> u64 {
-        3 * self.timing.heartbeat_interval + 500
+        // Or, when heartbeats stay cut, the next conflict probe (plus its 100 ms) finds it.
+        (3 * self.timing.heartbeat_interval).max(self.timing.conflict_check_interval + 100) + 500
     }
 }
 
@@ -373,7 +374,9 @@ impl Sim {
                 self.push(at, Ev::Deliver { to, msg });
             }
             Action::Run { id, op } => {
-                let deadline = if matches!(op, Op::Resync { .. }) { self.cfg.resync_deadline } else { self.cfg.op_deadline };
+                // Copies take long; restarting replication is as quick as any other operation.
+                let long = matches!(op, Op::Resync { phase, .. } if phase != ridondato_core::ResyncPhase::DbReplicate);
+                let deadline = if long { self.cfg.resync_deadline } else { self.cfg.op_deadline };
                 let latency = self.world.op_latency(ix, &op, &mut self.rng);
                 match latency {
                     Some(l) if l <= deadline => {

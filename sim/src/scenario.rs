@@ -204,7 +204,7 @@ fn check(sim: &Sim, ix: Option<Ix>, checks: &[(String, String)]) -> Result<(), S
                 "lost-writes" => {
                     let m = (0..2).find(|&i| sim.world.hosts[i].db.writable).unwrap_or(0);
                     let log = &sim.world.hosts[m].db.log;
-                    let lost = sim.world.acked.iter().filter(|t| !log.contains(t)).count();
+                    let lost = sim.world.acked.iter().filter(|(t, _)| !log.contains(t)).count();
                     if lost.to_string() != *v {
                         return Err(format!("{lost} acknowledged writes missing on {} (of {})", node_name(m), sim.world.acked.len()));
                     }

@@ -95,8 +95,10 @@ pub struct World {
     pub net: Net,
     pub writer: bool,
     next_txn: u64,
-    /// Writes the client saw committed, in order.
-    pub acked: Vec<u64>,
+    /// Writes the client saw committed, in order, with the host that committed them.
+    pub acked: Vec<(u64, Ix)>,
+    /// Where in `acked` each host's current stretch as the writable one began.
+    writable_from: [usize; 2],
     pub eip: Option<Ix>,
     /// Broken safety properties found while applying effects (I3, I4).
     pub violations: Vec<String>,
@@ -124,6 +126,7 @@ impl World {
             writer: false,
             next_txn: 1,
             acked: Vec::new(),
+            writable_from: [0, 0],
             eip: None,
             violations: Vec::new(),
         }
@@ -246,11 +249,24 @@ impl World {
                         return Finish::Again(20);
                     }
                 }
+                // Before opening writes, the adapter fences the peer's database over the LAN if it
+                // answers (read_only=1, sessions killed): an old Master slow to fence itself must
+                // not accept writes beside us.
+                if self.same_domain() && self.hosts[peer].powered {
+                    self.hosts[peer].db.writable = false;
+                }
+                if !self.hosts[ix].db.writable {
+                    self.writable_from[ix] = self.acked.len();
+                }
                 self.hosts[ix].db.writable = true;
                 self.hosts[ix].db.source = None;
                 if wait_for.is_some() {
+                    // A hand-over: everything the old Master acknowledged in its stretch as
+                    // Master must be here (I4). Writes lost to an earlier, unplanned failover
+                    // (asynchronous replication) are not this switch-over's doing.
                     let log = &self.hosts[ix].db.log;
-                    if let Some(lost) = self.acked.iter().find(|t| !log.contains(t)) {
+                    let from = self.writable_from[peer];
+                    if let Some((lost, _)) = self.acked[from.min(self.acked.len())..].iter().find(|(t, by)| *by == peer && !log.contains(t)) {
                         self.violations.push(format!("I4: acknowledged write #{lost} missing on the new Master {}", node_name(ix)));
                     }
                 }
@@ -353,7 +369,7 @@ impl World {
         let t = self.next_txn;
         self.next_txn += 1;
         self.hosts[ix].db.log.push(t);
-        self.acked.push(t);
+        self.acked.push((t, ix));
     }
 
     /// The daemon dies. The application units are `PartOf=` the daemon's unit, so systemd stops
