@@ -1,5 +1,12 @@
-//! Adapters: the traits for each outside world and the driver that runs a core node on them.
+//! Adapters: one trait per outside world, the driver that runs a core node on them, and the
+//! real backends (behind cargo features, so the simulator builds without them).
 
+pub mod codec;
+pub mod driver;
 pub mod traits;
+pub mod unconfigured;
 
+pub use codec::{JsonCodec, MessageCodec};
+pub use driver::{Backends, CommandRequest, Driver, DriverConfig, DriverHandle, DriverStats};
 pub use traits::*;
+pub use unconfigured::NotConfigured;

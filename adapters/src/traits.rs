@@ -98,6 +98,8 @@ pub trait FsSync: Send + Sync {
 pub trait CloudIp: Send + Sync {
     async fn associate(&self, to: NodeId) -> AdapterResult<()>;
     async fn holder(&self) -> AdapterResult<Option<NodeId>>;
+    /// Is that node's instance running, per the cloud API (the cloud arbiter)?
+    async fn instance_running(&self, node: NodeId) -> AdapterResult<bool>;
 }
 
 /// The application's own services (B10).

@@ -5,7 +5,7 @@ use ridondato_sim::trace::render;
 use ridondato_sim::Scenario;
 use std::time::Instant;
 
-const USAGE: &str = "usage: ridondato sim FILE... [--seed S]\n       ridondato sim --sweep N [--seed S] [--threads T] [--trace]";
+const USAGE: &str = "usage: ridondato sim FILE... [--seed S]\n       ridondato sim --sweep N [--seed S] [--threads T] [--trace]\n       ridondato sim --bench";
 
 pub fn run(args: &[String]) -> Result<(), String> {
     let mut files = Vec::new();
@@ -21,6 +21,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             "--sweep" => sweep_n = Some(val("--sweep")?.parse().map_err(|_| "--sweep: not a number".to_string())?),
             "--threads" => threads = val("--threads")?.parse().map_err(|_| "--threads: not a number".to_string())?,
             "--trace" => show_trace = true,
+            "--bench" => return bench(),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -34,6 +35,31 @@ pub fn run(args: &[String]) -> Result<(), String> {
         (None, false) => run_files(&files, seed),
         _ => Err(USAGE.to_string()),
     }
+}
+
+/// Speed of both tiers: simulated seconds per wall second and schedules per second.
+fn bench() -> Result<(), String> {
+    println!("{:<40} {:>10} {:>14} {:>16}", "tier", "schedules", "schedules/s", "sim-s per wall-s");
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for t in [1, threads] {
+        let start = Instant::now();
+        let r = sweep(500_000, 2000, t);
+        let wall = start.elapsed().as_secs_f64();
+        let label = format!("1: pure harness, {t} thread(s)");
+        println!("{label:<40} {:>10} {:>14.0} {:>16.0}", r.runs, r.runs as f64 / wall, r.sim_ms as f64 / 1000.0 / wall);
+    }
+    let start = Instant::now();
+    let (mut sim_ms, mut runs) = (0u64, 0u64);
+    for seed in 500_000..500_010u64 {
+        let s = random_schedule(seed);
+        let ops: Vec<_> = s.ops.into_iter().filter(|(_, f)| !matches!(f, ridondato_sim::Fault::Cmd(..))).collect();
+        let r = ridondato_sim::turmoil_tier::run(&s.cfg, &ops, s.heal_at)?;
+        sim_ms += r.sim_ms;
+        runs += 1;
+    }
+    let wall = start.elapsed().as_secs_f64();
+    println!("{:<40} {:>10} {:>14.1} {:>16.0}", "2: real driver under turmoil, 1 thread", runs, runs as f64 / wall, sim_ms as f64 / 1000.0 / wall);
+    Ok(())
 }
 
 fn run_files(files: &[String], seed: Option<u64>) -> Result<(), String> {

@@ -169,6 +169,11 @@ impl Node {
         self.epoch
     }
 
+    /// A role transition or a hand-over is under way.
+    pub fn in_transition(&self) -> bool {
+        self.plan.is_some() || self.handover.is_some()
+    }
+
     /// The only entry point. `now` must not go backwards between calls.
     pub fn handle(&mut self, now: Millis, input: Input) -> Output {
         self.now = self.now.max(now);

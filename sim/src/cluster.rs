@@ -3,7 +3,7 @@
 
 use crate::clock::Clock;
 use crate::fault::{node_name, Fault, Ix};
-use crate::invariants::Checker;
+use crate::invariants::{Checker, View};
 use crate::rng::Rng;
 use crate::trace::TraceLine;
 use crate::world::{id_of, Finish, World};
@@ -162,7 +162,8 @@ impl Sim {
             let before = self.snapshot();
             self.process(ev);
             self.trace_world(before);
-            self.checker.check(self.now, &self.world, &self.nodes);
+            let views = [self.nodes[0].as_ref().map(View::of), self.nodes[1].as_ref().map(View::of)];
+            self.checker.check(self.now, &self.world, &views);
         }
         self.now = self.now.max(until);
     }
@@ -320,7 +321,7 @@ impl Sim {
         let persisted = self.world.hosts[ix].store.clone();
         self.feed(ix, Input::Start { persisted });
         if let Some(n) = self.nodes[ix].as_ref() {
-            self.checker.on_start(ix, n);
+            self.checker.on_start(ix, n.epoch());
         }
     }
 

@@ -2,7 +2,26 @@
 
 use crate::fault::{node_name, Fault};
 use crate::world::World;
-use ridondato_core::{Mode, Node, Role};
+use ridondato_core::{Mode, Node, Role, Status};
+
+/// What the checker needs of a running node, from either tier (a core `Node` in the pure
+/// harness, a driver's status snapshot under turmoil).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct View {
+    pub role: Role,
+    pub epoch: u64,
+    pub in_transition: bool,
+}
+
+impl View {
+    pub fn of(n: &Node) -> View {
+        View { role: n.role(), epoch: n.epoch(), in_transition: n.in_transition() }
+    }
+
+    pub fn of_status(s: &Status) -> View {
+        View { role: s.role, epoch: s.epoch, in_transition: s.transition.is_some() }
+    }
+}
 
 /// Watches a run. Dual holding is a violation whenever the two hosts share a LAN segment,
 /// except for a bounded grace after a fault that blinded the arbiter heals (a split with no
@@ -48,7 +67,7 @@ impl Checker {
         now <= self.grace_until
     }
 
-    pub fn check(&mut self, now: u64, w: &World, nodes: &[Option<Node>; 2]) {
+    pub fn check(&mut self, now: u64, w: &World, nodes: &[Option<View>; 2]) {
         let both = |f: &dyn Fn(usize) -> bool| f(0) && f(1);
         // In cloud mode clients reach only the public IP's holder, so "both writable" matters
         // where both are reachable: on a shared LAN, or through the public IP (impossible twice).
@@ -81,28 +100,28 @@ impl Checker {
             let Some(n) = n else { continue };
             // I6: services follow the role. A node that is not Master may still run them only
             // while it is releasing (stopping units takes their own time).
-            if w.hosts[i].services && n.role() != Role::Master && n.status().transition.is_none() {
+            if w.hosts[i].services && n.role != Role::Master && !n.in_transition {
                 let what = "I6: services run on a node that is not Master";
                 if !self.violations.iter().any(|v| v.starts_with(what)) {
                     self.violations.push(format!("{what} ({}) at {}.{:03}s", node_name(i), now / 1000, now % 1000));
                 }
             }
-            if n.epoch() < self.epoch[i] {
-                self.violations.push(format!("I3: {} epoch went from {} to {}", node_name(i), self.epoch[i], n.epoch()));
+            if n.epoch < self.epoch[i] {
+                self.violations.push(format!("I3: {} epoch went from {} to {}", node_name(i), self.epoch[i], n.epoch));
             }
-            self.epoch[i] = n.epoch();
-            if n.role() == Role::Master {
-                self.claimed[i] = self.claimed[i].max(n.epoch());
+            self.epoch[i] = n.epoch;
+            if n.role == Role::Master {
+                self.claimed[i] = self.claimed[i].max(n.epoch);
             }
         }
     }
 
     /// A node (re)started: its epoch restarts from its store, which must cover every claim.
-    pub fn on_start(&mut self, ix: usize, node: &Node) {
-        if node.epoch() < self.claimed[ix] {
-            self.violations.push(format!("I3: {} restarted at epoch {} below its claim {}", node_name(ix), node.epoch(), self.claimed[ix]));
+    pub fn on_start(&mut self, ix: usize, epoch: u64) {
+        if epoch < self.claimed[ix] {
+            self.violations.push(format!("I3: {} restarted at epoch {} below its claim {}", node_name(ix), epoch, self.claimed[ix]));
         }
-        self.epoch[ix] = node.epoch();
+        self.epoch[ix] = epoch;
     }
 }
 

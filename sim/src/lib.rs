@@ -12,6 +12,7 @@ pub mod rng;
 pub mod scenario;
 pub mod sweep;
 pub mod trace;
+pub mod turmoil_tier;
 pub mod world;
 
 pub use cluster::{Sim, SimConfig};

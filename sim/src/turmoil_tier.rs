@@ -1,0 +1,415 @@
+//! The second tier: the real async driver (`ridondato_adapters::Driver`) over turmoil's
+//! simulated UDP, with backends that act on the same modelled world as the fast tier.
+//!
+//! The world lives outside the host closures, so `crash` and `bounce` keep disks, addresses and
+//! databases as a real machine would. Turmoil's `std::time` is real: everything here uses tokio
+//! time, which turmoil drives.
+
+use crate::cluster::{SimConfig, RESTART_DELAY};
+use crate::fault::{node_name, Fault, Ix};
+use crate::invariants::{Checker, View};
+use crate::rng::Rng;
+use crate::world::{Finish, World};
+use async_trait::async_trait;
+use ridondato_adapters::{
+    AdapterError, AdapterResult, Backends, CloudIp, Db, DbReport, Driver, DriverConfig, DriverHandle, FsSync, JsonCodec, Mongo, ProgressFn,
+    Services, StateStore, Transport, Vip, Witness,
+};
+use ridondato_core::{Done, Node, NodeId, Op, PersistedState, Position, ResyncPhase, Role, Status};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const PORT: u16 = 7400;
+
+type Shared<T> = Arc<Mutex<T>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// All backends of one simulated host: each call becomes an operation on the world, taking the
+/// world's latency in (turmoil-driven) tokio time, hanging when the world says it hangs.
+#[derive(Debug)]
+struct SimBackend {
+    world: Shared<World>,
+    rng: Shared<Rng>,
+    ix: Ix,
+}
+
+impl SimBackend {
+    async fn run(&self, op: Op) -> AdapterResult<Done> {
+        let latency = {
+            let w = lock(&self.world);
+            let mut r = lock(&self.rng);
+            w.op_latency(self.ix, &op, &mut r)
+        };
+        match latency {
+            Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            None => std::future::pending::<()>().await,
+        }
+        loop {
+            let f = lock(&self.world).finish_op(self.ix, &op);
+            match f {
+                Finish::Done(r) => return r.map_err(|e| AdapterError::new(e.to_string())),
+                Finish::Again(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            }
+        }
+    }
+
+    async fn unit(&self, op: Op) -> AdapterResult<()> {
+        self.run(op).await.map(|_| ())
+    }
+
+    async fn copy(&self, phase: ResyncPhase, progress: ProgressFn) -> AdapterResult<()> {
+        let total = lock(&self.world).progress_total(self.ix, phase);
+        progress(0, total);
+        self.unit(Op::Resync { job: 0, phase }).await?;
+        progress(total, total);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Vip for SimBackend {
+    async fn raise(&self) -> AdapterResult<()> {
+        self.unit(Op::RaiseVip).await
+    }
+    async fn drop_vip(&self) -> AdapterResult<()> {
+        self.unit(Op::DropVip).await
+    }
+    async fn garp(&self) -> AdapterResult<()> {
+        self.unit(Op::Garp).await
+    }
+    async fn probe(&self) -> AdapterResult<bool> {
+        match self.run(Op::ArpProbe).await? {
+            Done::Probe { answered } => Ok(answered),
+            other => Err(AdapterError::new(format!("unexpected {other:?}"))),
+        }
+    }
+    async fn held(&self) -> AdapterResult<bool> {
+        Ok(lock(&self.world).hosts[self.ix].vip)
+    }
+}
+
+#[async_trait]
+impl Witness for SimBackend {
+    async fn reachable(&self) -> AdapterResult<u32> {
+        match self.run(Op::CheckWitnesses).await? {
+            Done::Witnesses { reachable } => Ok(reachable),
+            other => Err(AdapterError::new(format!("unexpected {other:?}"))),
+        }
+    }
+}
+
+#[async_trait]
+impl Db for SimBackend {
+    async fn promote(&self, wait_for: Option<Position>) -> AdapterResult<()> {
+        self.unit(Op::PromoteDb { wait_for }).await
+    }
+    async fn fence(&self) -> AdapterResult<Position> {
+        match self.run(Op::FenceDb).await? {
+            Done::Fenced { position } => Ok(position),
+            other => Err(AdapterError::new(format!("unexpected {other:?}"))),
+        }
+    }
+    async fn replicate_from(&self, peer: NodeId) -> AdapterResult<()> {
+        self.unit(Op::ReplicateDb { from: peer }).await
+    }
+    async fn report(&self) -> AdapterResult<DbReport> {
+        let w = lock(&self.world);
+        let db = &w.hosts[self.ix].db;
+        Ok(DbReport { position: db.position(), replicating: db.source.is_some(), lag_ms: db.source.map(|_| 0), semi_sync: false, errant: db.errant })
+    }
+    async fn copy_from_peer(&self, _peer: NodeId, progress: ProgressFn) -> AdapterResult<()> {
+        self.copy(ResyncPhase::DbCopy, progress).await
+    }
+}
+
+#[async_trait]
+impl Mongo for SimBackend {
+    async fn promote(&self) -> AdapterResult<()> {
+        self.unit(Op::PromoteMongo).await
+    }
+    async fn demote(&self) -> AdapterResult<()> {
+        self.unit(Op::DemoteMongo).await
+    }
+    async fn resync(&self, progress: ProgressFn) -> AdapterResult<()> {
+        self.copy(ResyncPhase::MongoCopy, progress).await
+    }
+}
+
+#[async_trait]
+impl FsSync for SimBackend {
+    async fn push_start(&self, peer: NodeId) -> AdapterResult<()> {
+        self.unit(Op::FsPushStart { to: peer }).await
+    }
+    async fn push_stop(&self) -> AdapterResult<()> {
+        self.unit(Op::FsPushStop).await
+    }
+    async fn resync_from(&self, _peer: NodeId, progress: ProgressFn) -> AdapterResult<()> {
+        self.copy(ResyncPhase::FsCopy, progress).await
+    }
+}
+
+#[async_trait]
+impl CloudIp for SimBackend {
+    async fn associate(&self, to: NodeId) -> AdapterResult<()> {
+        self.unit(Op::MoveCloudIp { to }).await
+    }
+    async fn holder(&self) -> AdapterResult<Option<NodeId>> {
+        match self.run(Op::QueryCloudIp).await? {
+            Done::CloudHolder { node } => Ok(node),
+            other => Err(AdapterError::new(format!("unexpected {other:?}"))),
+        }
+    }
+    async fn instance_running(&self, node: NodeId) -> AdapterResult<bool> {
+        match self.run(Op::CheckPeerInstance { peer: node }).await? {
+            Done::PeerInstance { running } => Ok(running),
+            other => Err(AdapterError::new(format!("unexpected {other:?}"))),
+        }
+    }
+}
+
+#[async_trait]
+impl Services for SimBackend {
+    async fn start(&self) -> AdapterResult<()> {
+        self.unit(Op::StartServices).await
+    }
+    async fn stop(&self) -> AdapterResult<()> {
+        self.unit(Op::StopServices).await
+    }
+}
+
+#[async_trait]
+impl StateStore for SimBackend {
+    async fn load(&self) -> AdapterResult<Option<PersistedState>> {
+        Ok(lock(&self.world).hosts[self.ix].store.clone())
+    }
+    async fn save(&self, state: &PersistedState) -> AdapterResult<()> {
+        self.unit(Op::Persist(state.clone())).await
+    }
+}
+
+/// Datagrams over turmoil's simulated UDP.
+#[derive(Debug)]
+struct TurmoilUdp {
+    sock: turmoil::net::UdpSocket,
+    peer: SocketAddr,
+}
+
+#[async_trait]
+impl Transport for TurmoilUdp {
+    async fn send(&self, datagram: &[u8]) -> AdapterResult<()> {
+        self.sock.send_to(datagram, self.peer).await.map(|_| ()).map_err(|e| AdapterError::new(e.to_string()))
+    }
+    async fn recv(&self) -> AdapterResult<Vec<u8>> {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let (n, from) = self.sock.recv_from(&mut buf).await.map_err(|e| AdapterError::new(e.to_string()))?;
+            if from.ip() == self.peer.ip() {
+                return Ok(buf[..n].to_vec());
+            }
+        }
+    }
+}
+
+async fn run_node(ix: Ix, cfg: SimConfig, world: Shared<World>, rng: Shared<Rng>, statuses: Shared<[Option<Status>; 2]>) -> turmoil::Result {
+    lock(&world).hosts[ix].daemon = true;
+    let sock = turmoil::net::UdpSocket::bind((IpAddr::V4(Ipv4Addr::UNSPECIFIED), PORT)).await?;
+    let peer = SocketAddr::new(turmoil::lookup(node_name(1 - ix)), PORT);
+    let be = Arc::new(SimBackend { world: world.clone(), rng, ix });
+    let backends = Backends {
+        vip: be.clone(),
+        witness: be.clone(),
+        db: be.clone(),
+        mongo: be.clone(),
+        fs: be.clone(),
+        cloud: be.clone(),
+        services: be.clone(),
+        store: be,
+    };
+    let dcfg = DriverConfig { op_deadline: Duration::from_millis(cfg.op_deadline), ..DriverConfig::default() };
+    let (driver, handle) = Driver::new(Node::new(cfg.node_config(ix)), backends, Arc::new(TurmoilUdp { sock, peer }), Arc::new(JsonCodec), dcfg);
+    let watcher = watch_status(ix, handle, statuses);
+    tokio::spawn(watcher);
+    driver.run().await?;
+    Ok(())
+}
+
+async fn watch_status(ix: Ix, handle: DriverHandle, statuses: Shared<[Option<Status>; 2]>) {
+    let mut rx = handle.status.clone();
+    while rx.changed().await.is_ok() {
+        let s = rx.borrow().clone();
+        lock(&statuses)[ix] = s;
+    }
+}
+
+/// The outcome of one turmoil run.
+#[derive(Debug)]
+pub struct TurmoilRun {
+    pub violations: Vec<String>,
+    pub statuses: [Option<Status>; 2],
+    pub world: World,
+    pub sim_ms: u64,
+    pub steps: u64,
+}
+
+/// Runs the two real drivers for `duration_ms` of simulated time, applying `ops` at their times
+/// (start, crash, power, links, cuts, splits, holds; commands are not sent in this tier) and
+/// checking the invariants after every step.
+pub fn run(cfg: &SimConfig, ops: &[(u64, Fault)], duration_ms: u64) -> Result<TurmoilRun, String> {
+    let world: Shared<World> = Arc::new(Mutex::new(World::new(cfg.mode, cfg.witnesses)));
+    let rng: Shared<Rng> = Arc::new(Mutex::new(Rng::new(cfg.seed)));
+    let statuses: Shared<[Option<Status>; 2]> = Arc::new(Mutex::new([None, None]));
+    let mut sim = turmoil::Builder::new()
+        .simulation_duration(Duration::from_millis(duration_ms + 1000))
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_micros(100))
+        .max_message_latency(Duration::from_millis(2))
+        .rng_seed(cfg.seed)
+        .build();
+    for ix in 0..2 {
+        let (c, w, r, s) = (cfg.clone(), world.clone(), rng.clone(), statuses.clone());
+        sim.host(node_name(ix), move || run_node(ix, c.clone(), w.clone(), r.clone(), s.clone()));
+    }
+    // Hosts run from the start; a node whose first operation is not `start a` at 0 is held down.
+    let mut down = [true, true];
+    let mut pending: Vec<(u64, Fault)> = ops.to_vec();
+    pending.sort_by_key(|(t, _)| *t);
+    let mut next = 0;
+    let mut checker = Checker::new(cfg.heal_grace());
+    let mut steps = 0u64;
+    let mut last_repl = 0u64;
+    let mut last_write = 0u64;
+    let mut restart_at: [Option<u64>; 2] = [None, None];
+    for ix in 0..2 {
+        sim.crash(node_name(ix));
+        lock(&world).crash(ix);
+    }
+    loop {
+        let now = sim.elapsed().as_millis() as u64;
+        if now >= duration_ms {
+            break;
+        }
+        for ix in 0..2 {
+            if restart_at[ix].is_some_and(|t| now >= t) {
+                restart_at[ix] = None;
+                apply(&mut sim, &world, &mut down, &Fault::Start(ix));
+            }
+        }
+        while next < pending.len() && pending[next].0 <= now {
+            let f = pending[next].1.clone();
+            if let Fault::Crash(ix) = f {
+                restart_at[ix] = Some(now + RESTART_DELAY);
+            }
+            apply(&mut sim, &world, &mut down, &f);
+            checker.after_fault(now, &lock(&world), &f);
+            next += 1;
+        }
+        sim.step().map_err(|e| format!("turmoil: {e}"))?;
+        steps += 1;
+        let mut w = lock(&world);
+        if now >= last_repl + 20 {
+            last_repl = now;
+            let _ = w.replicate();
+        }
+        if w.writer && now >= last_write + cfg.write_every {
+            last_write = now;
+            w.client_write();
+        }
+        let st = lock(&statuses).clone();
+        let views = [0, 1].map(|i| if down[i] { None } else { st[i].as_ref().map(View::of_status) });
+        checker.check(now, &w, &views);
+    }
+    let mut violations = checker.violations.clone();
+    let w = lock(&world).clone();
+    violations.extend(w.violations.iter().cloned());
+    let statuses = lock(&statuses).clone();
+    Ok(TurmoilRun { violations, statuses, world: w, sim_ms: sim.elapsed().as_millis() as u64, steps })
+}
+
+fn apply(sim: &mut turmoil::Sim<'_>, world: &Shared<World>, down: &mut [bool; 2], f: &Fault) {
+    let (a, b) = ("a", "b");
+    {
+        let mut w = lock(world);
+        match f {
+            Fault::Start(ix) => {
+                if w.hosts[*ix].powered && down[*ix] {
+                    down[*ix] = false;
+                    drop(w);
+                    sim.bounce(node_name(*ix));
+                    return;
+                }
+            }
+            Fault::Crash(ix) => {
+                w.crash(*ix);
+                down[*ix] = true;
+                drop(w);
+                sim.crash(node_name(*ix));
+                return;
+            }
+            Fault::PowerOff(ix) => {
+                w.power_off(*ix);
+                down[*ix] = true;
+                drop(w);
+                sim.crash(node_name(*ix));
+                return;
+            }
+            Fault::PowerOn(ix) => {
+                if !w.hosts[*ix].powered {
+                    w.power_on(*ix);
+                    down[*ix] = false;
+                    drop(w);
+                    sim.bounce(node_name(*ix));
+                    return;
+                }
+            }
+            Fault::LinkDown(ix) => w.hosts[*ix].link = false,
+            Fault::LinkUp(ix) => w.hosts[*ix].link = w.hosts[*ix].powered,
+            Fault::Cut => w.net.cut = true,
+            Fault::CutOneWay(x, y) => w.net.oneway = Some((*x, *y)),
+            Fault::Split { witness } => w.net.split = Some(*witness),
+            Fault::Hold => {
+                sim.hold(a, b);
+            }
+            Fault::Release => {
+                sim.release(a, b);
+            }
+            Fault::Heal => {
+                w.net = Default::default();
+                sim.release(a, b);
+            }
+            Fault::Writer(on) => w.writer = *on,
+            Fault::CloudMove(ix) => w.eip = Some(*ix),
+            Fault::Slow(ix, op, k) => {
+                w.hosts[*ix].faults.insert(op.clone(), crate::world::AdapterFault::Slow((*k).max(1)));
+            }
+            Fault::Fail(ix, op) => {
+                w.hosts[*ix].faults.insert(op.clone(), crate::world::AdapterFault::Fail);
+            }
+            Fault::Hang(ix, op) => {
+                w.hosts[*ix].faults.insert(op.clone(), crate::world::AdapterFault::Hang);
+            }
+            Fault::Fix(ix) => w.hosts[*ix].faults.clear(),
+            Fault::Loss(_) | Fault::Latency(_) | Fault::Drift(..) | Fault::Cmd(..) => {}
+        }
+    }
+    // The heartbeat path follows the world: links, cuts and splits.
+    let w = lock(world);
+    if w.hb_path(0, 1) {
+        sim.repair_oneway(a, b);
+    } else {
+        sim.partition_oneway(a, b);
+    }
+    if w.hb_path(1, 0) {
+        sim.repair_oneway(b, a);
+    } else {
+        sim.partition_oneway(b, a);
+    }
+}
+
+/// Roles in a finished run, for tests: `[a, b]`.
+pub fn roles(run: &TurmoilRun) -> [Option<Role>; 2] {
+    [0, 1].map(|i| run.statuses[i].as_ref().map(|s| s.role))
+}
