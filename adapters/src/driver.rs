@@ -245,7 +245,7 @@ impl Driver {
         let tx = self.results_tx.clone();
         tokio::spawn(async move {
             if let Ok(r) = db.report().await {
-                let _ = tx.send(Input::DbReport { position: r.position, replicating: r.replicating, lag_ms: r.lag_ms, semi_sync: r.semi_sync });
+                let _ = tx.send(Input::DbReport { position: r.position, writable: r.writable, replicating: r.replicating, lag_ms: r.lag_ms, semi_sync: r.semi_sync });
                 if r.errant > 0 {
                     let _ = tx.send(Input::DbErrant { count: r.errant });
                 }

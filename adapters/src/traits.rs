@@ -55,6 +55,8 @@ pub trait Witness: Send + Sync {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DbReport {
     pub position: Position,
+    /// read_only is off.
+    pub writable: bool,
     pub replicating: bool,
     pub lag_ms: Option<u64>,
     pub semi_sync: bool,

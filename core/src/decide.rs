@@ -247,6 +247,20 @@ impl Node {
                 self.lose_split_brain(peer_epoch);
                 return;
             }
+            // We win, so the peer should fence itself on our next heartbeat. If it still claims
+            // the role a failover timeout later, it cannot hear us (a one-way cut): only we know
+            // both claims, so we are the one who can end it.
+            let since = *self.outranked_peer_since.get_or_insert(self.now);
+            if self.now.since(since) >= self.cfg.timing.failover_timeout {
+                self.outranked_peer_since = None;
+                self.needs_resync = true;
+                self.raise(Alarm::FencedBySplitBrain);
+                self.raise(Alarm::NeedsResync);
+                self.become_slave("the peer still claims Master and evidently cannot hear us");
+                return;
+            }
+        } else {
+            self.outranked_peer_since = None;
         }
         if std::mem::take(&mut self.peer_returned) && self.cfg.components.vip && self.vip_held {
             // A partition healed: switches and phones may have learned another MAC meanwhile (B3).
@@ -275,7 +289,7 @@ impl Node {
                 return;
             }
         }
-        if silent && self.cfg.witnesses > 0 && !self.maintenance.on && self.now >= self.next_isolation_check && self.isolation_check.is_none() {
+        if silent && self.cfg.witnesses > 0 && !self.maintenance_shared() && self.now >= self.next_isolation_check && self.isolation_check.is_none() {
             self.next_isolation_check = self.now.after(t.heartbeat_interval);
             let id = self.run_background(Op::CheckWitnesses);
             self.isolation_check = Some((id, self.now));
@@ -287,7 +301,8 @@ impl Node {
             self.next_conflict_check = self.now.after(t.conflict_check_interval);
             self.run_background(Op::ArpProbe);
         }
-        if self.cfg.mode == Mode::Cloud && self.now >= self.next_cloud_check && !self.background_has(|o| matches!(o, Op::QueryCloudIp)) {
+        // Not while promoting: the promotion itself may still be moving the public IP here.
+        if self.cfg.mode == Mode::Cloud && self.plan.is_none() && self.now >= self.next_cloud_check && !self.background_has(|o| matches!(o, Op::QueryCloudIp)) {
             self.next_cloud_check = self.now.after(t.cloud_check_interval);
             self.run_background(Op::QueryCloudIp);
         }
@@ -351,7 +366,7 @@ impl Node {
             (Op::QueryCloudIp, Done::CloudHolder { node }) => {
                 if self.role == Role::Master && node != Some(self.cfg.node) {
                     self.raise(Alarm::CloudIpMovedAway);
-                    if self.cfg.cloud_auto_failover && self.promoting() {
+                    if self.cfg.cloud_auto_failover && self.plan.is_none() {
                         self.become_slave("the cloud public IP is associated with the peer");
                     }
                 } else {
@@ -393,6 +408,12 @@ impl Node {
         self.emit(Event::OpFailed { op: name, error: e.to_string(), attempt: 1 });
     }
 
+    /// Maintenance that the peer is known to observe too: only then may an isolated Master keep
+    /// its role, since only then will the peer not take over.
+    fn maintenance_shared(&self) -> bool {
+        self.maintenance.on && self.peer.hb.as_ref().is_some_and(|h| h.maintenance.on && h.maintenance.version >= self.maintenance.version)
+    }
+
     /// How long a Master's isolation check may take: half the gap between its isolation timeout
     /// and the peer's failover timeout, so a step-down still lands before the peer takes over.
     pub(crate) fn isolation_check_budget(&self) -> u64 {
@@ -408,7 +429,7 @@ impl Node {
             self.clear(&Alarm::WitnessesUnreachable);
             return;
         }
-        if self.role == Role::Master && silent && self.promoting() && !self.maintenance.on {
+        if self.role == Role::Master && silent && self.promoting() && !self.maintenance_shared() {
             self.raise(Alarm::SteppedDownIsolated);
             self.become_slave("isolated: neither the peer nor any witness answers");
         }

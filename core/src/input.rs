@@ -17,7 +17,8 @@ pub enum Input {
     /// An operation the node asked for has finished (or its deadline passed).
     Done { id: OpId, result: Result<Done, OpError> },
     /// Periodic report of the local database: position, replication health, lag.
-    DbReport { position: Position, replicating: bool, lag_ms: Option<u64>, semi_sync: bool },
+    /// `writable` is what the database says (read_only off), whoever set it.
+    DbReport { position: Position, writable: bool, replicating: bool, lag_ms: Option<u64>, semi_sync: bool },
     /// The DB adapter found transactions here that the Master does not have.
     DbErrant { count: u64 },
     /// A running resync phase made progress.

@@ -63,6 +63,8 @@ pub struct Node {
     pub(crate) repair_attempts: u32,
     /// The peer was heard again after silence: a Master that keeps its role sends GARP (B3).
     pub(crate) peer_returned: bool,
+    /// Since when this Master, winning by epoch, has heard the peer still claim Master.
+    pub(crate) outranked_peer_since: Option<Millis>,
     pub(crate) alarms: BTreeSet<Alarm>,
     pub(crate) handover: Option<Handover>,
     pub(crate) job: Option<Job>,
@@ -132,6 +134,7 @@ impl Node {
             repair_at: Millis::ZERO,
             repair_attempts: 0,
             peer_returned: false,
+            outranked_peer_since: None,
             alarms: BTreeSet::new(),
             handover: None,
             job: None,
@@ -187,7 +190,13 @@ impl Node {
             Input::Tick => {}
             Input::Peer(msg) => self.on_message(msg),
             Input::Done { id, result } => self.on_done(id, result),
-            Input::DbReport { position, replicating, lag_ms, semi_sync } => {
+            Input::DbReport { position, writable, replicating, lag_ms, semi_sync } => {
+                // The database is the authority on its own read-only flag: the peer may have
+                // fenced it over the network while promoting.
+                if self.db_writable && !writable && self.role == Role::Master && self.plan.is_none() {
+                    self.emit(Event::OpFailed { op: "db-report".into(), error: "the database was made read-only behind our back".into(), attempt: 1 });
+                }
+                self.db_writable = writable;
                 self.db_position = self.db_position.max(position);
                 self.db_reported = true;
                 self.db_replicating = replicating;

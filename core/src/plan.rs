@@ -201,12 +201,28 @@ impl Node {
         self.advance_plan();
     }
 
-    /// Drops the current plan; an operation of it still running becomes the orphan.
+    /// Drops the current plan. An operation of it still running that takes something (the VIP,
+    /// writes, services...) becomes the orphan the next plan waits for; probes and GARP do not
+    /// matter to what follows and are simply forgotten.
     pub(crate) fn abort_plan(&mut self) {
         let Some(old) = self.plan.take() else { return };
-        if let Some(id) = old.inflight {
+        let Some(id) = old.inflight else { return };
+        let step = old.steps.front().cloned();
+        let takes = matches!(
+            step,
+            Some(Step::Run(
+                Op::RaiseVip
+                    | Op::PromoteDb { .. }
+                    | Op::StartServices
+                    | Op::FsPushStart { .. }
+                    | Op::PromoteMongo
+                    | Op::MoveCloudIp { .. }
+                    | Op::Persist(_)
+            ))
+        );
+        if takes {
             self.orphan = Some(id);
-            self.orphan_op = old.steps.front().cloned();
+            self.orphan_op = step;
         }
     }
 
@@ -214,9 +230,13 @@ impl Node {
     pub(crate) fn advance_plan(&mut self) {
         loop {
             let Some(plan) = self.plan.as_ref() else { return };
-            if plan.inflight.is_some() || self.orphan.is_some() || plan.retry_at.is_some_and(|t| self.now < t) {
+            if plan.inflight.is_some() || plan.retry_at.is_some_and(|t| self.now < t) {
                 return;
             }
+            if !self.step_clear_of_orphan() {
+                return;
+            }
+            let Some(plan) = self.plan.as_ref() else { return };
             let Some(step) = plan.steps.front().cloned() else {
                 self.finish_plan();
                 return;
@@ -259,6 +279,29 @@ impl Node {
                     }
                 }
             }
+        }
+    }
+
+    /// The next step must not race the orphan on the same resource (a `DropVip` after a late
+    /// `RaiseVip`). A releasing plan runs another of its steps first when it can; otherwise,
+    /// and for promotions, it waits.
+    fn step_clear_of_orphan(&mut self) -> bool {
+        let Some(Step::Run(orphan)) = self.orphan_op.clone().filter(|_| self.orphan.is_some()) else { return true };
+        let Some(plan) = self.plan.as_mut() else { return true };
+        let clashes = |s: &Step| matches!(s, Step::Run(op) if same_resource(op, &orphan));
+        if !plan.steps.front().is_some_and(clashes) {
+            return true;
+        }
+        if plan.goal == Goal::Master {
+            return false;
+        }
+        match plan.steps.iter().position(|s| !clashes(s) && *s != Step::SendHandover) {
+            Some(i) => {
+                let s = plan.steps.remove(i).expect("index in range");
+                plan.steps.push_front(s);
+                true
+            }
+            None => false,
         }
     }
 
@@ -371,4 +414,19 @@ impl Node {
             }
         }
     }
+}
+
+/// Two operations on the same resource (one takes, the other lets go, or two state writes).
+fn same_resource(a: &Op, b: &Op) -> bool {
+    let r = |o: &Op| match o {
+        Op::RaiseVip | Op::DropVip => 1,
+        Op::PromoteDb { .. } | Op::FenceDb => 2,
+        Op::StartServices | Op::StopServices => 3,
+        Op::FsPushStart { .. } | Op::FsPushStop => 4,
+        Op::PromoteMongo | Op::DemoteMongo => 5,
+        Op::MoveCloudIp { .. } => 6,
+        Op::Persist(_) => 7,
+        _ => 0,
+    };
+    r(a) != 0 && r(a) == r(b)
 }

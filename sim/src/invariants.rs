@@ -1,7 +1,7 @@
 //! Safety properties checked after every simulation step (I1–I4, I6), and liveness (I5) at the end.
 
 use crate::fault::{node_name, Fault};
-use crate::world::World;
+use crate::world::{AdapterFault, World};
 use ridondato_core::{Mode, Node, Role, Status};
 
 /// What the checker needs of a running node, from either tier (a core `Node` in the pure
@@ -51,7 +51,11 @@ impl Checker {
         let no_witness = w.witnesses == 0;
         let split_blind = w.net.split.is_some_and(|side| no_witness || side.is_none());
         let link_blind = no_witness && w.hosts.iter().any(|h| h.powered && !h.link);
-        split_blind || link_blind
+        // A host whose ARP probe fails cannot see a conflict: its arbiter is gone.
+        let probe_blind = w.hosts.iter().any(|h| {
+            matches!(h.faults.get("arp-probe"), Some(AdapterFault::Fail | AdapterFault::Hang))
+        });
+        split_blind || link_blind || probe_blind
     }
 
     /// Called after every fault: a blinding fault that just ended opens the grace window.

@@ -119,7 +119,7 @@ impl Db for SimBackend {
     async fn report(&self) -> AdapterResult<DbReport> {
         let w = lock(&self.world);
         let db = &w.hosts[self.ix].db;
-        Ok(DbReport { position: db.position(), replicating: db.source.is_some(), lag_ms: db.source.map(|_| 0), semi_sync: false, errant: db.errant })
+        Ok(DbReport { position: db.position(), writable: db.writable, replicating: db.source.is_some(), lag_ms: db.source.map(|_| 0), semi_sync: false, errant: db.errant })
     }
     async fn copy_from_peer(&self, _peer: NodeId, progress: ProgressFn) -> AdapterResult<()> {
         self.copy(ResyncPhase::DbCopy, progress).await
