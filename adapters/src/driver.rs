@@ -285,6 +285,7 @@ async fn execute(b: &Backends, op: Op, peer: NodeId, tx: &mpsc::UnboundedSender<
         Op::Garp => ok(b.vip.garp().await),
         Op::ArpProbe => b.vip.probe().await.map(|answered| Done::Probe { answered }),
         Op::CheckWitnesses => b.witness.reachable().await.map(|reachable| Done::Witnesses { reachable }),
+        Op::CatchUpDb { position } => ok(b.db.catch_up(position).await),
         Op::PromoteDb { wait_for } => ok(b.db.promote(wait_for).await),
         Op::FenceDb => b.db.fence().await.map(|position| Done::Fenced { position }),
         Op::ReplicateDb { from } => ok(b.db.replicate_from(from).await),

@@ -67,6 +67,8 @@ pub struct DbReport {
 /// The MariaDB database (S5, S8, B4).
 #[async_trait]
 pub trait Db: Send + Sync {
+    /// Wait until everything received is applied and `position` is reached; stays read-only.
+    async fn catch_up(&self, position: Position) -> AdapterResult<()>;
     /// Apply everything received (at least `wait_for`), stop and reset replication, read-write.
     async fn promote(&self, wait_for: Option<Position>) -> AdapterResult<()>;
     /// Read-only, client sessions killed, verified. Returns the final position.

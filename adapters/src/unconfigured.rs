@@ -40,6 +40,9 @@ impl Witness for NotConfigured {
 
 #[async_trait]
 impl Db for NotConfigured {
+    async fn catch_up(&self, _: Position) -> AdapterResult<()> {
+        no("the database")
+    }
     async fn promote(&self, _: Option<Position>) -> AdapterResult<()> {
         no("the database")
     }

@@ -23,6 +23,9 @@ pub enum Op {
     /// Does any other host answer ARP for the VIP? The LAN arbiter.
     ArpProbe,
     CheckWitnesses,
+    /// Wait, bounded, until everything received is applied and the position reached, staying
+    /// read-only (the first step of a hand-over, before anything is claimed).
+    CatchUpDb { position: Position },
     /// Apply everything received (at least `wait_for` when given), stop replication, go read-write.
     PromoteDb { wait_for: Option<Position> },
     /// Read-only on, client sessions killed, verified; reports the final position.
@@ -55,6 +58,7 @@ impl Op {
             Op::Garp => "garp",
             Op::ArpProbe => "arp-probe",
             Op::CheckWitnesses => "check-witnesses",
+            Op::CatchUpDb { .. } => "catch-up-db",
             Op::PromoteDb { .. } => "promote-db",
             Op::FenceDb => "fence-db",
             Op::ReplicateDb { .. } => "replicate-db",

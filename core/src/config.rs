@@ -47,6 +47,10 @@ pub struct Timing {
     /// LAN: while the peer is silent, how often a Master probes ARP for its own VIP to catch
     /// another host answering (RFC 5227 ongoing conflict detection).
     pub conflict_check_interval: u64,
+    /// In maintenance, an isolated Master keeps its role this long (a network restart during an
+    /// upgrade) before stepping down all the same; a Slave that saw it in maintenance waits this
+    /// long, and a failover timeout more, before taking over once maintenance ends.
+    pub maintenance_isolation_timeout: u64,
 }
 
 impl Default for Timing {
@@ -63,6 +67,7 @@ impl Default for Timing {
             handover_timeout: 10_000,
             cloud_check_interval: 1000,
             conflict_check_interval: 1000,
+            maintenance_isolation_timeout: 30_000,
         }
     }
 }
@@ -145,6 +150,7 @@ impl Config {
             ("timing.handover_timeout_ms", t.handover_timeout),
             ("timing.cloud_check_interval_ms", t.cloud_check_interval),
             ("timing.conflict_check_interval_ms", t.conflict_check_interval),
+            ("timing.maintenance_isolation_timeout_ms", t.maintenance_isolation_timeout),
         ] {
             if v == 0 {
                 return bad(field, "must be greater than 0".into());

@@ -43,7 +43,18 @@ impl Node {
     /// A promotion in progress gives way to a Master that outranks it.
     fn preempt_plan(&mut self) {
         let Some(plan) = self.plan.as_ref() else { return };
-        if plan.goal != Goal::Master || !self.peer_is_master() {
+        if plan.goal != Goal::Master {
+            return;
+        }
+        // Two Slaves that both began a takeover before hearing each other: the weaker claim
+        // gives way before it has claimed anything (both arbiter checks may have passed).
+        let contested = matches!(self.peer_role(), Some(Role::Slave | Role::Booting));
+        if plan.automatic && self.role != Role::Master && contested && !self.wins_tie_break() {
+            self.abort_plan();
+            self.emit(Event::TakeoverRefused { why: "the peer has the stronger claim".into() });
+            return;
+        }
+        if !self.peer_is_master() {
             return;
         }
         let peer_epoch = self.peer.epoch();
@@ -185,6 +196,13 @@ impl Node {
             self.note_refusal("maintenance mode pauses automatic failover");
             return;
         }
+        let paused_silence = t.maintenance_isolation_timeout + t.failover_timeout;
+        if self.peer.hb.as_ref().is_some_and(|h| h.maintenance.on) && self.peer.silent_for(self.now).is_some_and(|s| s < paused_silence) {
+            // Maintenance ended here but the silent Master never heard it: if it is isolated
+            // rather than dead, it keeps its role for `maintenance_isolation_timeout` first.
+            self.note_refusal("the Master was last seen in maintenance mode: waiting out its isolation timeout");
+            return;
+        }
         if self.cfg.mode == Mode::Cloud && !self.cfg.cloud_auto_failover {
             self.raise(Alarm::MasterUnreachable);
             self.note_refusal("cloud mode: switch-over is manual (set-state)");
@@ -289,7 +307,7 @@ impl Node {
                 return;
             }
         }
-        if silent && self.cfg.witnesses > 0 && !self.maintenance_shared() && self.now >= self.next_isolation_check && self.isolation_check.is_none() {
+        if silent && self.cfg.witnesses > 0 && !self.paused_isolation() && self.now >= self.next_isolation_check && self.isolation_check.is_none() {
             self.next_isolation_check = self.now.after(t.heartbeat_interval);
             let id = self.run_background(Op::CheckWitnesses);
             self.isolation_check = Some((id, self.now));
@@ -414,6 +432,12 @@ impl Node {
         self.maintenance.on && self.peer.hb.as_ref().is_some_and(|h| h.maintenance.on && h.maintenance.version >= self.maintenance.version)
     }
 
+    /// Maintenance holds off an isolated Master's step-down, for `maintenance_isolation_timeout`.
+    fn paused_isolation(&self) -> bool {
+        let silent = self.peer.last_heard.map_or(u64::MAX, |h| self.now.since(h));
+        self.maintenance_shared() && silent < self.cfg.timing.maintenance_isolation_timeout
+    }
+
     /// How long a Master's isolation check may take: half the gap between its isolation timeout
     /// and the peer's failover timeout, so a step-down still lands before the peer takes over.
     pub(crate) fn isolation_check_budget(&self) -> u64 {
@@ -429,7 +453,7 @@ impl Node {
             self.clear(&Alarm::WitnessesUnreachable);
             return;
         }
-        if self.role == Role::Master && silent && self.promoting() && !self.maintenance_shared() {
+        if self.role == Role::Master && silent && self.promoting() && !self.paused_isolation() {
             self.raise(Alarm::SteppedDownIsolated);
             self.become_slave("isolated: neither the peer nor any witness answers");
         }

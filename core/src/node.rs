@@ -468,7 +468,9 @@ impl Node {
     }
 
     pub(crate) fn persist_inflight(&self) -> bool {
-        self.background_has(|op| matches!(op, Op::Persist(_)))
+        let orphan_persist = self.orphan.is_some() && matches!(self.orphan_op, Some(Step::Run(Op::Persist(_))));
+        orphan_persist
+            || self.background_has(|op| matches!(op, Op::Persist(_)))
             || self.plan.as_ref().is_some_and(|p| p.inflight.is_some() && matches!(p.steps.front(), Some(crate::plan::Step::Run(Op::Persist(_)))))
     }
 
@@ -516,6 +518,8 @@ impl Node {
         if let Some(h) = self.peer.last_heard {
             c.push(h.after(t.isolation_timeout));
             c.push(h.after(t.failover_timeout));
+            c.push(h.after(t.maintenance_isolation_timeout));
+            c.push(h.after(t.maintenance_isolation_timeout + t.failover_timeout));
         }
         if let Some(m) = self.last_master_seen {
             c.push(m.after(t.failover_timeout));

@@ -45,12 +45,14 @@ pub(crate) enum Step {
 pub(crate) struct Plan {
     pub name: &'static str,
     pub goal: Goal,
+    /// An automatic promotion (failover, start-up): it gives way to a peer with a stronger claim.
+    pub automatic: bool,
     pub why: String,
     pub steps: VecDeque<Step>,
     pub inflight: Option<OpId>,
     pub attempts: u32,
     pub retry_at: Option<Millis>,
-    /// A hand-over: `PromoteDb` comes first and, if it cannot catch up, the promotion is abandoned.
+    /// A hand-over: if the database cannot catch up (`CatchUpDb`), the promotion is abandoned.
     pub strict_db: bool,
 }
 
@@ -59,6 +61,7 @@ impl Plan {
         Plan {
             name,
             goal,
+            automatic: false,
             why: why.to_string(),
             steps: ops.into_iter().map(Step::Run).collect(),
             inflight: None,
@@ -98,9 +101,10 @@ impl Plan {
         let lan = n.cfg.mode == Mode::Lan;
         let mut ops = Vec::new();
         let handover = wait_for.is_some() && c.db;
-        if handover {
-            // A hand-over promises no lost write: catch up (bounded) before claiming anything.
-            ops.push(Op::PromoteDb { wait_for });
+        if let (true, Some(position)) = (handover, wait_for) {
+            // A hand-over promises no lost write: catch up (bounded) before claiming anything;
+            // writes open only after the claim is durable, as in every promotion.
+            ops.push(Op::CatchUpDb { position });
         }
         // The arbiters judge a silent peer; a peer we hear (start-up tie-break, services off)
         // is its own witness.
@@ -136,7 +140,7 @@ impl Plan {
             ops.push(Op::RaiseVip);
             ops.push(Op::Garp);
         }
-        if c.db && !handover {
+        if c.db {
             ops.push(Op::PromoteDb { wait_for });
         }
         if c.mongo {
@@ -149,6 +153,7 @@ impl Plan {
             ops.push(Op::StartServices);
         }
         let mut p = Plan::new("promoting", Goal::Master, why, ops);
+        p.automatic = via == Via::Arbiter;
         p.strict_db = wait_for.is_some();
         p
     }
@@ -184,6 +189,8 @@ impl Plan {
     fn critical(&self, op: &Op) -> bool {
         match op {
             Op::Persist(_) | Op::DropVip | Op::FenceDb | Op::StopServices | Op::RaiseVip => true,
+            // Nothing may be lost: a hand-over's promotion does not go on without its DB.
+            Op::PromoteDb { .. } => self.strict_db,
             Op::MoveCloudIp { .. } => self.goal == Goal::Handover,
             _ => false,
         }
@@ -244,7 +251,7 @@ impl Node {
             match step {
                 Step::Run(mut op) => {
                     // Two writes of the state store must not race: wait for the background one.
-                    if matches!(op, Op::Persist(_)) && self.background_has(|o| matches!(o, Op::Persist(_))) {
+                    if matches!(op, Op::Persist(_)) && self.persist_inflight() {
                         return;
                     }
                     if let (Op::Persist(s), Goal::Master) = (&mut op, plan.goal) {
@@ -373,7 +380,7 @@ impl Node {
                 if over {
                     self.raise(Alarm::OpFailing { op: op.name().to_string() });
                 }
-                if over && plan.strict_db && matches!(op, Op::PromoteDb { .. }) {
+                if over && plan.strict_db && matches!(op, Op::CatchUpDb { .. }) {
                     // The database could not catch up with the old Master's final position:
                     // nothing was claimed yet; the old Master takes its role back at its deadline.
                     self.raise(Alarm::SwitchoverFailed);

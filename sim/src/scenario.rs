@@ -79,6 +79,7 @@ fn apply_setting(cfg: &mut SimConfig, key: &str, val: &str) -> Result<(), String
         "isolation" => t.isolation_timeout = ms()?,
         "discovery" => t.discovery_window = ms()?,
         "handover_timeout" => t.handover_timeout = ms()?,
+        "maintenance_isolation" => t.maintenance_isolation_timeout = ms()?,
         "write_every" => cfg.write_every = ms()?,
         "mongo" => cfg.components.mongo = val == "on",
         _ => return Err(format!("unknown setting `{key}`")),

@@ -89,10 +89,11 @@ pub struct RunStats {
 }
 
 /// The liveness bound after a heal (I5): failover timeout plus a stated margin covering a fresh
-/// discovery window, one arbiter re-check and one maximal retry back-off.
+/// discovery window, one arbiter re-check, one maximal retry back-off, and a switch-over begun
+/// before the heal that has to time out and roll back.
 pub fn liveness_bound(cfg: &SimConfig) -> u64 {
     let t = cfg.timing;
-    t.failover_timeout + t.discovery_window + t.arbiter_recheck + t.retry_max + 2000
+    t.failover_timeout + t.discovery_window + t.arbiter_recheck + t.retry_max + t.handover_timeout + 2000
 }
 
 pub fn run_schedule(s: &Schedule, verbose: bool) -> (Result<RunStats, String>, Sim) {
@@ -126,10 +127,15 @@ pub fn run_schedule(s: &Schedule, verbose: bool) -> (Result<RunStats, String>, S
     let mut t = h + 100;
     while t <= h + bound {
         sim.run_until(t);
-        // An operator (or systemd) brings back a daemon that exited after a shutdown command.
+        // An operator (or systemd) brings back a daemon that exited after a shutdown command,
+        // and asks again for Slave a node still Off (its first request may have found it busy).
         for ix in 0..2 {
-            if sim.nodes[ix].is_none() {
-                sim.schedule(t, Fault::Start(ix));
+            match sim.nodes[ix].as_ref() {
+                None => sim.schedule(t, Fault::Start(ix)),
+                Some(n) if n.role() == Role::Off && !n.in_transition() && t % 1000 == h % 1000 => {
+                    sim.schedule(t, Fault::Cmd(ix, Command::SetState(Target::Slave)));
+                }
+                Some(_) => {}
             }
         }
         if settled_at.is_none() && settled(&sim.world, &sim.nodes, false).is_ok() {

@@ -104,6 +104,9 @@ impl Witness for SimBackend {
 
 #[async_trait]
 impl Db for SimBackend {
+    async fn catch_up(&self, position: Position) -> AdapterResult<()> {
+        self.unit(Op::CatchUpDb { position }).await
+    }
     async fn promote(&self, wait_for: Option<Position>) -> AdapterResult<()> {
         self.unit(Op::PromoteDb { wait_for }).await
     }

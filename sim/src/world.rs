@@ -176,7 +176,7 @@ impl World {
                     200 // the check's own timeout
                 }
             }
-            Op::PromoteDb { .. } | Op::FenceDb => rng.range(5, 30),
+            Op::PromoteDb { .. } | Op::FenceDb | Op::CatchUpDb { .. } => rng.range(5, 30),
             Op::ReplicateDb { .. } => rng.range(5, 15),
             Op::PromoteMongo | Op::DemoteMongo => rng.range(10, 40),
             Op::FsPushStart { .. } | Op::FsPushStop => rng.range(1, 10),
@@ -243,6 +243,12 @@ impl World {
                 Done::Probe { answered }
             }
             Op::CheckWitnesses => Done::Witnesses { reachable: if self.witness_reachable(ix) { self.witnesses } else { 0 } },
+            Op::CatchUpDb { position } => {
+                if self.hosts[ix].db.position() < *position {
+                    return Finish::Again(20);
+                }
+                Done::Ok
+            }
             Op::PromoteDb { wait_for } => {
                 if let Some(w) = wait_for {
                     if self.hosts[ix].db.position() < *w {
