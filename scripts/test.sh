@@ -12,6 +12,9 @@ for deps in scripts/deps-*.sh; do
     [ -e "$deps" ] && bash "$deps"
 done
 cargo test --workspace --locked
+# Ten thousand random fault schedules (seeds 1..10000, about 3 s); any failure prints the one
+# command that replays it.
+cargo run --release --locked -q -p ridondato -- sim --sweep 10000
 # The scenario files once more through the operator's command, as a newcomer would run them.
 cargo run --release --locked -q -p ridondato -- sim scenarios/*.scn > /tmp/ridondato-scenarios.txt
 grep -c '^PASS' /tmp/ridondato-scenarios.txt | xargs -I{} echo "{} scenarios passed through \`ridondato sim\`"

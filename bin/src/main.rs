@@ -1,18 +1,32 @@
 //! `ridondato`: the daemon and the operator CLI.
 
+mod cli;
+mod config;
+mod control;
 mod sim_cmd;
 
 const USAGE: &str = "ridondato — a high-availability pair for a PBX
 
 usage:
+  ridondato check-config FILE               validate a node configuration
+  ridondato status [--json]                 this node's state, peer, VIP, replication, job, alarms
+  ridondato set-state master|slave|off      change this node's state (S15)
+  ridondato switchover                      planned switch-over: the Slave becomes Master
+  ridondato maintenance on|off              pause automatic failover (both nodes)
+  ridondato resync db|fs|all|cancel         forced resync from the Master, with progress
   ridondato sim FILE... [--seed S]          run scenario files in the simulator
   ridondato sim --sweep N [--seed S]        run N random fault schedules
-  ridondato help";
+  ridondato sim --bench                     simulator speed
+Operator commands take --socket PATH or --config FILE (default socket /run/ridondato/control.sock).";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = args.get(1..).unwrap_or(&[]);
     let result = match args.first().map(String::as_str) {
-        Some("sim") => sim_cmd::run(&args[1..]),
+        Some("sim") => sim_cmd::run(rest),
+        Some("check-config") => check_config(rest),
+        Some("status") => cli::status(rest),
+        Some(verb @ ("set-state" | "switchover" | "maintenance" | "resync")) => cli::command(verb, rest),
         Some("help" | "-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(())
@@ -23,4 +37,11 @@ fn main() {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
+}
+
+fn check_config(args: &[String]) -> Result<(), String> {
+    let [file] = args else { return Err("usage: ridondato check-config FILE".into()) };
+    let c = config::load(std::path::Path::new(file))?;
+    println!("{file}: valid — node {} ({:?} mode), peer {} at {}", c.core.node, c.core.mode, c.core.peer, c.file.node.peer_ip);
+    Ok(())
 }

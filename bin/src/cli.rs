@@ -1,0 +1,141 @@
+//! Operator commands against a running node (S14, S15): status, set-state, switchover,
+//! maintenance, resync with a progress bar.
+
+use crate::control::{request, Request, Response};
+use ridondato_core::{Command, JobState, ResyncKind, Status, Target};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_SOCKET: &str = "/run/ridondato/control.sock";
+
+/// Splits `--socket PATH` (or `--config FILE`, whose control_socket is used) from the words.
+pub fn socket_and_words(args: &[String]) -> Result<(PathBuf, Vec<String>), String> {
+    let mut socket = PathBuf::from(DEFAULT_SOCKET);
+    let mut words = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--socket" => socket = it.next().ok_or("--socket needs a path")?.into(),
+            "--config" => {
+                let f = it.next().ok_or("--config needs a file")?;
+                socket = crate::config::load(std::path::Path::new(f))?.file.node.control_socket;
+            }
+            w => words.push(w.to_string()),
+        }
+    }
+    Ok((socket, words))
+}
+
+pub fn parse_command(verb: &str, words: &[String]) -> Result<Command, String> {
+    let arg = words.first().map(String::as_str);
+    Ok(match (verb, arg) {
+        ("set-state", Some("master")) => Command::SetState(Target::Master),
+        ("set-state", Some("slave")) => Command::SetState(Target::Slave),
+        ("set-state", Some("off")) => Command::SetState(Target::Off),
+        ("set-state", _) => return Err("usage: ridondato set-state master|slave|off".into()),
+        ("switchover", None) => Command::Switchover,
+        ("maintenance", Some("on")) => Command::Maintenance(true),
+        ("maintenance", Some("off")) => Command::Maintenance(false),
+        ("maintenance", _) => return Err("usage: ridondato maintenance on|off".into()),
+        ("resync", Some("db")) => Command::Resync(ResyncKind::Db),
+        ("resync", Some("fs")) => Command::Resync(ResyncKind::Fs),
+        ("resync", Some("all")) => Command::Resync(ResyncKind::All),
+        ("resync", Some("cancel")) => Command::CancelResync,
+        ("resync", _) => return Err("usage: ridondato resync db|fs|all|cancel".into()),
+        (v, Some(extra)) => return Err(format!("`{v}` takes no argument `{extra}`")),
+        (v, None) => return Err(format!("unknown command `{v}`")),
+    })
+}
+
+pub fn status(args: &[String]) -> Result<(), String> {
+    let (socket, words) = socket_and_words(args)?;
+    let json = words.iter().any(|w| w == "--json");
+    let s = fetch_status(&socket)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s).map_err(|e| e.to_string())?);
+    } else {
+        print!("{}", render_status(&s));
+    }
+    Ok(())
+}
+
+fn fetch_status(socket: &std::path::Path) -> Result<Status, String> {
+    match request(socket, &Request::Status)? {
+        Response::Status(s) => Ok(*s),
+        Response::Reply(Err(e)) | Response::BadRequest(e) => Err(e),
+        Response::Reply(Ok(m)) => Err(m),
+    }
+}
+
+pub fn render_status(s: &Status) -> String {
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    let mut out = format!(
+        "node {}  role {}  epoch {}{}\n",
+        s.node,
+        s.role,
+        s.epoch,
+        s.transition.as_ref().map(|t| format!("  ({t})")).unwrap_or_default()
+    );
+    let peer_role = s.peer.role.map_or("never heard".to_string(), |r| r.to_string());
+    let silent = s.peer.silent_for_ms.map_or(String::new(), |ms| format!(", heard {ms} ms ago"));
+    out += &format!("peer {}  {}{}{}\n", s.peer.id, peer_role, if s.peer.alive { "" } else { " (silent)" }, silent);
+    out += &format!("vip {}  services {}  fs-push {}\n", yes(s.vip_held), yes(s.services_running), yes(s.fs_pushing));
+    out += &format!(
+        "db {} at {}  replicating {}  lag {}  semi-sync {}\n",
+        if s.db_writable { "read-write" } else { "read-only" },
+        s.db_position.0,
+        yes(s.db_replicating),
+        s.db_lag_ms.map_or("-".into(), |l| format!("{l} ms")),
+        yes(s.semi_sync_active)
+    );
+    if s.maintenance.on {
+        out += "maintenance ON: automatic failover paused\n";
+    }
+    if let Some(j) = &s.job {
+        out += &format!("resync {} job {}: {:?} phase {} ({}/{}) {}%\n", j.kind.as_str(), j.id, j.state, j.phase.as_str(), j.phase_index + 1, j.phases, j.percent());
+    }
+    for a in &s.alarms {
+        out += &format!("alarm: {a}\n");
+    }
+    out
+}
+
+/// Sends one command; for `resync`, follows the job with a progress bar until it ends.
+pub fn command(verb: &str, args: &[String]) -> Result<(), String> {
+    let (socket, words) = socket_and_words(args)?;
+    let no_wait = words.iter().any(|w| w == "--no-wait");
+    let words: Vec<String> = words.into_iter().filter(|w| w != "--no-wait").collect();
+    let cmd = parse_command(verb, &words)?;
+    let follow = matches!(cmd, Command::Resync(_)) && !no_wait;
+    match request(&socket, &Request::Command(cmd))? {
+        Response::Reply(Ok(m)) => println!("{m}"),
+        Response::Reply(Err(e)) | Response::BadRequest(e) => return Err(e),
+        Response::Status(_) => return Err("unexpected answer".into()),
+    }
+    if follow {
+        follow_job(&socket)?;
+    }
+    Ok(())
+}
+
+fn follow_job(socket: &std::path::Path) -> Result<(), String> {
+    loop {
+        let s = fetch_status(socket)?;
+        let Some(j) = s.job else { return Err("the job disappeared".into()) };
+        let pct = j.percent();
+        let bar: String = (0..40).map(|i| if i * 100 / 40 < pct as usize { '#' } else { '.' }).collect();
+        eprint!("\r[{bar}] {pct:>3}%  {:<14}", j.phase.as_str());
+        match j.state {
+            JobState::Running => std::thread::sleep(Duration::from_millis(250)),
+            JobState::Done => {
+                eprintln!();
+                println!("resync {} done", j.kind.as_str());
+                return Ok(());
+            }
+            JobState::Failed | JobState::Cancelled => {
+                eprintln!();
+                return Err(format!("resync {} {:?}: {}", j.kind.as_str(), j.state, j.error.unwrap_or_default()));
+            }
+        }
+    }
+}

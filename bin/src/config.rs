@@ -1,0 +1,458 @@
+//! The node's TOML configuration (SPEC §5), the seed's fields first. Parsed and validated as a
+//! whole before anything starts: every error names the field and the reason, and a file with
+//! any error starts nothing.
+
+use ridondato_core::{Components, Config, Mode, NodeId, Timing};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFile {
+    pub node: NodeSection,
+    #[serde(default, rename = "shared_ip")]
+    pub shared_ips: Vec<SharedIp>,
+    pub cloud: Option<CloudSection>,
+    pub db: Option<DbSection>,
+    pub mongo: Option<MongoSection>,
+    pub fs: Option<FsSection>,
+    pub services: Option<ServicesSection>,
+    #[serde(default)]
+    pub timing: TimingSection,
+    #[serde(default)]
+    pub witness: WitnessSection,
+    #[serde(default)]
+    pub garp: GarpSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// This node's id (1..=255); the peer's is the other one configured.
+    pub id: u8,
+    pub peer_id: u8,
+    /// The other node's IP (S9).
+    pub peer_ip: IpAddr,
+    /// This node's management IP (S9); default: the local address on the route to the peer.
+    pub management_ip: Option<IpAddr>,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    #[serde(default = "default_mode")]
+    pub mode: String,
+    /// Replication bandwidth for file sync, KB/s (S7, S9).
+    #[serde(default = "default_bandwidth")]
+    pub replication_bandwidth_kbps: u64,
+    /// File holding the cluster's shared secret (at least 16 bytes), for node-to-node traffic.
+    pub secret_file: PathBuf,
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    #[serde(default = "default_control_socket")]
+    pub control_socket: PathBuf,
+}
+
+fn default_port() -> u16 {
+    7400
+}
+fn default_mode() -> String {
+    "lan".into()
+}
+fn default_bandwidth() -> u64 {
+    10_000
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/ridondato")
+}
+fn default_control_socket() -> PathBuf {
+    PathBuf::from("/run/ridondato/control.sock")
+}
+
+/// One node IP (S4): interface, address, prefix, primary flag.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedIp {
+    pub interface: String,
+    pub address: IpAddr,
+    pub prefix: u8,
+    #[serde(default)]
+    pub primary: bool,
+    pub label: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudSection {
+    pub domain: String,
+    pub public_ip: Option<IpAddr>,
+    pub allocation_id: Option<String>,
+    pub region: String,
+    /// Instance id of each node, by node id ("1" = "i-…").
+    pub instance_ids: BTreeMap<String, String>,
+    /// API endpoint override (tests).
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub auto_failover: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbSection {
+    /// Local admin DSN, e.g. `mysql://root@localhost/?socket=/run/mysqld/mysqld.sock`.
+    pub dsn: String,
+    pub repl_user: String,
+    pub repl_password_file: PathBuf,
+    #[serde(default = "default_db_port")]
+    pub peer_port: u16,
+    /// The application's account, checked for privileges that bypass read_only.
+    pub app_user: Option<String>,
+    #[serde(default)]
+    pub semi_sync: bool,
+    #[serde(default = "default_promote_timeout")]
+    pub promote_timeout_ms: u64,
+}
+
+fn default_db_port() -> u16 {
+    3306
+}
+fn default_promote_timeout() -> u64 {
+    10_000
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MongoSection {
+    pub uri: String,
+    pub replica_set: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsSection {
+    pub paths: Vec<PathBuf>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default = "default_rsync_port")]
+    pub rsync_port: u16,
+}
+
+fn default_rsync_port() -> u16 {
+    8730
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServicesSection {
+    #[serde(default)]
+    pub units: Vec<String>,
+    pub start_hook: Option<String>,
+    pub stop_hook: Option<String>,
+    #[serde(default = "default_hook_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_hook_timeout() -> u64 {
+    30_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimingSection {
+    pub heartbeat_interval_ms: Option<u64>,
+    pub failover_timeout_ms: Option<u64>,
+    pub isolation_timeout_ms: Option<u64>,
+    pub discovery_window_ms: Option<u64>,
+    pub lone_slave_wait_ms: Option<u64>,
+    pub handover_timeout_ms: Option<u64>,
+    pub op_deadline_ms: Option<u64>,
+}
+
+impl Default for TimingSection {
+    fn default() -> Self {
+        TimingSection {
+            heartbeat_interval_ms: None,
+            failover_timeout_ms: None,
+            isolation_timeout_ms: None,
+            discovery_window_ms: None,
+            lone_slave_wait_ms: None,
+            handover_timeout_ms: None,
+            op_deadline_ms: None,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessSection {
+    /// `host:port` reached by TCP connect.
+    #[serde(default)]
+    pub hosts: Vec<SocketAddr>,
+    #[serde(default = "default_witness_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_witness_timeout() -> u64 {
+    100
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GarpSection {
+    #[serde(default = "default_garp_count")]
+    pub count: u32,
+    #[serde(default = "default_garp_interval")]
+    pub interval_ms: u64,
+    /// A second burst this long after the first (B3).
+    #[serde(default = "default_garp_repeat")]
+    pub repeat_after_ms: u64,
+}
+
+impl Default for GarpSection {
+    fn default() -> Self {
+        GarpSection { count: default_garp_count(), interval_ms: default_garp_interval(), repeat_after_ms: default_garp_repeat() }
+    }
+}
+
+fn default_garp_count() -> u32 {
+    3
+}
+fn default_garp_interval() -> u64 {
+    20
+}
+fn default_garp_repeat() -> u64 {
+    2000
+}
+
+/// A validated configuration: the file as read, and the core's view of it.
+#[derive(Debug)]
+pub struct NodeConfig {
+    pub file: NodeFile,
+    pub core: Config,
+    pub path: PathBuf,
+}
+
+/// A configuration problem: the field and what is wrong with it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub field: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+fn problem(field: impl Into<String>, reason: impl Into<String>) -> ConfigProblem {
+    ConfigProblem { field: field.into(), reason: reason.into() }
+}
+
+/// Reads and validates `path`. On error, the message names the file, the field and the reason.
+pub fn load(path: &Path) -> Result<NodeConfig, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    parse(&text, path).map_err(|problems| {
+        let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+        format!("{}: {} problem(s), nothing started:\n{}", path.display(), problems.len(), list.join("\n"))
+    })
+}
+
+pub fn parse(text: &str, path: &Path) -> Result<NodeConfig, Vec<ConfigProblem>> {
+    let file: NodeFile = toml::from_str(text).map_err(|e| {
+        // toml names the key and the line; keep its words.
+        vec![problem("(syntax)", e.to_string().trim().replace('\n', " "))]
+    })?;
+    let mut problems = Vec::new();
+    let n = &file.node;
+    let mode = match n.mode.as_str() {
+        "lan" => Mode::Lan,
+        "cloud" => Mode::Cloud,
+        other => {
+            problems.push(problem("node.mode", format!("`{other}`: expected \"lan\" or \"cloud\"")));
+            Mode::Lan
+        }
+    };
+    if n.id == 0 || n.peer_id == 0 {
+        problems.push(problem("node.id", "node ids start at 1"));
+    }
+    if n.replication_bandwidth_kbps == 0 {
+        problems.push(problem("node.replication_bandwidth_kbps", "must be greater than 0 KB/s"));
+    }
+    if n.port == 0 {
+        problems.push(problem("node.port", "must be a port number above 0"));
+    }
+    if let Some(m) = n.management_ip {
+        if m == n.peer_ip {
+            problems.push(problem("node.management_ip", "equals node.peer_ip"));
+        }
+    }
+    match mode {
+        Mode::Lan => {
+            if file.shared_ips.is_empty() {
+                problems.push(problem("shared_ip", "LAN mode needs at least one [[shared_ip]] (the node IP, S3/S4)"));
+            }
+            let primaries = file.shared_ips.iter().filter(|s| s.primary).count();
+            if file.shared_ips.len() > 1 && primaries != 1 {
+                problems.push(problem("shared_ip.primary", format!("exactly one shared IP must be primary, {primaries} are")));
+            }
+            for (i, s) in file.shared_ips.iter().enumerate() {
+                let max = if s.address.is_ipv4() { 32 } else { 128 };
+                if s.prefix == 0 || s.prefix > max {
+                    problems.push(problem(format!("shared_ip[{i}].prefix"), format!("{} is not a valid prefix for {}", s.prefix, s.address)));
+                }
+                if s.interface.is_empty() || s.interface.len() > 15 {
+                    problems.push(problem(format!("shared_ip[{i}].interface"), "must be an interface name of 1 to 15 characters"));
+                }
+                if s.address == n.peer_ip || Some(s.address) == n.management_ip {
+                    problems.push(problem(format!("shared_ip[{i}].address"), "must differ from the node's own and the peer's IP"));
+                }
+            }
+            if file.cloud.is_some() {
+                problems.push(problem("cloud", "a [cloud] section needs node.mode = \"cloud\""));
+            }
+        }
+        Mode::Cloud => {
+            if !file.shared_ips.is_empty() {
+                problems.push(problem("shared_ip", "cloud mode raises no virtual IP (S13): remove [[shared_ip]]"));
+            }
+            match &file.cloud {
+                None => problems.push(problem("cloud", "cloud mode needs a [cloud] section (domain, public IP, region, instance ids)")),
+                Some(c) => {
+                    if c.public_ip.is_none() && c.allocation_id.is_none() {
+                        problems.push(problem("cloud.public_ip", "give the Elastic IP or its allocation_id"));
+                    }
+                    for id in [n.id, n.peer_id] {
+                        if !c.instance_ids.contains_key(&id.to_string()) {
+                            problems.push(problem("cloud.instance_ids", format!("no instance id for node {id}")));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(fs) = &file.fs {
+        if fs.paths.is_empty() {
+            problems.push(problem("fs.paths", "list at least one directory to sync, or remove [fs]"));
+        }
+        for (i, p) in fs.paths.iter().enumerate() {
+            if !p.is_absolute() {
+                problems.push(problem(format!("fs.paths[{i}]"), format!("`{}` must be an absolute path", p.display())));
+            }
+        }
+    }
+    if let Some(s) = &file.services {
+        if s.units.is_empty() && s.start_hook.is_none() {
+            problems.push(problem("services", "give systemd units or a start_hook, or remove [services]"));
+        }
+        if s.start_hook.is_some() != s.stop_hook.is_some() {
+            problems.push(problem("services.stop_hook", "start_hook and stop_hook go together"));
+        }
+    }
+    if let Some(db) = &file.db {
+        if !db.dsn.starts_with("mysql://") && !db.dsn.starts_with("mariadb://") {
+            problems.push(problem("db.dsn", "must be a mysql:// or mariadb:// URL"));
+        }
+        if db.repl_user.is_empty() {
+            problems.push(problem("db.repl_user", "must not be empty"));
+        }
+    }
+    let t = &file.timing;
+    let d = Timing::default();
+    let timing = Timing {
+        heartbeat_interval: t.heartbeat_interval_ms.unwrap_or(d.heartbeat_interval),
+        failover_timeout: t.failover_timeout_ms.unwrap_or(d.failover_timeout),
+        isolation_timeout: t.isolation_timeout_ms.unwrap_or(d.isolation_timeout),
+        discovery_window: t.discovery_window_ms.unwrap_or(d.discovery_window),
+        lone_slave_wait: t.lone_slave_wait_ms.unwrap_or(d.lone_slave_wait),
+        handover_timeout: t.handover_timeout_ms.unwrap_or(d.handover_timeout),
+        ..d
+    };
+    if file.garp.count == 0 {
+        problems.push(problem("garp.count", "send at least one gratuitous ARP"));
+    }
+    let core = Config {
+        node: NodeId(n.id),
+        peer: NodeId(n.peer_id),
+        mode,
+        components: Components {
+            vip: mode == Mode::Lan,
+            db: file.db.is_some(),
+            mongo: file.mongo.is_some(),
+            fs: file.fs.is_some(),
+            services: file.services.is_some(),
+        },
+        timing,
+        witnesses: file.witness.hosts.len() as u32,
+        arp_probe: mode == Mode::Lan,
+        cloud_auto_failover: file.cloud.as_ref().is_some_and(|c| c.auto_failover),
+        max_retries: 3,
+    };
+    if let Err(e) = core.validate() {
+        problems.push(problem(e.field, e.reason));
+    }
+    if problems.is_empty() {
+        Ok(NodeConfig { file, core, path: path.to_path_buf() })
+    } else {
+        Err(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[node]
+id = 1
+peer_id = 2
+peer_ip = "198.18.0.2"
+management_ip = "198.18.0.1"
+replication_bandwidth_kbps = 1000
+secret_file = "/etc/ridondato/secret"
+
+[[shared_ip]]
+interface = "eth0"
+address = "198.18.0.100"
+prefix = 24
+primary = true
+"#;
+
+    fn fields(text: &str) -> Vec<String> {
+        parse(text, Path::new("t.toml")).err().unwrap_or_default().into_iter().map(|p| p.field).collect()
+    }
+
+    #[test]
+    fn a_good_file_gives_the_core_config() {
+        let c = parse(GOOD, Path::new("t.toml")).expect("valid");
+        assert_eq!(c.core.node, NodeId(1));
+        assert_eq!(c.core.mode, Mode::Lan);
+        assert!(c.core.components.vip && !c.core.components.db);
+        assert_eq!(c.core.timing, Timing::default());
+    }
+
+    #[test]
+    fn every_problem_is_named_at_once() {
+        let bad = GOOD.replace("prefix = 24", "prefix = 40").replace("replication_bandwidth_kbps = 1000", "replication_bandwidth_kbps = 0");
+        assert_eq!(fields(&bad), vec!["node.replication_bandwidth_kbps", "shared_ip[0].prefix"]);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_are_named() {
+        let err = parse(&format!("{GOOD}\n[timing]\nheartbeat_ms = 5\n"), Path::new("t.toml")).err().expect("error");
+        assert!(err[0].reason.contains("heartbeat_ms"), "{err:?}");
+        let err = parse(&GOOD.replace("id = 1", "id = \"one\""), Path::new("t.toml")).err().expect("error");
+        assert!(err[0].reason.contains("id"), "{err:?}");
+    }
+
+    #[test]
+    fn timing_rules_of_the_core_are_checked() {
+        let bad = format!("{GOOD}\n[timing]\nfailover_timeout_ms = 200\n");
+        assert_eq!(fields(&bad), vec!["timing.failover_timeout_ms"]);
+    }
+
+    #[test]
+    fn cloud_mode_needs_its_section_and_no_vip() {
+        let bad = GOOD.replace("peer_ip = \"198.18.0.2\"", "peer_ip = \"198.18.0.2\"\nmode = \"cloud\"");
+        assert_eq!(fields(&bad), vec!["shared_ip", "cloud"]);
+    }
+}
