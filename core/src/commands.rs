@@ -54,6 +54,11 @@ impl Node {
                 if self.peer_is_master() {
                     return Err(format!("the peer {} is Master: use `switchover`", self.cfg.peer));
                 }
+                if let Some(wait) = self.paused_master_may_hold() {
+                    return Err(format!(
+                        "the peer was last seen as Master in maintenance mode and, if only cut off, keeps the VIP for another {wait} ms: power it off or wait"
+                    ));
+                }
                 self.recheck_at = None;
                 self.start_plan(Plan::promote(self, Via::Operator, "operator: set-state master", None));
                 Ok(Some("promoting".into()))
@@ -125,7 +130,8 @@ impl Node {
             return;
         }
         self.cancel_job("a switch-over makes this node Master");
-        let plan = Plan::promote(self, Via::Handover, "planned switch-over", Some(position));
+        let mut plan = Plan::promote(self, Via::Handover, "planned switch-over", Some(position));
+        plan.claim_by = Some(self.now.after(self.cfg.timing.handover_timeout / 2));
         self.start_plan(plan);
     }
 

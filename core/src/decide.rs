@@ -46,6 +46,13 @@ impl Node {
         if plan.goal != Goal::Master {
             return;
         }
+        if self.role != Role::Master && plan.claim_by.is_some_and(|t| self.now >= t) {
+            // Too late: the old Master is about to take its role back (see `Handover`).
+            self.abort_plan();
+            self.raise(Alarm::SwitchoverFailed);
+            self.emit(Event::TakeoverRefused { why: "hand-over: the role was not claimed in time".into() });
+            return;
+        }
         // Two Slaves that both began a takeover before hearing each other: the weaker claim
         // gives way before it has claimed anything (both arbiter checks may have passed).
         let contested = matches!(self.peer_role(), Some(Role::Slave | Role::Booting));
@@ -196,8 +203,7 @@ impl Node {
             self.note_refusal("maintenance mode pauses automatic failover");
             return;
         }
-        let paused_silence = t.maintenance_isolation_timeout + t.failover_timeout;
-        if self.peer.hb.as_ref().is_some_and(|h| h.maintenance.on) && self.peer.silent_for(self.now).is_some_and(|s| s < paused_silence) {
+        if self.paused_master_may_hold().is_some() {
             // Maintenance ended here but the silent Master never heard it: if it is isolated
             // rather than dead, it keeps its role for `maintenance_isolation_timeout` first.
             self.note_refusal("the Master was last seen in maintenance mode: waiting out its isolation timeout");
@@ -336,6 +342,11 @@ impl Node {
     }
 
     pub(crate) fn promote(&mut self, via: Via, why: &str) {
+        if self.persist_inflight() {
+            // The claim must follow the arbiter's answer at once; a state write still running
+            // would hold it back, so ask the arbiter once that write is done.
+            return;
+        }
         let plan = Plan::promote(self, via, why, None);
         self.start_plan(plan);
     }
@@ -430,6 +441,16 @@ impl Node {
     /// its role, since only then will the peer not take over.
     fn maintenance_shared(&self) -> bool {
         self.maintenance.on && self.peer.hb.as_ref().is_some_and(|h| h.maintenance.on && h.maintenance.version >= self.maintenance.version)
+    }
+
+    /// How much longer a silent peer, last seen in maintenance, may still hold its resources
+    /// (it keeps them for `maintenance_isolation_timeout` when cut off); `None` if not.
+    pub(crate) fn paused_master_may_hold(&self) -> Option<u64> {
+        let t = self.cfg.timing;
+        self.peer.hb.as_ref().filter(|h| h.maintenance.on && h.role == Role::Master)?;
+        let silent = self.peer.silent_for(self.now)?;
+        let needed = t.maintenance_isolation_timeout + t.failover_timeout;
+        (silent < needed).then(|| needed - silent)
     }
 
     /// Maintenance holds off an isolated Master's step-down, for `maintenance_isolation_timeout`.

@@ -530,6 +530,7 @@ impl Node {
         c.extend(self.recheck_at);
         c.extend(self.replicate_retry_at);
         c.extend(self.plan.as_ref().and_then(|p| p.retry_at));
+        c.extend(self.plan.as_ref().and_then(|p| p.claim_by));
         c.extend(self.handover.as_ref().map(|h| h.deadline));
         if let Some((_, started)) = self.isolation_check {
             c.push(started.after(self.isolation_check_budget()));

@@ -39,6 +39,8 @@ pub(crate) enum Via {
 pub(crate) enum Step {
     Run(Op),
     SendHandover,
+    /// Let this many milliseconds pass before the next step.
+    Pause(u64),
 }
 
 #[derive(Clone, Debug)]
@@ -47,6 +49,11 @@ pub(crate) struct Plan {
     pub goal: Goal,
     /// An automatic promotion (failover, start-up): it gives way to a peer with a stronger claim.
     pub automatic: bool,
+    /// A hand-over promotion must claim the role before this instant, well inside the old
+    /// Master's own deadline, after which that node takes its role back.
+    pub claim_by: Option<Millis>,
+    /// When the last arbiter check said yes: the claim must follow it closely.
+    pub arbiter_ok_at: Option<Millis>,
     pub why: String,
     pub steps: VecDeque<Step>,
     pub inflight: Option<OpId>,
@@ -62,6 +69,8 @@ impl Plan {
             name,
             goal,
             automatic: false,
+            claim_by: None,
+            arbiter_ok_at: None,
             why: why.to_string(),
             steps: ops.into_iter().map(Step::Run).collect(),
             inflight: None,
@@ -121,8 +130,14 @@ impl Plan {
         }
         // The ARP probe comes last, right before the epoch and the VIP: the LAN may have healed
         // while a slower check ran, and only a fresh answer counts.
-        if via != Via::Handover && lan && c.vip && n.cfg.arp_probe {
+        let probe = via != Via::Handover && lan && c.vip && n.cfg.arp_probe;
+        let mut confirm = false;
+        if probe {
             ops.push(Op::ArpProbe);
+            // The VIP was answered elsewhere not long ago: the Master lives but we cannot hear
+            // it. If it just lost its link, it needs its isolation timeout to let go; should the
+            // link come back sooner, it would still hold the VIP. Probe again after that time.
+            confirm = n.alarms.contains(&Alarm::VipAnsweredElsewhere);
         }
         let epoch = n.epoch.max(n.durable.epoch).max(n.peer.epoch()) + 1;
         ops.push(Op::Persist(PersistedState {
@@ -137,8 +152,9 @@ impl Plan {
             ops.push(Op::MoveCloudIp { to: n.cfg.node });
         }
         if c.vip {
+            // GARP follows in the background once the VIP is up (see `plan_step_done`): a slow
+            // burst must not hold back the database and the services.
             ops.push(Op::RaiseVip);
-            ops.push(Op::Garp);
         }
         if c.db {
             ops.push(Op::PromoteDb { wait_for });
@@ -154,6 +170,13 @@ impl Plan {
         }
         let mut p = Plan::new("promoting", Goal::Master, why, ops);
         p.automatic = via == Via::Arbiter;
+        if confirm {
+            let t = n.cfg.timing;
+            let wait = t.isolation_timeout + n.isolation_check_budget();
+            let at = p.steps.iter().position(|s| *s == Step::Run(Op::ArpProbe)).map_or(0, |i| i + 1);
+            p.steps.insert(at, Step::Run(Op::ArpProbe));
+            p.steps.insert(at, Step::Pause(wait));
+        }
         p.strict_db = wait_for.is_some();
         p
     }
@@ -254,6 +277,12 @@ impl Node {
                     if matches!(op, Op::Persist(_)) && self.persist_inflight() {
                         return;
                     }
+                    let stale = plan.arbiter_ok_at.is_some_and(|t| self.now.since(t) > self.cfg.timing.heartbeat_interval);
+                    if matches!(op, Op::Persist(_)) && plan.goal == Goal::Master && stale {
+                        // The arbiter said yes too long ago (a state write held us back): ask again.
+                        self.abort_plan();
+                        return;
+                    }
                     if let (Op::Persist(s), Goal::Master) = (&mut op, plan.goal) {
                         // The claim is computed when it is written, above every epoch seen by now.
                         s.epoch = self.epoch.max(self.durable.epoch).max(self.peer.epoch()) + 1;
@@ -272,6 +301,12 @@ impl Node {
                     }
                     self.out.push(Action::Run { id, op });
                     return;
+                }
+                Step::Pause(ms) => {
+                    if let Some(p) = self.plan.as_mut() {
+                        p.steps.pop_front();
+                        p.retry_at = Some(self.now.after(ms));
+                    }
                 }
                 Step::SendHandover => {
                     let position = self.handover.as_ref().and_then(|h| h.position).unwrap_or(self.db_position);
@@ -337,6 +372,9 @@ impl Node {
                     self.refuse_takeover(alarm, why);
                     return;
                 }
+                if arbiter_alarm.is_some() {
+                    plan.arbiter_ok_at = Some(self.now);
+                }
                 if let Some(alarm) = arbiter_alarm {
                     self.clear(&alarm);
                 }
@@ -358,6 +396,9 @@ impl Node {
                         });
                         self.set_role(Role::Master, &plan.why.clone());
                     }
+                    (Op::RaiseVip, _) if plan.goal == Goal::Master => {
+                        self.run_background(Op::Garp);
+                    }
                     (Op::FenceDb, Done::Fenced { position }) => {
                         if let Some(h) = self.handover.as_mut() {
                             h.position = Some(*position);
@@ -376,6 +417,12 @@ impl Node {
                 }
                 plan.attempts += 1;
                 self.emit(Event::OpFailed { op: op.name().to_string(), error: e.to_string(), attempt: plan.attempts });
+                if matches!(op, Op::Persist(_)) && plan.goal == Goal::Master && self.role != Role::Master && plan.claim_by.is_none() {
+                    // The arbiter's answer is only good right now: start over with fresh checks
+                    // rather than claim the role later on an old one.
+                    self.recheck_at = Some(self.now.after(self.backoff(plan.attempts)));
+                    return;
+                }
                 let over = plan.attempts > self.cfg.max_retries;
                 if over {
                     self.raise(Alarm::OpFailing { op: op.name().to_string() });
@@ -407,7 +454,10 @@ impl Node {
             self.emit(Event::TakeoverRefused { why: why.clone() });
             self.refused = Some(why);
         }
-        self.recheck_at = Some(self.now.after(self.cfg.timing.arbiter_recheck));
+        // Both nodes may have probed at once and seen each other's probe: wait a different
+        // time each (by node id), so the next attempts do not coincide again.
+        let wait = self.cfg.timing.arbiter_recheck * u64::from(self.cfg.node.0.max(1));
+        self.recheck_at = Some(self.now.after(wait));
     }
 
     fn finish_plan(&mut self) {

@@ -158,6 +158,7 @@ impl Sim {
             }
             let Some(((t, _), ev)) = self.queue.pop_first() else { break };
             self.now = t;
+            self.world.now = t;
             self.events += 1;
             let before = self.snapshot();
             self.process(ev);
@@ -379,6 +380,9 @@ impl Sim {
                 let long = matches!(op, Op::Resync { phase, .. } if phase != ridondato_core::ResyncPhase::DbReplicate);
                 let deadline = if long { self.cfg.resync_deadline } else { self.cfg.op_deadline };
                 let latency = self.world.op_latency(ix, &op, &mut self.rng);
+                if let (Op::ArpProbe, Some(l)) = (&op, latency) {
+                    self.world.begin_probe(ix, l);
+                }
                 match latency {
                     Some(l) if l <= deadline => {
                         if let Op::Resync { job, phase } = &op {

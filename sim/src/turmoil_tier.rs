@@ -40,9 +40,13 @@ struct SimBackend {
 impl SimBackend {
     async fn run(&self, op: Op) -> AdapterResult<Done> {
         let latency = {
-            let w = lock(&self.world);
+            let mut w = lock(&self.world);
             let mut r = lock(&self.rng);
-            w.op_latency(self.ix, &op, &mut r)
+            let l = w.op_latency(self.ix, &op, &mut r);
+            if let (Op::ArpProbe, Some(l)) = (&op, l) {
+                w.begin_probe(self.ix, l);
+            }
+            l
         };
         match latency {
             Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
@@ -310,6 +314,7 @@ pub fn run(cfg: &SimConfig, ops: &[(u64, Fault)], duration_ms: u64) -> Result<Tu
             checker.after_fault(now, &lock(&world), &f);
             next += 1;
         }
+        lock(&world).now = now;
         sim.step().map_err(|e| format!("turmoil: {e}"))?;
         steps += 1;
         let mut w = lock(&world);

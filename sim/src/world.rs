@@ -47,6 +47,10 @@ pub struct Host {
     pub store: Option<PersistedState>,
     pub faults: BTreeMap<String, AdapterFault>,
     pub garps: u64,
+    /// The last ARP probe this host sent for the VIP: [start, end] in simulated ms. Two probes
+    /// that overlap see each other (RFC 5227 §2.1.1: a probe from another host for the same
+    /// address is a conflict), so simultaneous takeovers both back off.
+    pub probing: Option<(u64, u64)>,
 }
 
 impl Host {
@@ -63,6 +67,7 @@ impl Host {
             store: None,
             faults: BTreeMap::new(),
             garps: 0,
+            probing: None,
         }
     }
 }
@@ -99,9 +104,13 @@ pub struct World {
     pub acked: Vec<(u64, Ix)>,
     /// Where in `acked` each host's current stretch as the writable one began.
     writable_from: [usize; 2],
+    /// Each host's last finished stretch as the writable one (`acked` indices), closed by a fence.
+    last_stretch: [(usize, usize); 2],
     pub eip: Option<Ix>,
     /// Broken safety properties found while applying effects (I3, I4).
     pub violations: Vec<String>,
+    /// Simulated time, kept up to date by the harness (probe overlap needs it).
+    pub now: u64,
 }
 
 pub fn ix_of(id: NodeId) -> Ix {
@@ -127,9 +136,16 @@ impl World {
             next_txn: 1,
             acked: Vec::new(),
             writable_from: [0, 0],
+            last_stretch: [(0, 0); 2],
             eip: None,
             violations: Vec::new(),
+            now: 0,
         }
+    }
+
+    /// Records an ARP probe starting now and lasting `latency` ms.
+    pub fn begin_probe(&mut self, ix: Ix, latency: u64) {
+        self.hosts[ix].probing = Some((self.now, self.now + latency));
     }
 
     fn up(&self, ix: Ix) -> bool {
@@ -239,7 +255,10 @@ impl World {
                 Done::Ok
             }
             Op::ArpProbe => {
-                let answered = self.answers_arp(peer) && self.same_domain();
+                let mine = self.hosts[ix].probing.unwrap_or((self.now, self.now));
+                // A host that holds the address defends it: another's probe is no conflict to it.
+                let overlap = !self.hosts[ix].vip && self.hosts[peer].probing.is_some_and(|(s, e)| s <= mine.1 && mine.0 <= e);
+                let answered = (self.answers_arp(peer) || overlap) && self.same_domain();
                 Done::Probe { answered }
             }
             Op::CheckWitnesses => Done::Witnesses { reachable: if self.witness_reachable(ix) { self.witnesses } else { 0 } },
@@ -258,7 +277,8 @@ impl World {
                 // Before opening writes, the adapter fences the peer's database over the LAN if it
                 // answers (read_only=1, sessions killed): an old Master slow to fence itself must
                 // not accept writes beside us.
-                if self.same_domain() && self.hosts[peer].powered {
+                if self.same_domain() && self.hosts[peer].powered && self.hosts[peer].db.writable {
+                    self.last_stretch[peer] = (self.writable_from[peer], self.acked.len());
                     self.hosts[peer].db.writable = false;
                 }
                 if !self.hosts[ix].db.writable {
@@ -271,14 +291,17 @@ impl World {
                     // Master must be here (I4). Writes lost to an earlier, unplanned failover
                     // (asynchronous replication) are not this switch-over's doing.
                     let log = &self.hosts[ix].db.log;
-                    let from = self.writable_from[peer];
-                    if let Some((lost, _)) = self.acked[from.min(self.acked.len())..].iter().find(|(t, by)| *by == peer && !log.contains(t)) {
+                    let (from, to) = self.last_stretch[peer];
+                    if let Some((lost, _)) = self.acked[from..to].iter().find(|(t, by)| *by == peer && !log.contains(t)) {
                         self.violations.push(format!("I4: acknowledged write #{lost} missing on the new Master {}", node_name(ix)));
                     }
                 }
                 Done::Ok
             }
             Op::FenceDb => {
+                if self.hosts[ix].db.writable {
+                    self.last_stretch[ix] = (self.writable_from[ix], self.acked.len());
+                }
                 self.hosts[ix].db.writable = false;
                 Done::Fenced { position: self.hosts[ix].db.position() }
             }
