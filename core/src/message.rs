@@ -1,6 +1,7 @@
 //! What the two nodes say to each other. Authentication and encoding belong to the transport.
 
 use crate::persist::Maintenance;
+use crate::time::Millis;
 use crate::types::{NodeId, Position, Role};
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +13,8 @@ pub struct Heartbeat {
     pub boot: u64,
     /// Increases with every message of one boot; older or repeated ones are ignored.
     pub seq: u64,
+    /// The sender's monotonic clock when it sent this (only differences mean anything).
+    pub sent_at: Millis,
     pub epoch: u64,
     pub role: Role,
     pub position: Position,
@@ -34,7 +37,7 @@ pub enum Message {
     /// From a Slave whose operator asked for a switch-over: the Master runs it.
     SwitchoverRequest { from: NodeId, epoch: u64 },
     /// From a Master that is fenced and has dropped the VIP: "promote once you hold `position`".
-    Handover { from: NodeId, epoch: u64, position: Position },
+    Handover { from: NodeId, epoch: u64, position: Position, sent_at: Millis },
 }
 
 impl Message {

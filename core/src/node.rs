@@ -258,7 +258,14 @@ impl Node {
                     }
                 }
             }
-            Message::Handover { epoch, position, .. } => self.on_handover(epoch, position),
+            Message::Handover { epoch, position, sent_at, .. } => {
+                // A hand-over held up in the network (a partition that queued it) is stale: the
+                // old Master has long since taken its role back.
+                match self.peer.delay_of(self.now, sent_at) {
+                    Some(d) if d <= self.cfg.timing.failover_timeout => self.on_handover(epoch, position),
+                    d => self.emit(crate::event::Event::TakeoverRefused { why: format!("stale hand-over message (delayed {d:?} ms)") }),
+                }
+            }
         }
     }
 
@@ -409,6 +416,7 @@ impl Node {
             from: self.cfg.node,
             boot: self.boots,
             seq: self.seq,
+            sent_at: self.now,
             epoch: self.epoch,
             role: self.role,
             position: self.db_position,

@@ -10,7 +10,14 @@ pub(crate) struct PeerView {
     pub hb: Option<Heartbeat>,
     /// Set when the peer went silent; the next message means a partition healed (GARP again, B3).
     pub lost: bool,
+    /// `receive time - send time` of recent heartbeats (our clock minus theirs, plus transit).
+    /// Its minimum is the freshest estimate of the clock offset; a message far above it was
+    /// held up on the way.
+    skews: std::collections::VecDeque<i64>,
 }
+
+/// How many recent heartbeats the offset estimate looks at (clocks drift; old samples age out).
+const SKEW_WINDOW: usize = 32;
 
 impl PeerView {
     /// Accepts `hb` unless it is older than what we have (replayed or reordered).
@@ -19,10 +26,25 @@ impl PeerView {
             if (hb.boot, hb.seq) <= (prev.boot, prev.seq) {
                 return false;
             }
+            if hb.boot != prev.boot {
+                self.skews.clear();
+            }
         }
+        if self.skews.len() == SKEW_WINDOW {
+            self.skews.pop_front();
+        }
+        self.skews.push_back(now.0 as i64 - hb.sent_at.0 as i64);
         self.last_heard = Some(now);
         self.hb = Some(hb.clone());
         true
+    }
+
+    /// How much longer than the fastest recent heartbeat a message sent at `sent_at` (peer
+    /// clock) took to arrive; `None` without any heartbeat to compare with.
+    pub fn delay_of(&self, now: Millis, sent_at: Millis) -> Option<u64> {
+        let best = *self.skews.iter().min()?;
+        let skew = now.0 as i64 - sent_at.0 as i64;
+        Some((skew - best).max(0) as u64)
     }
 
     pub fn silent_for(&self, now: Millis) -> Option<u64> {

@@ -310,7 +310,7 @@ impl Node {
                 }
                 Step::SendHandover => {
                     let position = self.handover.as_ref().and_then(|h| h.position).unwrap_or(self.db_position);
-                    let msg = Message::Handover { from: self.cfg.node, epoch: self.epoch, position };
+                    let msg = Message::Handover { from: self.cfg.node, epoch: self.epoch, position, sent_at: self.now };
                     self.out.push(Action::Send(msg));
                     if let Some(h) = self.handover.as_mut() {
                         h.sent = true;

@@ -255,6 +255,10 @@ impl World {
                 Done::Ok
             }
             Op::ArpProbe => {
+                if !self.up(ix) {
+                    // No carrier: the probe cannot be sent, and silence would prove nothing.
+                    return Finish::Done(Err(OpError::Failed("the interface is down".into())));
+                }
                 let mine = self.hosts[ix].probing.unwrap_or((self.now, self.now));
                 // A host that holds the address defends it: another's probe is no conflict to it.
                 let overlap = !self.hosts[ix].vip && self.hosts[peer].probing.is_some_and(|(s, e)| s <= mine.1 && mine.0 <= e);
