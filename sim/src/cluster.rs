@@ -240,6 +240,8 @@ impl Sim {
 
     fn apply_fault(&mut self, f: Fault) {
         self.note("--", f.to_string());
+        let writer_was = self.world.writer;
+        self.world.apply_fault(&f);
         match &f {
             Fault::Start(ix) => self.start(*ix),
             Fault::Crash(ix) => {
@@ -257,32 +259,7 @@ impl Sim {
                     self.start(*ix);
                 }
             }
-            Fault::LinkDown(ix) => self.world.hosts[*ix].link = false,
-            Fault::LinkUp(ix) => self.world.hosts[*ix].link = self.world.hosts[*ix].powered,
-            Fault::Cut => self.world.net.cut = true,
-            Fault::CutOneWay(a, b) => self.world.net.oneway = Some((*a, *b)),
-            Fault::Split { witness } => self.world.net.split = Some(*witness),
-            Fault::Hold => self.world.net.hold = true,
-            Fault::Release => {
-                self.world.net.hold = false;
-                self.release_held();
-            }
-            Fault::Loss(p) => self.world.net.loss_pct = (*p).min(100),
-            Fault::Latency(ms) => self.world.net.latency_ms = *ms,
-            Fault::Heal => {
-                self.world.net = Default::default();
-                self.release_held();
-            }
-            Fault::Slow(ix, op, k) => {
-                self.world.hosts[*ix].faults.insert(op.clone(), crate::world::AdapterFault::Slow((*k).max(1)));
-            }
-            Fault::Fail(ix, op) => {
-                self.world.hosts[*ix].faults.insert(op.clone(), crate::world::AdapterFault::Fail);
-            }
-            Fault::Hang(ix, op) => {
-                self.world.hosts[*ix].faults.insert(op.clone(), crate::world::AdapterFault::Hang);
-            }
-            Fault::Fix(ix) => self.world.hosts[*ix].faults.clear(),
+            Fault::Release | Fault::Heal => self.release_held(),
             Fault::Drift(ix, ppm) => self.clocks[*ix].set_ppm(self.now, *ppm),
             Fault::Cmd(ix, cmd) => {
                 let req = self.next_req;
@@ -293,14 +270,10 @@ impl Sim {
                     self.feed(*ix, Input::Command { req, cmd: cmd.clone() });
                 }
             }
-            Fault::Writer(on) => {
-                let was = self.world.writer;
-                self.world.writer = *on;
-                if *on && !was {
-                    self.push(self.now + self.cfg.write_every, Ev::Write);
-                }
+            Fault::Writer(true) if !writer_was => {
+                self.push(self.now + self.cfg.write_every, Ev::Write);
             }
-            Fault::CloudMove(ix) => self.world.eip = Some(*ix),
+            _ => {}
         }
         self.checker.after_fault(self.now, &self.world, &f);
     }

@@ -339,69 +339,37 @@ pub fn run(cfg: &SimConfig, ops: &[(u64, Fault)], duration_ms: u64) -> Result<Tu
 
 fn apply(sim: &mut turmoil::Sim<'_>, world: &Shared<World>, down: &mut [bool; 2], f: &Fault) {
     let (a, b) = ("a", "b");
-    {
-        let mut w = lock(world);
-        match f {
-            Fault::Start(ix) => {
-                if w.hosts[*ix].powered && down[*ix] {
-                    down[*ix] = false;
-                    drop(w);
-                    sim.bounce(node_name(*ix));
-                    return;
-                }
+    lock(world).apply_fault(f);
+    match f {
+        Fault::Start(ix) => {
+            if lock(world).hosts[*ix].powered && down[*ix] {
+                down[*ix] = false;
+                sim.bounce(node_name(*ix));
             }
-            Fault::Crash(ix) => {
-                w.crash(*ix);
-                down[*ix] = true;
-                drop(w);
-                sim.crash(node_name(*ix));
-                return;
-            }
-            Fault::PowerOff(ix) => {
-                w.power_off(*ix);
-                down[*ix] = true;
-                drop(w);
-                sim.crash(node_name(*ix));
-                return;
-            }
-            Fault::PowerOn(ix) => {
-                if !w.hosts[*ix].powered {
-                    w.power_on(*ix);
-                    down[*ix] = false;
-                    drop(w);
-                    sim.bounce(node_name(*ix));
-                    return;
-                }
-            }
-            Fault::LinkDown(ix) => w.hosts[*ix].link = false,
-            Fault::LinkUp(ix) => w.hosts[*ix].link = w.hosts[*ix].powered,
-            Fault::Cut => w.net.cut = true,
-            Fault::CutOneWay(x, y) => w.net.oneway = Some((*x, *y)),
-            Fault::Split { witness } => w.net.split = Some(*witness),
-            Fault::Hold => {
-                sim.hold(a, b);
-            }
-            Fault::Release => {
-                sim.release(a, b);
-            }
-            Fault::Heal => {
-                w.net = Default::default();
-                sim.release(a, b);
-            }
-            Fault::Writer(on) => w.writer = *on,
-            Fault::CloudMove(ix) => w.eip = Some(*ix),
-            Fault::Slow(ix, op, k) => {
-                w.hosts[*ix].faults.insert(op.clone(), crate::world::AdapterFault::Slow((*k).max(1)));
-            }
-            Fault::Fail(ix, op) => {
-                w.hosts[*ix].faults.insert(op.clone(), crate::world::AdapterFault::Fail);
-            }
-            Fault::Hang(ix, op) => {
-                w.hosts[*ix].faults.insert(op.clone(), crate::world::AdapterFault::Hang);
-            }
-            Fault::Fix(ix) => w.hosts[*ix].faults.clear(),
-            Fault::Loss(_) | Fault::Latency(_) | Fault::Drift(..) | Fault::Cmd(..) => {}
         }
+        Fault::Crash(ix) | Fault::PowerOff(ix) => {
+            let mut w = lock(world);
+            if matches!(f, Fault::Crash(_)) {
+                w.crash(*ix);
+            } else {
+                w.power_off(*ix);
+            }
+            down[*ix] = true;
+            drop(w);
+            sim.crash(node_name(*ix));
+        }
+        Fault::PowerOn(ix) => {
+            let mut w = lock(world);
+            if !w.hosts[*ix].powered {
+                w.power_on(*ix);
+                down[*ix] = false;
+                drop(w);
+                sim.bounce(node_name(*ix));
+            }
+        }
+        Fault::Hold => sim.hold(a, b),
+        Fault::Release | Fault::Heal => sim.release(a, b),
+        _ => {}
     }
     // The heartbeat path follows the world: links, cuts and splits.
     let w = lock(world);

@@ -407,6 +407,37 @@ impl World {
 
     /// The daemon dies. The application units are `PartOf=` the daemon's unit, so systemd stops
     /// them too; addresses and the database stay as they were until a daemon comes back.
+    /// Applies what a fault does to the world itself (links, network, adapters, writer, cloud
+    /// IP); both tiers call this, then do their own part (processes, message queues, clocks).
+    pub fn apply_fault(&mut self, f: &crate::fault::Fault) {
+        use crate::fault::Fault;
+        match f {
+            Fault::LinkDown(ix) => self.hosts[*ix].link = false,
+            Fault::LinkUp(ix) => self.hosts[*ix].link = self.hosts[*ix].powered,
+            Fault::Cut => self.net.cut = true,
+            Fault::CutOneWay(a, b) => self.net.oneway = Some((*a, *b)),
+            Fault::Split { witness } => self.net.split = Some(*witness),
+            Fault::Hold => self.net.hold = true,
+            Fault::Release => self.net.hold = false,
+            Fault::Loss(p) => self.net.loss_pct = (*p).min(100),
+            Fault::Latency(ms) => self.net.latency_ms = *ms,
+            Fault::Heal => self.net = Net::default(),
+            Fault::Slow(ix, op, k) => {
+                self.hosts[*ix].faults.insert(op.clone(), AdapterFault::Slow((*k).max(1)));
+            }
+            Fault::Fail(ix, op) => {
+                self.hosts[*ix].faults.insert(op.clone(), AdapterFault::Fail);
+            }
+            Fault::Hang(ix, op) => {
+                self.hosts[*ix].faults.insert(op.clone(), AdapterFault::Hang);
+            }
+            Fault::Fix(ix) => self.hosts[*ix].faults.clear(),
+            Fault::Writer(on) => self.writer = *on,
+            Fault::CloudMove(ix) => self.eip = Some(*ix),
+            Fault::Start(_) | Fault::Crash(_) | Fault::PowerOff(_) | Fault::PowerOn(_) | Fault::Drift(..) | Fault::Cmd(..) => {}
+        }
+    }
+
     pub fn crash(&mut self, ix: Ix) {
         self.hosts[ix].daemon = false;
         self.hosts[ix].services = false;
