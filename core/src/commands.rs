@@ -101,8 +101,11 @@ impl Node {
         if let Some(b) = self.busy() {
             return Err(b);
         }
-        let Some(hb) = self.peer.hb.as_ref().filter(|_| self.peer_alive()) else {
-            return Err(format!("the peer {} is silent", self.cfg.peer));
+        // Handing over needs a peer heard just now, not merely within the failover timeout: one
+        // that went quiet a moment ago may be gone, and the hand-over drops the VIP last.
+        let fresh = self.peer.silent_for(self.now).is_some_and(|s| s <= 2 * self.cfg.timing.heartbeat_interval);
+        let Some(hb) = self.peer.hb.as_ref().filter(|_| fresh) else {
+            return Err(format!("the peer {} has not been heard in the last two heartbeats", self.cfg.peer));
         };
         if hb.role != Role::Slave {
             return Err(format!("the peer is {}, not a Slave", hb.role));

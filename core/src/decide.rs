@@ -20,6 +20,9 @@ impl Node {
             return;
         }
         self.preempt_plan();
+        if self.alarms.contains(&Alarm::LinkDown) && self.role != Role::Master {
+            return; // nothing to take over through a dead link
+        }
         if self.plan.is_some() {
             // A Master still completing its promotion (a slow unit, a retried step) watches for
             // isolation and conflicts all the same.
@@ -134,6 +137,9 @@ impl Node {
                 }
             }
             Some(Role::Master) => {}
+            None if window_over && self.paused_master_may_hold().is_some() => {
+                self.note_refusal("maintenance: a paused Master cut off from us may still hold the VIP");
+            }
             None if window_over => {
                 // The documented lone-node rule (S10): a fresh install or a former Master takes
                 // the role; a former Slave waits longer, since the absent Master may hold newer data.
@@ -241,6 +247,16 @@ impl Node {
             return;
         }
         let c = self.cfg.components;
+        if c.vip && !self.vip_held && self.cfg.arp_probe {
+            // Without the VIP nothing else is worth taking: it may be someone else's now. Probe,
+            // raise it if free (see the probe's result), and the rest follows afterwards.
+            self.repair_attempts += 1;
+            self.repair_at = self.now.after(self.backoff(self.repair_attempts));
+            if !self.background_has(|o| matches!(o, Op::ArpProbe | Op::RaiseVip)) {
+                self.run_background(Op::ArpProbe);
+            }
+            return;
+        }
         let missing: Vec<Op> = [
             (c.vip && !self.vip_held, Op::RaiseVip),
             (c.db && !self.db_writable, Op::PromoteDb { wait_for: None }),
@@ -377,11 +393,27 @@ impl Node {
         match (op, done) {
             (Op::CheckWitnesses, Done::Witnesses { reachable }) => self.isolation_result(reachable),
             (Op::ArpProbe, Done::Probe { answered }) => {
-                if !answered || self.role != Role::Master || !self.promoting() {
+                if self.role != Role::Master || !self.promoting() {
+                    return;
+                }
+                if !answered {
                     self.clear(&Alarm::VipConflict);
+                    // A probe before re-raising a VIP we lost (see `repair_master`).
+                    if !self.vip_held && self.plan.is_none() && !self.background_has(|o| matches!(o, Op::RaiseVip)) {
+                        self.run_background(Op::RaiseVip);
+                    }
                     return;
                 }
                 self.raise(Alarm::VipConflict);
+                if !self.vip_held {
+                    // Someone else serves the VIP we do not hold: it is theirs.
+                    if self.db_writable {
+                        self.needs_resync = true;
+                        self.raise(Alarm::NeedsResync);
+                    }
+                    self.become_slave("another host serves the VIP this Master could not raise");
+                    return;
+                }
                 // Neither side can learn the other's epoch without heartbeats, so a fixed rule
                 // both apply alike decides: the lower node id keeps the VIP.
                 if self.cfg.node > self.cfg.peer {
@@ -447,8 +479,13 @@ impl Node {
     /// (it keeps them for `maintenance_isolation_timeout` when cut off); `None` if not.
     pub(crate) fn paused_master_may_hold(&self) -> Option<u64> {
         let t = self.cfg.timing;
-        self.peer.hb.as_ref().filter(|h| h.maintenance.on && h.role == Role::Master)?;
-        let silent = self.peer.silent_for(self.now)?;
+        let silent = match self.peer.hb.as_ref() {
+            Some(h) if h.maintenance.on && h.role == Role::Master => self.peer.silent_for(self.now)?,
+            // Not heard since this node started, in maintenance: the peer may be a paused
+            // Master cut off from us; count its silence from our start.
+            None if self.maintenance.on => self.now.since(self.boot_started),
+            _ => return None,
+        };
         let needed = t.maintenance_isolation_timeout + t.failover_timeout;
         (silent < needed).then(|| needed - silent)
     }

@@ -25,6 +25,8 @@ pub enum Input {
     JobProgress { job: u64, done: u64, total: u64 },
     /// The VIP appeared or disappeared behind the node's back (someone ran `ip addr`).
     VipObserved { held: bool },
+    /// The carrier of the VIP's interface went down or came back (netlink link events).
+    LinkObserved { up: bool },
     /// An operator command; `req` ties the reply to the caller.
     Command { req: u64, cmd: Command },
 }

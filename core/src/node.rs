@@ -7,7 +7,7 @@ use crate::input::{Done, Input, OpError};
 use crate::message::{Heartbeat, Message};
 use crate::peer::PeerView;
 use crate::persist::{Maintenance, PersistedState};
-use crate::plan::{Plan, Step};
+use crate::plan::Plan;
 use crate::resync::Job;
 use crate::status::{Alarm, PeerStatus, Status};
 use crate::time::Millis;
@@ -40,8 +40,7 @@ pub struct Node {
     pub(crate) plan: Option<Plan>,
     /// An operation of an abandoned plan still running: the next plan waits for it, so that a
     /// late `RaiseVip` cannot land after the `DropVip` that was meant to follow it.
-    pub(crate) orphan: Option<OpId>,
-    pub(crate) orphan_op: Option<Step>,
+    pub(crate) orphans: BTreeMap<OpId, Op>,
     pub(crate) persist_retry_at: Millis,
     pub(crate) persist_failures: u32,
     /// Operations running outside a plan (probes, corrections, replication, resync phases).
@@ -116,8 +115,7 @@ impl Node {
             peer: PeerView::default(),
             last_master_seen: None,
             plan: None,
-            orphan: None,
-            orphan_op: None,
+            orphans: BTreeMap::new(),
             persist_retry_at: Millis::ZERO,
             persist_failures: 0,
             background: BTreeMap::new(),
@@ -206,6 +204,7 @@ impl Node {
             Input::DbErrant { count } => self.on_errant(count),
             Input::JobProgress { job, done, total } => self.on_job_progress(job, done, total),
             Input::VipObserved { held } => self.on_vip_observed(held),
+            Input::LinkObserved { up } => self.on_link(up),
             Input::Command { req, cmd } => self.on_command(req, cmd),
         }
         if self.started {
@@ -290,6 +289,20 @@ impl Node {
         }
     }
 
+    fn on_link(&mut self, up: bool) {
+        if up {
+            self.clear(&Alarm::LinkDown);
+            return;
+        }
+        self.raise(Alarm::LinkDown);
+        if self.role == Role::Master && self.cfg.components.vip && !self.exiting {
+            // Nobody reaches us, and the peer will take over after its timeout. Letting go now,
+            // not after the isolation timeout, means a link that comes back in between does not
+            // bring a second holder of the VIP back with it.
+            self.become_slave("the link carrying the VIP lost its carrier");
+        }
+    }
+
     fn on_errant(&mut self, count: u64) {
         self.raise(Alarm::ErrantTransactions { count });
         if !self.needs_resync {
@@ -312,15 +325,11 @@ impl Node {
     }
 
     fn on_done(&mut self, id: OpId, result: Result<Done, OpError>) {
-        if self.orphan == Some(id) {
-            self.orphan = None;
+        if let Some(op) = self.orphans.remove(&id) {
             if let Ok(done) = &result {
                 // Its effect happened; record it so the world view stays true.
-                if let Some(Step::Run(op)) = self.orphan_op.take() {
-                    self.apply_effect(&op, done);
-                }
+                self.apply_effect(&op, done);
             }
-            self.orphan_op = None;
             return;
         }
         if self.plan.as_ref().is_some_and(|p| p.inflight == Some(id)) {
@@ -476,8 +485,7 @@ impl Node {
     }
 
     pub(crate) fn persist_inflight(&self) -> bool {
-        let orphan_persist = self.orphan.is_some() && matches!(self.orphan_op, Some(Step::Run(Op::Persist(_))));
-        orphan_persist
+        self.orphans.values().any(|op| matches!(op, Op::Persist(_)))
             || self.background_has(|op| matches!(op, Op::Persist(_)))
             || self.plan.as_ref().is_some_and(|p| p.inflight.is_some() && matches!(p.steps.front(), Some(crate::plan::Step::Run(Op::Persist(_)))))
     }

@@ -151,12 +151,18 @@ impl Plan {
             // Moving the association is the cloud arbiter: the API serialises the two claims.
             ops.push(Op::MoveCloudIp { to: n.cfg.node });
         }
+        // A failover raises the VIP first (clients are waiting); a hand-over opens the database
+        // first, right after the claim, so that a slow VIP cannot leave a promised write
+        // position waiting while the world moves on.
+        if c.db && handover {
+            ops.push(Op::PromoteDb { wait_for });
+        }
         if c.vip {
             // GARP follows in the background once the VIP is up (see `plan_step_done`): a slow
             // burst must not hold back the database and the services.
             ops.push(Op::RaiseVip);
         }
-        if c.db {
+        if c.db && !handover {
             ops.push(Op::PromoteDb { wait_for });
         }
         if c.mongo {
@@ -237,22 +243,10 @@ impl Node {
     pub(crate) fn abort_plan(&mut self) {
         let Some(old) = self.plan.take() else { return };
         let Some(id) = old.inflight else { return };
-        let step = old.steps.front().cloned();
-        let takes = matches!(
-            step,
-            Some(Step::Run(
-                Op::RaiseVip
-                    | Op::PromoteDb { .. }
-                    | Op::StartServices
-                    | Op::FsPushStart { .. }
-                    | Op::PromoteMongo
-                    | Op::MoveCloudIp { .. }
-                    | Op::Persist(_)
-            ))
-        );
-        if takes {
-            self.orphan = Some(id);
-            self.orphan_op = step;
+        if let Some(Step::Run(op)) = old.steps.front() {
+            if takes(op) || matches!(op, Op::Persist(_)) {
+                self.orphans.insert(id, op.clone());
+            }
         }
     }
 
@@ -328,9 +322,13 @@ impl Node {
     /// `RaiseVip`). A releasing plan runs another of its steps first when it can; otherwise,
     /// and for promotions, it waits.
     fn step_clear_of_orphan(&mut self) -> bool {
-        let Some(Step::Run(orphan)) = self.orphan_op.clone().filter(|_| self.orphan.is_some()) else { return true };
+        // Orphans of aborted plans, and takes still running in the background (a repair).
+        let running: Vec<Op> = self.orphans.values().chain(self.background.values()).filter(|op| takes(op)).cloned().collect();
+        if running.is_empty() {
+            return true;
+        }
         let Some(plan) = self.plan.as_mut() else { return true };
-        let clashes = |s: &Step| matches!(s, Step::Run(op) if same_resource(op, &orphan));
+        let clashes = |s: &Step| matches!(s, Step::Run(op) if running.iter().any(|r| same_resource(op, r)));
         if !plan.steps.front().is_some_and(clashes) {
             return true;
         }
@@ -436,6 +434,11 @@ impl Node {
                 }
                 if plan.critical(&op) || !over {
                     plan.retry_at = Some(self.now.after(self.backoff(plan.attempts)));
+                    let probe = self.cfg.arp_probe && self.cfg.components.vip && self.cfg.mode == Mode::Lan;
+                    if matches!(op, Op::RaiseVip) && plan.goal == Goal::Master && probe {
+                        // By the retry the LAN may have moved on: look before raising again.
+                        plan.steps.push_front(Step::Run(Op::ArpProbe));
+                    }
                 } else {
                     // Not essential to the role: the alarm stays up, the rest of the plan goes on.
                     plan.steps.pop_front();
@@ -486,4 +489,9 @@ fn same_resource(a: &Op, b: &Op) -> bool {
         _ => 0,
     };
     r(a) != 0 && r(a) == r(b)
+}
+
+/// Operations that take a resource (the ones a later release must not overtake).
+fn takes(op: &Op) -> bool {
+    matches!(op, Op::RaiseVip | Op::PromoteDb { .. } | Op::StartServices | Op::FsPushStart { .. } | Op::PromoteMongo | Op::MoveCloudIp { .. })
 }

@@ -27,6 +27,8 @@ pub enum Alarm {
     OpFailing { op: String },
     /// Another host answered ARP for the VIP while this node was Master and the peer silent.
     VipConflict,
+    /// The interface carrying the VIP has no carrier.
+    LinkDown,
     /// The VIP was removed or added behind the node's back.
     VipTamperedWith,
     /// The cloud public IP is associated with another node while this one was Master.
@@ -50,6 +52,7 @@ impl fmt::Display for Alarm {
             Alarm::OpFailing { op } => write!(f, "op-failing({op})"),
             Alarm::VipTamperedWith => f.write_str("vip-tampered-with"),
             Alarm::VipConflict => f.write_str("vip-conflict"),
+            Alarm::LinkDown => f.write_str("link-down"),
             Alarm::CloudIpMovedAway => f.write_str("cloud-ip-moved-away"),
             Alarm::PeerInstanceRunning => f.write_str("peer-instance-running"),
             Alarm::SwitchoverFailed => f.write_str("switchover-failed"),

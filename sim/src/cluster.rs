@@ -72,6 +72,7 @@ enum Ev {
     OpDone { ix: Ix, inc: u64, id: OpId, op: Op, deadline: u64 },
     OpFail { ix: Ix, inc: u64, id: OpId, err: OpError },
     Progress { ix: Ix, inc: u64, job: u64, done: u64, total: u64 },
+    Link { ix: Ix, inc: u64, up: bool },
     Fault(Fault),
     Replicate,
     Report,
@@ -80,6 +81,8 @@ enum Ev {
 
 const REPLICATE_EVERY: u64 = 20;
 const REPORT_EVERY: u64 = 250;
+/// How long the VIP adapter takes to see a carrier change (a netlink event).
+const LINK_EVENT_DELAY: u64 = 5;
 /// systemd `RestartSec=` of the daemon's unit.
 pub const RESTART_DELAY: u64 = 1000;
 
@@ -212,6 +215,11 @@ impl Sim {
                     self.feed(ix, Input::JobProgress { job, done, total });
                 }
             }
+            Ev::Link { ix, inc, up } => {
+                if inc == self.inc[ix] {
+                    self.feed(ix, Input::LinkObserved { up });
+                }
+            }
             Ev::Fault(f) => self.apply_fault(f),
             Ev::Replicate => {
                 for (ix, count) in self.world.replicate() {
@@ -260,6 +268,12 @@ impl Sim {
                 }
             }
             Fault::Release | Fault::Heal => self.release_held(),
+            Fault::LinkDown(ix) | Fault::LinkUp(ix) => {
+                // The VIP adapter watches the carrier through netlink: a few ms later.
+                let up = self.world.hosts[*ix].link;
+                let inc = self.inc[*ix];
+                self.push(self.now + LINK_EVENT_DELAY, Ev::Link { ix: *ix, inc, up });
+            }
             Fault::Drift(ix, ppm) => self.clocks[*ix].set_ppm(self.now, *ppm),
             Fault::Cmd(ix, cmd) => {
                 let req = self.next_req;
@@ -294,6 +308,9 @@ impl Sim {
         self.nodes[ix] = Some(Node::new(self.cfg.node_config(ix)));
         let persisted = self.world.hosts[ix].store.clone();
         self.feed(ix, Input::Start { persisted });
+        if !self.world.hosts[ix].link {
+            self.feed(ix, Input::LinkObserved { up: false });
+        }
         if let Some(n) = self.nodes[ix].as_ref() {
             self.checker.on_start(ix, n.epoch());
         }

@@ -278,12 +278,11 @@ impl World {
                         return Finish::Again(20);
                     }
                 }
-                // Before opening writes, the adapter fences the peer's database over the LAN if it
-                // answers (read_only=1, sessions killed): an old Master slow to fence itself must
-                // not accept writes beside us.
+                // Before opening writes, the adapter asks the peer's database over the LAN: while
+                // it answers and is writable (an old Master slow to fence itself), wait. It never
+                // fences the peer itself: it cannot know whose claim is the newer one.
                 if self.same_domain() && self.hosts[peer].powered && self.hosts[peer].db.writable {
-                    self.last_stretch[peer] = (self.writable_from[peer], self.acked.len());
-                    self.hosts[peer].db.writable = false;
+                    return Finish::Again(20);
                 }
                 if !self.hosts[ix].db.writable {
                     self.writable_from[ix] = self.acked.len();
