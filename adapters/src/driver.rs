@@ -54,11 +54,19 @@ pub struct DriverConfig {
     pub report_every: Duration,
     /// Whether to ask the database for reports at all (a node without a DB).
     pub db_reports: bool,
+    /// Whether to watch the VIP and its link (LAN mode) at the report interval.
+    pub vip_watch: bool,
 }
 
 impl Default for DriverConfig {
     fn default() -> Self {
-        DriverConfig { op_deadline: Duration::from_secs(3), copy_deadline: Duration::from_secs(6 * 3600), report_every: Duration::from_millis(250), db_reports: true }
+        DriverConfig {
+            op_deadline: Duration::from_secs(3),
+            copy_deadline: Duration::from_secs(6 * 3600),
+            report_every: Duration::from_millis(250),
+            db_reports: true,
+            vip_watch: true,
+        }
     }
 }
 
@@ -186,7 +194,7 @@ impl Driver {
                     self.replies.insert(id, req.reply);
                     Input::Command { req: id, cmd: req.cmd }
                 }
-                _ = report.tick(), if self.cfg.db_reports => {
+                _ = report.tick(), if self.cfg.db_reports || self.cfg.vip_watch => {
                     self.spawn_report();
                     continue;
                 }
@@ -242,8 +250,21 @@ impl Driver {
 
     fn spawn_report(&self) {
         let db = self.backends.db.clone();
+        let vip = self.backends.vip.clone();
+        let (want_db, want_vip) = (self.cfg.db_reports, self.cfg.vip_watch);
         let tx = self.results_tx.clone();
         tokio::spawn(async move {
+            if want_vip {
+                if let Ok(up) = vip.link_up().await {
+                    let _ = tx.send(Input::LinkObserved { up });
+                }
+                if let Ok(held) = vip.held().await {
+                    let _ = tx.send(Input::VipObserved { held });
+                }
+            }
+            if !want_db {
+                return;
+            }
             if let Ok(r) = db.report().await {
                 let _ = tx.send(Input::DbReport { position: r.position, writable: r.writable, replicating: r.replicating, lag_ms: r.lag_ms, semi_sync: r.semi_sync });
                 if r.errant > 0 {

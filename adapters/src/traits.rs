@@ -43,6 +43,8 @@ pub trait Vip: Send + Sync {
     async fn probe(&self) -> AdapterResult<bool>;
     /// Is the VIP configured on this host (to notice changes behind our back)?
     async fn held(&self) -> AdapterResult<bool>;
+    /// Does the interface carrying the VIP have carrier? A Master lets go at once when not.
+    async fn link_up(&self) -> AdapterResult<bool>;
 }
 
 /// Witness hosts: how many answer right now.

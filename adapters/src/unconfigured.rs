@@ -29,6 +29,9 @@ impl Vip for NotConfigured {
     async fn held(&self) -> AdapterResult<bool> {
         no("the virtual IP")
     }
+    async fn link_up(&self) -> AdapterResult<bool> {
+        no("the virtual IP")
+    }
 }
 
 #[async_trait]

@@ -62,6 +62,8 @@ pub struct Node {
     pub(crate) repair_attempts: u32,
     /// The peer was heard again after silence: a Master that keeps its role sends GARP (B3).
     pub(crate) peer_returned: bool,
+    /// Consecutive VIP observations that disagree with what we think we hold.
+    pub(crate) vip_mismatches: u32,
     /// Since when this Master, winning by epoch, has heard the peer still claim Master.
     pub(crate) outranked_peer_since: Option<Millis>,
     pub(crate) alarms: BTreeSet<Alarm>,
@@ -132,6 +134,7 @@ impl Node {
             repair_at: Millis::ZERO,
             repair_attempts: 0,
             peer_returned: false,
+            vip_mismatches: 0,
             outranked_peer_since: None,
             alarms: BTreeSet::new(),
             handover: None,
@@ -313,9 +316,17 @@ impl Node {
     }
 
     fn on_vip_observed(&mut self, held: bool) {
-        if held == self.vip_held || !self.cfg.components.vip {
+        let vip_op_running = self.background_has(|o| matches!(o, Op::RaiseVip | Op::DropVip)) || self.plan.is_some() || !self.orphans.is_empty();
+        if held == self.vip_held || !self.cfg.components.vip || vip_op_running {
+            self.vip_mismatches = 0;
             return;
         }
+        // A report taken just before our own change lands may disagree once: act on two.
+        self.vip_mismatches += 1;
+        if self.vip_mismatches < 2 {
+            return;
+        }
+        self.vip_mismatches = 0;
         self.raise(Alarm::VipTamperedWith);
         self.vip_held = held;
         let want = self.role == Role::Master && self.handover.is_none();

@@ -94,6 +94,9 @@ impl Vip for SimBackend {
     async fn held(&self) -> AdapterResult<bool> {
         Ok(lock(&self.world).hosts[self.ix].vip)
     }
+    async fn link_up(&self) -> AdapterResult<bool> {
+        Ok(lock(&self.world).hosts[self.ix].link)
+    }
 }
 
 #[async_trait]
