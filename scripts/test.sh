@@ -15,6 +15,8 @@ cargo test --workspace --locked
 # Ten thousand random fault schedules (seeds 1..10000, about 3 s); any failure prints the one
 # command that replays it.
 cargo run --release --locked -q -p ridondato -- sim --sweep 10000
+# The same kind of schedules through the real async driver under turmoil (about 10 s).
+cargo run --release --locked -q -p ridondato -- sim --sweep 100 --tier2
 # The scenario files once more through the operator's command, as a newcomer would run them.
 cargo run --release --locked -q -p ridondato -- sim scenarios/*.scn > /tmp/ridondato-scenarios.txt
 grep -c '^PASS' /tmp/ridondato-scenarios.txt | xargs -I{} echo "{} scenarios passed through \`ridondato sim\`"

@@ -5,7 +5,7 @@ use ridondato_sim::trace::render;
 use ridondato_sim::Scenario;
 use std::time::Instant;
 
-const USAGE: &str = "usage: ridondato sim FILE... [--seed S]\n       ridondato sim --sweep N [--seed S] [--threads T] [--trace]\n       ridondato sim --bench";
+const USAGE: &str = "usage: ridondato sim FILE... [--seed S]\n       ridondato sim --sweep N [--seed S] [--threads T] [--trace] [--tier2]\n       ridondato sim --bench";
 
 pub fn run(args: &[String]) -> Result<(), String> {
     let mut files = Vec::new();
@@ -13,6 +13,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let mut sweep_n: Option<u64> = None;
     let mut threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut show_trace = false;
+    let mut tier2 = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
@@ -21,6 +22,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             "--sweep" => sweep_n = Some(val("--sweep")?.parse().map_err(|_| "--sweep: not a number".to_string())?),
             "--threads" => threads = val("--threads")?.parse().map_err(|_| "--threads: not a number".to_string())?,
             "--trace" => show_trace = true,
+            "--tier2" => tier2 = true,
             "--bench" => return bench(),
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -31,10 +33,35 @@ pub fn run(args: &[String]) -> Result<(), String> {
         }
     }
     match (sweep_n, files.is_empty()) {
+        (Some(n), true) if tier2 => run_tier2(n, seed.unwrap_or(1)),
         (Some(n), true) => run_sweep(n, seed.unwrap_or(1), threads, show_trace),
         (None, false) => run_files(&files, seed),
         _ => Err(USAGE.to_string()),
     }
+}
+
+/// The same random schedules through the real driver under turmoil (operator commands left out:
+/// this tier does not drive the control channel), checking the safety invariants.
+fn run_tier2(n: u64, first: u64) -> Result<(), String> {
+    let start = Instant::now();
+    let mut failures = Vec::new();
+    for seed in first..first + n {
+        let s = random_schedule(seed);
+        let ops: Vec<_> = s.ops.into_iter().filter(|(_, f)| !matches!(f, ridondato_sim::Fault::Cmd(..))).collect();
+        let r = ridondato_sim::turmoil_tier::run(&s.cfg, &ops, s.heal_at)?;
+        if !r.violations.is_empty() {
+            failures.push((seed, r.violations.join("; ")));
+        }
+    }
+    println!("tier 2: {n} schedules (seeds {first}..{}) in {:.1} s", first + n - 1, start.elapsed().as_secs_f64());
+    if failures.is_empty() {
+        println!("PASS: every safety invariant held");
+        return Ok(());
+    }
+    for (seed, e) in &failures {
+        println!("FAIL seed {seed}: {e}");
+    }
+    Err(format!("{} of {n} schedules failed", failures.len()))
 }
 
 /// Speed of both tiers: simulated seconds per wall second and schedules per second.
