@@ -1,10 +1,15 @@
 //! Adapters: one trait per outside world, the driver that runs a core node on them, and the
 //! real backends (behind cargo features, so the simulator builds without them).
 
+pub mod auth_codec;
 pub mod codec;
 pub mod driver;
+pub mod services_cmd;
+pub mod store_file;
 pub mod traits;
+pub mod udp;
 pub mod unconfigured;
+pub mod witness_tcp;
 
 pub use codec::{JsonCodec, MessageCodec};
 pub use driver::{Backends, CommandRequest, Driver, DriverConfig, DriverHandle, DriverStats};
