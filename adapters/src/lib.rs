@@ -4,6 +4,8 @@
 pub mod auth_codec;
 pub mod codec;
 pub mod driver;
+#[cfg(feature = "lan")]
+pub mod lan;
 pub mod services_cmd;
 pub mod store_file;
 pub mod traits;

@@ -3,11 +3,14 @@
 mod cli;
 mod config;
 mod control;
+mod daemon;
+mod notify;
 mod sim_cmd;
 
 const USAGE: &str = "ridondato — a high-availability pair for a PBX
 
 usage:
+  ridondato run --config FILE               the daemon
   ridondato check-config FILE               validate a node configuration
   ridondato status [--json]                 this node's state, peer, VIP, replication, job, alarms
   ridondato set-state master|slave|off      change this node's state (S15)
@@ -24,6 +27,7 @@ fn main() {
     let rest = args.get(1..).unwrap_or(&[]);
     let result = match args.first().map(String::as_str) {
         Some("sim") => sim_cmd::run(rest),
+        Some("run") => daemon::run(rest),
         Some("check-config") => check_config(rest),
         Some("status") => cli::status(rest),
         Some(verb @ ("set-state" | "switchover" | "maintenance" | "resync")) => cli::command(verb, rest),

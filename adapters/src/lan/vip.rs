@@ -1,0 +1,199 @@
+//! The shared IPs of LAN mode (S3, S4) on rtnetlink, with gratuitous ARP and ARP probes sent
+//! natively (not through `arping`, whose Debian build sends no GARP without `-S`).
+//! IPv6 shared IPs are added and removed like IPv4 ones; unsolicited neighbour advertisements
+//! for them are not sent yet.
+
+use super::arp;
+use crate::traits::{AdapterError, AdapterResult, Vip};
+use async_trait::async_trait;
+use futures::stream::TryStreamExt;
+use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::link::{LinkAttribute, LinkFlags};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+/// One node IP: interface, address, prefix, label, primary flag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedIpSpec {
+    pub interface: String,
+    pub address: IpAddr,
+    pub prefix: u8,
+    pub label: Option<String>,
+    pub primary: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct ArpTiming {
+    /// Gratuitous ARP: rounds per burst, gap between rounds, delay of the second burst (B3).
+    pub garp_count: u32,
+    pub garp_gap: Duration,
+    pub garp_repeat_after: Duration,
+    /// Probe: how many, how far apart, how long to listen for an answer.
+    pub probe_count: u32,
+    pub probe_gap: Duration,
+    pub probe_wait: Duration,
+}
+
+impl Default for ArpTiming {
+    fn default() -> Self {
+        ArpTiming {
+            garp_count: 3,
+            garp_gap: Duration::from_millis(20),
+            garp_repeat_after: Duration::from_secs(2),
+            probe_count: 2,
+            probe_gap: Duration::from_millis(25),
+            probe_wait: Duration::from_millis(80),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct NetlinkVip {
+    handle: rtnetlink::Handle,
+    ips: Vec<SharedIpSpec>,
+    timing: ArpTiming,
+}
+
+fn err(what: &str, e: impl std::fmt::Display) -> AdapterError {
+    AdapterError::new(format!("{what}: {e}"))
+}
+
+struct LinkInfo {
+    index: u32,
+    mac: arp::Mac,
+    carrier: bool,
+}
+
+impl NetlinkVip {
+    pub fn new(ips: Vec<SharedIpSpec>, timing: ArpTiming) -> AdapterResult<NetlinkVip> {
+        if ips.is_empty() {
+            return Err(AdapterError::new("no shared IP configured"));
+        }
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| err("opening rtnetlink", e))?;
+        tokio::spawn(conn);
+        Ok(NetlinkVip { handle, ips, timing })
+    }
+
+    async fn link(&self, name: &str) -> AdapterResult<LinkInfo> {
+        let mut links = self.handle.link().get().match_name(name.to_string()).execute();
+        let link = links.try_next().await.map_err(|e| err(&format!("interface {name}"), e))?.ok_or_else(|| AdapterError::new(format!("no interface {name}")))?;
+        let mac = link
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Address(m) if m.len() == 6 => m.as_slice().try_into().ok(),
+                _ => None,
+            })
+            .unwrap_or([0; 6]);
+        let carrier = link.header.flags.contains(LinkFlags::LowerUp) && link.header.flags.contains(LinkFlags::Up);
+        Ok(LinkInfo { index: link.header.index, mac, carrier })
+    }
+
+    async fn present(&self, ip: &SharedIpSpec, index: u32) -> AdapterResult<Option<netlink_packet_route::address::AddressMessage>> {
+        let mut addrs = self.handle.address().get().set_link_index_filter(index).set_address_filter(ip.address).execute();
+        while let Some(m) = addrs.try_next().await.map_err(|e| err("listing addresses", e))? {
+            let has = m.attributes.iter().any(|a| matches!(a, AddressAttribute::Address(x) | AddressAttribute::Local(x) if *x == ip.address));
+            if has && m.header.prefix_len == ip.prefix {
+                return Ok(Some(m));
+            }
+        }
+        Ok(None)
+    }
+
+    fn v4(&self) -> impl Iterator<Item = (&SharedIpSpec, Ipv4Addr)> {
+        self.ips.iter().filter_map(|s| match s.address {
+            IpAddr::V4(a) => Some((s, a)),
+            IpAddr::V6(_) => None,
+        })
+    }
+
+    async fn announce(&self) -> AdapterResult<()> {
+        for (spec, ip) in self.v4() {
+            let l = self.link(&spec.interface).await?;
+            let (iface, t) = (spec.interface.clone(), self.timing.clone());
+            tokio::task::spawn_blocking(move || arp::announce_blocking(&iface, l.mac, ip, t.garp_count, t.garp_gap))
+                .await
+                .map_err(|e| err("gratuitous ARP", e))?
+                .map_err(|e| err(&format!("gratuitous ARP on {}", spec.interface), e))?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Vip for NetlinkVip {
+    async fn raise(&self) -> AdapterResult<()> {
+        for ip in &self.ips {
+            let l = self.link(&ip.interface).await?;
+            if self.present(ip, l.index).await?.is_some() {
+                continue; // idempotent: already there
+            }
+            let mut req = self.handle.address().add(l.index, ip.address, ip.prefix);
+            if let Some(label) = &ip.label {
+                req.message_mut().attributes.push(AddressAttribute::Label(label.clone()));
+            }
+            req.execute().await.map_err(|e| err(&format!("adding {}/{} on {}", ip.address, ip.prefix, ip.interface), e))?;
+        }
+        Ok(())
+    }
+
+    async fn drop_vip(&self) -> AdapterResult<()> {
+        for ip in &self.ips {
+            let l = self.link(&ip.interface).await?;
+            if let Some(m) = self.present(ip, l.index).await? {
+                self.handle.address().del(m).execute().await.map_err(|e| err(&format!("removing {} from {}", ip.address, ip.interface), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn garp(&self) -> AdapterResult<()> {
+        self.announce().await?;
+        // A second burst later (B3): a switch or phone busy during the first one learns now.
+        let again = NetlinkVip { handle: self.handle.clone(), ips: self.ips.clone(), timing: self.timing.clone() };
+        tokio::spawn(async move {
+            tokio::time::sleep(again.timing.garp_repeat_after).await;
+            if let Err(e) = again.announce().await {
+                tracing::warn!("second gratuitous ARP burst: {e}");
+            }
+        });
+        Ok(())
+    }
+
+    async fn probe(&self) -> AdapterResult<bool> {
+        for (spec, ip) in self.v4() {
+            let l = self.link(&spec.interface).await?;
+            if !l.carrier {
+                return Err(AdapterError::new(format!("{} has no carrier: a probe would prove nothing", spec.interface)));
+            }
+            let (iface, t) = (spec.interface.clone(), self.timing.clone());
+            let answered = tokio::task::spawn_blocking(move || arp::probe_blocking(&iface, l.mac, ip, t.probe_count, t.probe_gap, t.probe_wait))
+                .await
+                .map_err(|e| err("ARP probe", e))?
+                .map_err(|e| err(&format!("ARP probe on {}", spec.interface), e))?;
+            if answered {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn held(&self) -> AdapterResult<bool> {
+        for ip in &self.ips {
+            let l = self.link(&ip.interface).await?;
+            if self.present(ip, l.index).await?.is_none() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    async fn link_up(&self) -> AdapterResult<bool> {
+        for ip in &self.ips {
+            if !self.link(&ip.interface).await?.carrier {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}

@@ -1,0 +1,122 @@
+//! `ridondato run --config FILE`: the daemon. Validates the whole configuration first, builds
+//! the backends, runs the driver, serves the control socket, tells systemd when it is ready and
+//! that it is alive, and on SIGTERM hands the Master role over before exiting.
+
+use crate::config::{self, NodeConfig};
+use ridondato_adapters::auth_codec::{AuthCodec, Key};
+use ridondato_adapters::lan::{ArpTiming, NetlinkVip, SharedIpSpec};
+use ridondato_adapters::services_cmd::{CommandServices, ServiceControl};
+use ridondato_adapters::store_file::FileStateStore;
+use ridondato_adapters::udp::UdpTransport;
+use ridondato_adapters::witness_tcp::TcpWitness;
+use ridondato_adapters::{Backends, Driver, DriverConfig};
+use ridondato_core::{Command, Node};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub fn run(args: &[String]) -> Result<(), String> {
+    let path = match args {
+        [flag, file] if flag == "--config" => file,
+        _ => return Err("usage: ridondato run --config FILE".into()),
+    };
+    let cfg = config::load(std::path::Path::new(path))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_target(false)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| format!("starting the runtime: {e}"))?;
+    rt.block_on(serve(cfg))
+}
+
+/// The address on the route to the peer: connecting a UDP socket sends nothing.
+fn route_source(peer: IpAddr) -> Result<IpAddr, String> {
+    let any: SocketAddr = if peer.is_ipv4() { "0.0.0.0:0".parse() } else { "[::]:0".parse() }.map_err(|e| format!("{e}"))?;
+    let s = std::net::UdpSocket::bind(any).map_err(|e| e.to_string())?;
+    s.connect((peer, 9)).map_err(|e| format!("no route to the peer {peer}: {e}"))?;
+    s.local_addr().map(|a| a.ip()).map_err(|e| e.to_string())
+}
+
+fn backends(cfg: &NodeConfig) -> Result<Backends, String> {
+    let f = &cfg.file;
+    let mut b = Backends::unconfigured();
+    b.store = Arc::new(FileStateStore::new(&f.node.state_dir).map_err(|e| format!("node.state_dir: {e}"))?);
+    if !f.shared_ips.is_empty() {
+        let ips = f
+            .shared_ips
+            .iter()
+            .map(|s| SharedIpSpec { interface: s.interface.clone(), address: s.address, prefix: s.prefix, label: s.label.clone(), primary: s.primary })
+            .collect();
+        let timing = ArpTiming {
+            garp_count: f.garp.count,
+            garp_gap: Duration::from_millis(f.garp.interval_ms),
+            garp_repeat_after: Duration::from_millis(f.garp.repeat_after_ms),
+            ..ArpTiming::default()
+        };
+        b.vip = Arc::new(NetlinkVip::new(ips, timing).map_err(|e| format!("shared_ip: {e}"))?);
+    }
+    if !f.witness.hosts.is_empty() {
+        b.witness = Arc::new(TcpWitness { hosts: f.witness.hosts.clone(), timeout: Duration::from_millis(f.witness.timeout_ms) });
+    }
+    if let Some(s) = &f.services {
+        let control = match (&s.start_hook, &s.stop_hook) {
+            (Some(start), Some(stop)) => ServiceControl::Hooks { start: start.clone(), stop: stop.clone() },
+            _ => ServiceControl::Systemd(s.units.clone()),
+        };
+        b.services = Arc::new(CommandServices { control, timeout: Duration::from_millis(s.timeout_ms) });
+    }
+    // Components whose adapters have not landed yet are refused rather than half-run.
+    for (section, present) in [("db", f.db.is_some()), ("mongo", f.mongo.is_some()), ("fs", f.fs.is_some()), ("cloud", f.cloud.is_some())] {
+        if present {
+            return Err(format!("[{section}]: this build has no {section} adapter yet; remove the section to run without it"));
+        }
+    }
+    Ok(b)
+}
+
+async fn serve(cfg: NodeConfig) -> Result<(), String> {
+    let f = &cfg.file;
+    let key = Key::from_file(&f.node.secret_file).map_err(|e| format!("node.secret_file: {e}"))?;
+    let backends = backends(&cfg)?;
+    let local_ip = match f.node.management_ip {
+        Some(ip) => ip,
+        None => route_source(f.node.peer_ip).map_err(|e| format!("node.management_ip: {e}"))?,
+    };
+    let transport = UdpTransport::bind(SocketAddr::new(local_ip, f.node.port), SocketAddr::new(f.node.peer_ip, f.node.port))
+        .await
+        .map_err(|e| format!("node.management_ip: {e}"))?;
+    let codec = AuthCodec::starting_now(key, cfg.core.node.0, cfg.core.peer.0);
+    let dcfg = DriverConfig {
+        op_deadline: Duration::from_millis(f.timing.op_deadline_ms.unwrap_or(3000)),
+        db_reports: f.db.is_some(),
+        vip_watch: !f.shared_ips.is_empty(),
+        ..DriverConfig::default()
+    };
+    let handover_wait = Duration::from_millis(cfg.core.timing.handover_timeout + 2000);
+    let (driver, handle) = Driver::new(Node::new(cfg.core.clone()), backends, Arc::new(transport), Arc::new(codec), dcfg);
+    tracing::info!(node = %cfg.core.node, peer = %f.node.peer_ip, "ridondato starting on {local_ip}:{}", f.node.port);
+
+    let socket = f.node.control_socket.clone();
+    let h = handle.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::control::serve(&socket, h).await {
+            tracing::error!("control socket {}: {e}", socket.display());
+        }
+    });
+    let h = handle.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else { return };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::info!("stopping: handing over if Master, then letting go");
+        match tokio::time::timeout(handover_wait, h.command(Command::Shutdown)).await {
+            Ok(Ok(m)) => tracing::info!("{m}"),
+            Ok(Err(e)) => tracing::warn!("shutdown: {e}"),
+            Err(_) => tracing::warn!("shutdown: no answer in time"),
+        }
+    });
+    crate::notify::spawn(handle.clone());
+    let result = driver.run().await.map_err(|e| e.to_string());
+    let _ = std::fs::remove_file(&f.node.control_socket);
+    result
+}
