@@ -4,6 +4,7 @@ mod cli;
 mod config;
 mod control;
 mod daemon;
+mod debug_cmd;
 mod notify;
 mod sim_cmd;
 
@@ -20,6 +21,7 @@ usage:
   ridondato sim FILE... [--seed S]          run scenario files in the simulator
   ridondato sim --sweep N [--seed S]        run N random fault schedules
   ridondato sim --bench                     simulator speed
+  ridondato lab-frame ...                   send a (forged/repeated) frame, for lab tests
 Operator commands take --socket PATH or --config FILE (default socket /run/ridondato/control.sock).";
 
 fn main() {
@@ -28,6 +30,7 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("sim") => sim_cmd::run(rest),
         Some("run") => daemon::run(rest),
+        Some("lab-frame") => debug_cmd::run(rest),
         Some("check-config") => check_config(rest),
         Some("status") => cli::status(rest),
         Some(verb @ ("set-state" | "switchover" | "maintenance" | "resync")) => cli::command(verb, rest),

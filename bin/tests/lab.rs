@@ -1,0 +1,308 @@
+//! Real LAN tests: two `ridondato run` daemons in network namespaces (scripts/lab.sh), a client,
+//! real VIPs and real ARP. Root, iproute2, nftables and ping are needed; under CI=true their
+//! absence fails the test, elsewhere the test says why it skipped.
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ridondato");
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn sh(args: &[&str]) -> (bool, String) {
+    match Command::new(args[0]).args(&args[1..]).output() {
+        Ok(o) => (o.status.success(), String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
+/// Whether the lab can run here; under CI a missing piece is a failure.
+fn lab_available() -> bool {
+    let root = sh(&["id", "-u"]).1.trim() == "0";
+    let tools = ["ip", "nft", "ping"].iter().all(|t| sh(&["which", t]).0);
+    if root && tools {
+        return true;
+    }
+    let why = format!("lab tests need root and ip, nft, ping (root: {root}, tools: {tools})");
+    assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{why}");
+    eprintln!("SKIP: {why}");
+    false
+}
+
+/// A lab and its daemons; everything is torn down on drop, even when the test fails.
+struct Lab {
+    name: String,
+    work: PathBuf,
+    env: std::collections::BTreeMap<String, String>,
+    daemons: Vec<(String, Child)>,
+}
+
+impl Lab {
+    fn up(tag: &str) -> Lab {
+        let name = format!("t{}{tag}", std::process::id() % 10000);
+        let script = repo().join("scripts/lab.sh");
+        let _ = sh(&["bash", script.to_str().unwrap_or_default(), "down", &name]);
+        let (ok, out) = sh(&["bash", script.to_str().unwrap_or_default(), "up", &name]);
+        assert!(ok, "lab up: {out}");
+        let (_, env_out) = sh(&["bash", script.to_str().unwrap_or_default(), "env", &name]);
+        let env = env_out.split_whitespace().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let work = std::env::temp_dir().join(format!("ridondato-lab-{name}"));
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work).expect("work dir");
+        let secret = work.join("secret");
+        std::fs::write(&secret, b"lab secret 0123456789abcdef\n").expect("secret");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let lab = Lab { name, work, env, daemons: Vec::new() };
+        for n in ["a", "b"] {
+            let (ok, out) = sh(&["bash", repo().join("scripts/lab-node.sh").to_str().unwrap_or_default(), &lab.name, n, lab.work.to_str().unwrap_or_default()]);
+            assert!(ok, "config {n}: {out}");
+        }
+        lab
+    }
+
+    fn var(&self, k: &str) -> &str {
+        self.env.get(k).map(String::as_str).unwrap_or_default()
+    }
+
+    fn ns(&self, node: &str) -> String {
+        format!("rd{}-{node}", self.name)
+    }
+
+    fn exec(&self, node: &str, args: &[&str]) -> (bool, String) {
+        let mut v = vec!["ip", "netns", "exec"];
+        let ns = self.ns(node);
+        v.push(&ns);
+        v.extend_from_slice(args);
+        sh(&v)
+    }
+
+    fn lab(&self, args: &[&str]) {
+        let script = repo().join("scripts/lab.sh");
+        let mut v = vec!["bash", script.to_str().unwrap_or_default()];
+        v.push(args[0]);
+        v.push(&self.name);
+        v.extend_from_slice(&args[1..]);
+        let (ok, out) = sh(&v);
+        assert!(ok, "lab {args:?}: {out}");
+    }
+
+    fn start(&mut self, node: &str) {
+        let log = std::fs::File::create(self.work.join(format!("{node}.log"))).expect("log");
+        let cfg = self.work.join(format!("{node}.toml"));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(node), BIN, "run", "--config", cfg.to_str().unwrap_or_default()])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start daemon");
+        self.daemons.push((node.to_string(), child));
+    }
+
+    /// SIGKILL, as a crashed daemon: the kernel keeps its addresses.
+    fn kill9(&mut self, node: &str) {
+        if let Some(i) = self.daemons.iter().position(|(n, _)| n == node) {
+            let (_, mut c) = self.daemons.remove(i);
+            // `ip netns exec` execs the daemon, so this PID is the daemon's.
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn status(&self, node: &str) -> Option<Value> {
+        let sock = self.work.join(format!("{node}.sock"));
+        let out = Command::new(BIN).args(["status", "--json", "--socket", sock.to_str().unwrap_or_default()]).output().ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    fn role(&self, node: &str) -> String {
+        self.status(node).and_then(|s| s["role"].as_str().map(str::to_lowercase)).unwrap_or_else(|| "down".into())
+    }
+
+    fn wait_role(&self, node: &str, role: &str, within: Duration) -> bool {
+        let t = Instant::now();
+        while t.elapsed() < within {
+            if self.role(node) == role {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn holds_vip(&self, node: &str) -> bool {
+        self.exec(node, &["ip", "-o", "addr", "show", "dev", "eth0"]).1.contains(&format!("{}/", self.var("LAB_VIP")))
+    }
+
+    fn mac(&self, node: &str) -> String {
+        self.exec(node, &["cat", "/sys/class/net/eth0/address"]).1.trim().to_string()
+    }
+
+    /// The client pings the VIP; returns the MAC its neighbour table then holds for it.
+    fn client_reaches_vip(&self) -> Option<String> {
+        let vip = self.var("LAB_VIP").to_string();
+        let (ok, _) = self.exec("c", &["ping", "-c1", "-W1", &vip]);
+        if !ok {
+            return None;
+        }
+        let neigh = self.exec("c", &["ip", "neigh", "show", &vip]).1;
+        neigh.split_whitespace().skip_while(|w| *w != "lladdr").nth(1).map(str::to_string)
+    }
+
+    fn log(&self, node: &str) -> String {
+        std::fs::read_to_string(self.work.join(format!("{node}.log"))).unwrap_or_default()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.daemons {
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+        }
+        for (_, c) in &mut self.daemons {
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(15) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let script = repo().join("scripts/lab.sh");
+        let _ = sh(&["bash", script.to_str().unwrap_or_default(), "down", &self.name]);
+        if std::thread::panicking() {
+            for n in ["a", "b"] {
+                eprintln!("--- log of {n}:\n{}", self.log(n));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.work);
+    }
+}
+
+fn a_master_b_slave(lab: &mut Lab) {
+    lab.start("a");
+    assert!(lab.wait_role("a", "master", Duration::from_secs(5)), "a alone becomes Master (S10)");
+    lab.start("b");
+    assert!(lab.wait_role("b", "slave", Duration::from_secs(5)), "b, started second, becomes Slave (S10)");
+    assert_eq!(lab.role("a"), "master");
+    assert!(lab.holds_vip("a") && !lab.holds_vip("b"));
+}
+
+#[test]
+fn startup_power_loss_failover_garp_and_no_preemption() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::up("f");
+    a_master_b_slave(&mut lab);
+    assert_eq!(lab.client_reaches_vip().as_deref(), Some(lab.mac("a").as_str()), "the client reaches the VIP on a");
+    assert!(lab.work.join("a/services-running").exists() && !lab.work.join("b/services-running").exists(), "services only on the Master");
+
+    lab.lab(&["link-down", "a"]);
+    assert!(lab.wait_role("b", "master", Duration::from_secs(3)), "b takes over when a's link dies (S3)");
+    assert!(lab.holds_vip("b"));
+    // The client reaches the VIP on b without waiting for its ARP entry to expire: GARP.
+    assert_eq!(lab.client_reaches_vip().as_deref(), Some(lab.mac("b").as_str()), "GARP moved the client to b");
+    assert!(lab.wait_role("a", "slave", Duration::from_secs(2)), "a lets go of the VIP on carrier loss");
+    assert!(!lab.holds_vip("a"));
+
+    lab.lab(&["link-up", "a"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(lab.role("a"), "slave", "the returning node stays Slave (S12)");
+    assert_eq!(lab.role("b"), "master");
+    assert!(!lab.holds_vip("a") && lab.holds_vip("b"));
+}
+
+#[test]
+fn a_killed_master_daemon_never_leaves_two_hosts_answering() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::up("k");
+    a_master_b_slave(&mut lab);
+    lab.kill9("a");
+    // The kernel keeps a's VIP and keeps answering ARP: b must see that and not raise its own.
+    let t = Instant::now();
+    let mut both = 0;
+    while t.elapsed() < Duration::from_secs(3) {
+        if lab.holds_vip("a") && lab.holds_vip("b") {
+            both += 1;
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    assert_eq!(both, 0, "both hosts held the VIP");
+    assert_eq!(lab.role("b"), "slave");
+    let alarms = lab.status("b").map(|s| s["alarms"].to_string()).unwrap_or_default();
+    assert!(alarms.contains("VipAnsweredElsewhere"), "b says why it does not take over: {alarms}");
+    // The daemon comes back (systemd would restart it): it lets go, and one Master results.
+    lab.start("a");
+    let t = Instant::now();
+    let mut settled = false;
+    while t.elapsed() < Duration::from_secs(8) {
+        assert!(!(lab.holds_vip("a") && lab.holds_vip("b")), "both hosts held the VIP after the restart");
+        let roles = (lab.role("a"), lab.role("b"));
+        if (roles.0 == "master") != (roles.1 == "master") && (roles.0 == "slave" || roles.1 == "slave") {
+            settled = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    assert!(settled, "one Master and one Slave after the restart: {:?}", (lab.role("a"), lab.role("b")));
+}
+
+#[test]
+fn a_cut_heartbeat_path_while_the_vip_answers_causes_no_failover_and_switchover_works() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::up("c");
+    a_master_b_slave(&mut lab);
+    lab.lab(&["drop-udp", "b", "7400", "both"]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(lab.role("a"), "master");
+    assert_eq!(lab.role("b"), "slave", "no failover while a still answers for the VIP");
+    assert!(lab.holds_vip("a") && !lab.holds_vip("b"));
+    lab.lab(&["heal", "b"]);
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Planned switch-over through the CLI (B4/B5), then back.
+    let sock = lab.work.join("a.sock");
+    let (ok, out) = sh(&[BIN, "switchover", "--socket", sock.to_str().unwrap_or_default()]);
+    assert!(ok, "switchover: {out}");
+    assert!(out.contains("switch-over done"), "{out}");
+    assert!(lab.wait_role("b", "master", Duration::from_secs(2)));
+    assert!(lab.wait_role("a", "slave", Duration::from_secs(2)));
+    assert!(lab.holds_vip("b") && !lab.holds_vip("a"));
+    assert!(lab.wait_role("b", "master", Duration::from_secs(1)));
+    let (ok, out) = sh(&[BIN, "set-state", "bogus", "--socket", sock.to_str().unwrap_or_default()]);
+    assert!(!ok && out.contains("usage: ridondato set-state master|slave|off"), "{out}");
+}
+
+#[test]
+fn forged_and_replayed_frames_are_refused() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::up("r");
+    lab.start("b");
+    std::thread::sleep(Duration::from_secs(1));
+    let dest = format!("{}:7400", lab.var("LAB_B"));
+    let secret = lab.work.join("secret");
+    let s = secret.to_str().unwrap_or_default();
+    // From a's address (the transport ignores any other source before parsing).
+    let (ok, out) = lab.exec("a", &[BIN, "lab-frame", "--secret", s, "--from", "1", "--to", "2", "--dest", &dest, "--forge"]);
+    assert!(ok, "{out}");
+    let (ok, out) = lab.exec("a", &[BIN, "lab-frame", "--secret", s, "--from", "1", "--to", "2", "--dest", &dest, "--repeat", "2"]);
+    assert!(ok, "{out}");
+    std::thread::sleep(Duration::from_millis(500));
+    let log = lab.log("b");
+    assert!(log.contains("dropped a datagram: bad authentication tag"), "forged frame refused:\n{log}");
+    assert!(log.contains("dropped a datagram: replayed or reordered"), "replayed frame refused:\n{log}");
+    assert_eq!(log.matches("dropped a datagram").count(), 2, "exactly the forged and the repeated copy:\n{log}");
+}
