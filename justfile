@@ -23,3 +23,7 @@ rewrite:
 # simulator speed: simulated seconds per wall second and schedules per second
 bench:
     bash scripts/bench-sim.sh
+
+# VIP outage on master link loss, ridondato vs keepalived, false-failover soak, RSS and CPU
+bench-failover TRIALS="5" SOAK="300":
+    bash scripts/bench-failover.sh {{TRIALS}} {{SOAK}}

@@ -209,11 +209,29 @@ pub struct GarpSection {
     /// A second burst this long after the first (B3).
     #[serde(default = "default_garp_repeat")]
     pub repeat_after_ms: u64,
+    /// ARP probe before taking the VIP: how many probes, and how long to listen for an answer.
+    #[serde(default = "default_probe_count")]
+    pub probe_count: u32,
+    #[serde(default = "default_probe_wait")]
+    pub probe_wait_ms: u64,
+}
+
+fn default_probe_count() -> u32 {
+    2
+}
+fn default_probe_wait() -> u64 {
+    80
 }
 
 impl Default for GarpSection {
     fn default() -> Self {
-        GarpSection { count: default_garp_count(), interval_ms: default_garp_interval(), repeat_after_ms: default_garp_repeat() }
+        GarpSection {
+            count: default_garp_count(),
+            interval_ms: default_garp_interval(),
+            repeat_after_ms: default_garp_repeat(),
+            probe_count: default_probe_count(),
+            probe_wait_ms: default_probe_wait(),
+        }
     }
 }
 
@@ -372,6 +390,9 @@ pub fn parse(text: &str) -> Result<NodeConfig, Vec<ConfigProblem>> {
     };
     if file.garp.count == 0 {
         problems.push(problem("garp.count", "send at least one gratuitous ARP"));
+    }
+    if file.garp.probe_count == 0 || file.garp.probe_wait_ms < 10 {
+        problems.push(problem("garp.probe_wait_ms", "the ARP probe needs at least one probe and 10 ms to hear an answer"));
     }
     let core = Config {
         node: NodeId(n.id),

@@ -52,7 +52,9 @@ fn backends(cfg: &NodeConfig) -> Result<Backends, String> {
             garp_count: f.garp.count,
             garp_gap: Duration::from_millis(f.garp.interval_ms),
             garp_repeat_after: Duration::from_millis(f.garp.repeat_after_ms),
-            ..ArpTiming::default()
+            probe_count: f.garp.probe_count,
+            probe_gap: Duration::from_millis((f.garp.probe_wait_ms / (2 * u64::from(f.garp.probe_count))).max(1)),
+            probe_wait: Duration::from_millis(f.garp.probe_wait_ms),
         };
         b.vip = Arc::new(NetlinkVip::new(ips, timing).map_err(|e| format!("shared_ip: {e}"))?);
     }
