@@ -6,6 +6,7 @@
 #   lab.sh env NAME         print its addresses as shell variables
 #   lab.sh exec NAME NODE CMD...        run CMD in a, b, c (client) or sw
 #   lab.sh link-down|link-up NAME NODE  pull or plug NODE's cable (switch port down/up)
+#   lab.sh unplug NAME NODE             delete NODE's veth: the cable is gone for good
 #   lab.sh drop-udp NAME NODE PORT both|in|out   nftables drop of UDP PORT on NODE
 #   lab.sh loss NAME NODE PORT PCT      drop PCT % of UDP PORT packets into NODE at random
 #   lab.sh heal NAME NODE               remove NODE's nftables faults
@@ -52,6 +53,10 @@ exec)
 link-down | link-up)
     node=${3:?node}
     ip -n "$(ns sw)" link set "port$node" "${cmd#link-}"
+    ;;
+unplug)
+    node=${3:?node}
+    ip -n "$(ns sw)" link del "port$node"
     ;;
 drop-udp)
     node=${3:?node} port=${4:?port} dir=${5:-both}

@@ -212,11 +212,46 @@ fn startup_power_loss_failover_garp_and_no_preemption() {
     assert!(lab.wait_role("a", "slave", Duration::from_secs(2)), "a lets go of the VIP on carrier loss");
     assert!(!lab.holds_vip("a"));
 
-    lab.lab(&["link-up", "a"]);
+    // The dead node reboots while still cut off, then its cable comes back (S12).
+    lab.kill9("a");
+    lab.start("a");
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(lab.role("a"), "slave", "the returning node stays Slave (S12)");
-    assert_eq!(lab.role("b"), "master");
+    assert_ne!(lab.role("a"), "master", "a node without carrier takes nothing");
+    lab.lab(&["link-up", "a"]);
+    assert!(lab.wait_role("a", "slave", Duration::from_secs(3)), "the rebooted node hears the Master and stays Slave (S12)");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(lab.role("b"), "master", "no preemption");
     assert!(!lab.holds_vip("a") && lab.holds_vip("b"));
+}
+
+#[test]
+fn an_ipv6_shared_ip_moves_with_an_unsolicited_neighbour_advertisement() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::up("6");
+    let octet = lab.var("LAB_NET").rsplit('.').next().unwrap_or("1").to_string();
+    let vip6 = format!("fd00:198:18:{octet}::100");
+    for n in ["a", "b"] {
+        let extra = format!("[[shared_ip]]\ninterface = \"eth0\"\naddress = \"{vip6}\"\nprefix = 64\n");
+        let path = lab.work.join(format!("{n}.toml"));
+        let mut cfg = std::fs::read_to_string(&path).expect("config");
+        cfg.push_str(&extra);
+        std::fs::write(&path, cfg).expect("config");
+    }
+    let client6 = format!("fd00:198:18:{octet}::10/64");
+    let (ok, out) = lab.exec("c", &["ip", "-6", "addr", "add", &client6, "dev", "eth0", "nodad"]);
+    assert!(ok, "{out}");
+    a_master_b_slave(&mut lab);
+    let (ok, out) = lab.exec("c", &["ping", "-6", "-c1", "-W1", &vip6]);
+    assert!(ok, "the client reaches the IPv6 VIP on a: {out}");
+    let neigh = |lab: &Lab| lab.exec("c", &["ip", "-6", "neigh", "show", &vip6]).1;
+    assert!(neigh(&lab).contains(&lab.mac("a")), "{}", neigh(&lab));
+    lab.lab(&["link-down", "a"]);
+    assert!(lab.wait_role("b", "master", Duration::from_secs(3)));
+    std::thread::sleep(Duration::from_millis(300));
+    // No ping in between: only b's unsolicited NA can have moved the client's entry.
+    assert!(neigh(&lab).contains(&lab.mac("b")), "the NA moved the client to b: {}", neigh(&lab));
 }
 
 #[test]

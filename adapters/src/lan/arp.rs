@@ -85,12 +85,17 @@ pub fn probe_blocking(iface: &str, my_mac: Mac, ip: Ipv4Addr, count: u32, gap: D
     Ok(false)
 }
 
-/// Blocking: one burst of gratuitous ARP, `count` rounds `gap` apart.
-pub fn announce_blocking(iface: &str, mac: Mac, ip: Ipv4Addr, count: u32, gap: Duration) -> std::io::Result<()> {
+/// Blocking: one burst of announcements (gratuitous ARP, or unsolicited NA for IPv6), `count`
+/// rounds `gap` apart.
+pub fn announce_blocking(iface: &str, mac: Mac, ip: std::net::IpAddr, count: u32, gap: Duration) -> std::io::Result<()> {
     let (mut tx, _rx) = open(iface, Some(Duration::from_millis(5)))?;
+    let frames: Vec<Vec<u8>> = match ip {
+        std::net::IpAddr::V4(v4) => gratuitous(mac, v4).to_vec(),
+        std::net::IpAddr::V6(v6) => vec![super::ndp::unsolicited_na(mac, v6)],
+    };
     for i in 0..count {
-        for f in gratuitous(mac, ip) {
-            send(&mut *tx, &f)?;
+        for f in &frames {
+            send(&mut *tx, f)?;
         }
         if i + 1 < count {
             std::thread::sleep(gap);

@@ -1,13 +1,12 @@
-//! The shared IPs of LAN mode (S3, S4) on rtnetlink, with gratuitous ARP and ARP probes sent
-//! natively (not through `arping`, whose Debian build sends no GARP without `-S`).
-//! IPv6 shared IPs are added and removed like IPv4 ones; unsolicited neighbour advertisements
-//! for them are not sent yet.
+//! The shared IPs of LAN mode (S3, S4) on rtnetlink, with gratuitous ARP (unsolicited neighbour
+//! advertisements for IPv6) and ARP probes sent natively (not through `arping`, whose Debian
+//! build sends no GARP without `-S`).
 
 use super::arp;
 use crate::traits::{AdapterError, AdapterResult, Vip};
 use async_trait::async_trait;
 use futures::stream::TryStreamExt;
-use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -108,7 +107,8 @@ impl NetlinkVip {
     }
 
     async fn announce(&self) -> AdapterResult<()> {
-        for (spec, ip) in self.v4() {
+        for spec in &self.ips {
+            let ip = spec.address;
             let l = self.link(&spec.interface).await?;
             let (iface, t) = (spec.interface.clone(), self.timing.clone());
             tokio::task::spawn_blocking(move || arp::announce_blocking(&iface, l.mac, ip, t.garp_count, t.garp_gap))
@@ -131,6 +131,12 @@ impl Vip for NetlinkVip {
             let mut req = self.handle.address().add(l.index, ip.address, ip.prefix);
             if let Some(label) = &ip.label {
                 req.message_mut().attributes.push(AddressAttribute::Label(label.clone()));
+            }
+            if ip.address.is_ipv6() {
+                // The VIP is ours by the arbiter's word: no duplicate address detection, which
+                // would keep it unusable ("tentative") for a second.
+                req.message_mut().header.flags |= AddressHeaderFlags::Nodad;
+                req.message_mut().attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
             }
             req.execute().await.map_err(|e| err(&format!("adding {}/{} on {}", ip.address, ip.prefix, ip.interface), e))?;
         }
