@@ -128,7 +128,7 @@ for n in a b; do
     pid=$(pgrep -f "run --config $out/$n.toml" | head -1 || true)
     [ -n "$pid" ] || continue
     rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
-    t1=$(awk '{print $14 + $15}' "/proc/$pid/stat"); sleep 10; t2=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    t1=$(awk '{print $14 + $15}' "/proc/$pid/stat"); sleep 60; t2=$(awk '{print $14 + $15}' "/proc/$pid/stat")
     hz=$(getconf CLK_TCK)
-    awk -v n="$n" -v rss="$rss" -v d="$(( t2 - t1 ))" -v hz="$hz" 'BEGIN { printf "node %s: RSS %.1f MB, CPU %.2f %% of a core (10 s, heartbeat 100 ms, under 5 %% loss)\n", n, rss / 1024, d / hz / 10 * 100 }'
+    awk -v n="$n" -v rss="$rss" -v d="$(( t2 - t1 ))" -v hz="$hz" 'BEGIN { printf "node %s: RSS %.1f MB, CPU %.2f %% of a core (60 s, heartbeat 100 ms, under 5 %% loss)\n", n, rss / 1024, d / hz / 60 * 100 }'
 done

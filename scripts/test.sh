@@ -11,7 +11,7 @@ fi
 for deps in scripts/deps-*.sh; do
     [ -e "$deps" ] && bash "$deps"
 done
-cargo test --workspace --locked
+cargo test --workspace --all-features --locked
 # Ten thousand random fault schedules (seeds 1..10000, about 3 s); any failure prints the one
 # command that replays it.
 cargo run --release --locked -q -p ridondato -- sim --sweep 10000

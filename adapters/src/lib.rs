@@ -6,6 +6,8 @@ pub mod codec;
 pub mod driver;
 #[cfg(feature = "lan")]
 pub mod lan;
+#[cfg(feature = "mariadb")]
+pub mod mariadb;
 pub mod services_cmd;
 pub mod store_file;
 pub mod traits;

@@ -98,7 +98,6 @@ pub struct CloudSection {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // validated now, read by its adapter when that lands (issues 4, 5)
 pub struct DbSection {
     /// Local admin DSN, e.g. `mysql://root@localhost/?socket=/run/mysqld/mysqld.sock`.
     pub dsn: String,

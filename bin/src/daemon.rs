@@ -5,6 +5,7 @@
 use crate::config::{self, NodeConfig};
 use ridondato_adapters::auth_codec::{AuthCodec, Key};
 use ridondato_adapters::lan::{ArpTiming, NetlinkVip, SharedIpSpec};
+use ridondato_adapters::mariadb::{MariaDb, MariaDbConfig};
 use ridondato_adapters::services_cmd::{CommandServices, ServiceControl};
 use ridondato_adapters::store_file::FileStateStore;
 use ridondato_adapters::udp::UdpTransport;
@@ -68,8 +69,26 @@ fn backends(cfg: &NodeConfig) -> Result<Backends, String> {
         };
         b.services = Arc::new(CommandServices { control, timeout: Duration::from_millis(s.timeout_ms) });
     }
+    if let Some(db) = &f.db {
+        use std::str::FromStr;
+        let local = sqlx::mysql::MySqlConnectOptions::from_str(&db.dsn.replacen("mariadb://", "mysql://", 1)).map_err(|e| format!("db.dsn: {e}"))?;
+        let repl_password = std::fs::read_to_string(&db.repl_password_file)
+            .map_err(|e| format!("db.repl_password_file: {}: {e}", db.repl_password_file.display()))?
+            .trim_end()
+            .to_string();
+        let peers = [(cfg.core.peer, (f.node.peer_ip.to_string(), db.peer_port))].into_iter().collect();
+        b.db = Arc::new(MariaDb::new(MariaDbConfig {
+            local,
+            peers,
+            repl_user: db.repl_user.clone(),
+            repl_password,
+            app_user: db.app_user.clone(),
+            semi_sync: db.semi_sync,
+            apply_timeout: Duration::from_millis(db.promote_timeout_ms),
+        }));
+    }
     // Components whose adapters have not landed yet are refused rather than half-run.
-    for (section, present) in [("db", f.db.is_some()), ("mongo", f.mongo.is_some()), ("fs", f.fs.is_some()), ("cloud", f.cloud.is_some())] {
+    for (section, present) in [("mongo", f.mongo.is_some()), ("fs", f.fs.is_some()), ("cloud", f.cloud.is_some())] {
         if present {
             return Err(format!("[{section}]: this build has no {section} adapter yet; remove the section to run without it"));
         }

@@ -1,0 +1,241 @@
+//! The MariaDB adapter (feature `mariadb`): the Slave is a GTID replica of the Master
+//! (`MASTER_USE_GTID=slave_pos`); promotion applies everything received, stops and resets
+//! replication and opens writes; fencing sets read_only, kills client sessions and verifies.
+//! Replication is never started behind the daemon's back: run mariadbd with
+//! `--skip-slave-start`. Its own statements run with `sql_log_bin=0`, so the adapter never
+//! creates a local GTID that would later be errant.
+
+pub mod gtid;
+
+use crate::traits::{AdapterError, AdapterResult, Db, DbReport, ProgressFn};
+use async_trait::async_trait;
+use gtid::GtidPos;
+use ridondato_core::{NodeId, Position};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use sqlx::{Connection, MySqlConnection, MySqlPool, Row};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// The replication domain the pair writes in.
+const DOMAIN: u32 = 0;
+
+#[derive(Clone, Debug)]
+pub struct MariaDbConfig {
+    /// The local server, as an administrator.
+    pub local: MySqlConnectOptions,
+    /// Where each node's server listens, as seen from here (management network).
+    pub peers: BTreeMap<NodeId, (String, u16)>,
+    pub repl_user: String,
+    pub repl_password: String,
+    /// The application's account, checked for privileges that bypass read_only.
+    pub app_user: Option<String>,
+    pub semi_sync: bool,
+    /// How long promotion and catch-up wait for the relay log to be applied.
+    pub apply_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub struct MariaDb {
+    pool: MySqlPool,
+    cfg: MariaDbConfig,
+}
+
+fn db_err(what: &str) -> impl Fn(sqlx::Error) -> AdapterError + '_ {
+    move |e| AdapterError::new(format!("{what}: {e}"))
+}
+
+impl MariaDb {
+    pub fn new(cfg: MariaDbConfig) -> MariaDb {
+        // Lazy: the daemon starts even while the local server is still starting.
+        let pool = MySqlPoolOptions::new().max_connections(3).acquire_timeout(Duration::from_secs(2)).connect_lazy_with(cfg.local.clone());
+        MariaDb { pool, cfg }
+    }
+
+    /// One admin connection that writes nothing to the binary log.
+    async fn admin(&self) -> AdapterResult<sqlx::pool::PoolConnection<sqlx::MySql>> {
+        let mut c = self.pool.acquire().await.map_err(db_err("connecting to the local database"))?;
+        sqlx::query("SET SESSION sql_log_bin = 0").execute(&mut *c).await.map_err(db_err("sql_log_bin"))?;
+        Ok(c)
+    }
+
+    async fn var(&self, c: &mut MySqlConnection, name: &str) -> AdapterResult<String> {
+        let row = sqlx::query(&format!("SELECT CAST(@@GLOBAL.{name} AS CHAR)")).fetch_one(c).await.map_err(db_err(name))?;
+        Ok(row.try_get::<Option<String>, _>(0).map_err(db_err(name))?.unwrap_or_default())
+    }
+
+    async fn pos(&self, c: &mut MySqlConnection, name: &str) -> AdapterResult<GtidPos> {
+        GtidPos::parse(&self.var(c, name).await?).map_err(AdapterError::new)
+    }
+
+    /// read_only is off (a boolean in some versions, an enum — OFF, ON, NO_LOCK... — in others).
+    async fn writable(&self, c: &mut MySqlConnection) -> AdapterResult<bool> {
+        let v = self.var(c, "read_only").await?;
+        Ok(matches!(v.to_ascii_uppercase().as_str(), "0" | "OFF"))
+    }
+
+    /// `SHOW SLAVE STATUS` as column name -> value (empty when not a replica).
+    async fn slave_status(&self, c: &mut MySqlConnection) -> AdapterResult<BTreeMap<String, String>> {
+        let rows = sqlx::query("SHOW SLAVE STATUS").fetch_all(c).await.map_err(db_err("SHOW SLAVE STATUS"))?;
+        let mut m = BTreeMap::new();
+        if let Some(row) = rows.first() {
+            use sqlx::Column;
+            for (i, col) in row.columns().iter().enumerate() {
+                // Columns come as text or as integers of various widths and signs.
+                let v = row
+                    .try_get::<Option<String>, _>(i)
+                    .ok()
+                    .flatten()
+                    .or_else(|| row.try_get::<Option<i64>, _>(i).ok().flatten().map(|n| n.to_string()))
+                    .or_else(|| row.try_get::<Option<u64>, _>(i).ok().flatten().map(|n| n.to_string()))
+                    .or_else(|| row.try_get::<Option<u32>, _>(i).ok().flatten().map(|n| n.to_string()))
+                    .or_else(|| row.try_get::<Option<i32>, _>(i).ok().flatten().map(|n| n.to_string()));
+                m.insert(col.name().to_string(), v.unwrap_or_default());
+            }
+        }
+        Ok(m)
+    }
+
+    /// Waits until the received relay log is applied and `at_least` is reached.
+    async fn wait_applied(&self, c: &mut MySqlConnection, at_least: u64) -> AdapterResult<()> {
+        let start = Instant::now();
+        loop {
+            let slave = self.pos(c, "gtid_slave_pos").await?;
+            let current = self.pos(c, "gtid_current_pos").await?;
+            let st = self.slave_status(c).await?;
+            let received = st.get("Gtid_IO_Pos").map(|s| GtidPos::parse(s).unwrap_or_default()).unwrap_or_default();
+            let applied = slave.seq(DOMAIN).max(current.seq(DOMAIN));
+            if applied >= at_least && applied >= received.seq(DOMAIN) {
+                return Ok(());
+            }
+            if start.elapsed() > self.cfg.apply_timeout {
+                return Err(AdapterError::new(format!(
+                    "after {} ms the database holds {applied}, needs {} (received {})",
+                    self.cfg.apply_timeout.as_millis(),
+                    at_least.max(received.seq(DOMAIN)),
+                    received.seq(DOMAIN)
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Warns when the application's account holds a privilege that writes through read_only
+    /// (in 10.11, SUPER and READ ONLY ADMIN do): such writes on the Slave become errant GTIDs.
+    pub async fn check_app_account(&self) -> AdapterResult<Option<String>> {
+        let Some(user) = self.cfg.app_user.clone() else { return Ok(None) };
+        let mut c = self.admin().await?;
+        let rows = sqlx::query("SELECT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES WHERE GRANTEE LIKE ?")
+            .bind(format!("'{user}'@%"))
+            .fetch_all(&mut *c)
+            .await
+            .map_err(db_err("reading privileges"))?;
+        let bad: Vec<String> = rows
+            .iter()
+            .filter_map(|r| r.try_get::<String, _>(0).ok())
+            .filter(|p| p == "SUPER" || p == "READ ONLY ADMIN")
+            .collect();
+        Ok((!bad.is_empty()).then(|| format!("the application account {user} holds {}: it can write on a read-only Slave and create errant transactions", bad.join(" and "))))
+    }
+}
+
+#[async_trait]
+impl Db for MariaDb {
+    async fn catch_up(&self, position: Position) -> AdapterResult<()> {
+        let mut c = self.admin().await?;
+        self.wait_applied(&mut c, position.0).await
+    }
+
+    async fn promote(&self, wait_for: Option<Position>) -> AdapterResult<()> {
+        let mut c = self.admin().await?;
+        let replica = !self.slave_status(&mut c).await?.is_empty();
+        if replica {
+            self.wait_applied(&mut c, wait_for.map_or(0, |p| p.0)).await?;
+            for q in ["STOP SLAVE", "RESET SLAVE ALL"] {
+                sqlx::query(q).execute(&mut *c).await.map_err(db_err(q))?;
+            }
+        } else if let Some(p) = wait_for {
+            let have = self.pos(&mut c, "gtid_current_pos").await?.seq(DOMAIN);
+            if have < p.0 {
+                return Err(AdapterError::new(format!("not a replica and at {have}, below the required {}", p.0)));
+            }
+        }
+        if self.cfg.semi_sync {
+            sqlx::query("SET GLOBAL rpl_semi_sync_master_enabled = ON").execute(&mut *c).await.map_err(db_err("semi-sync"))?;
+        }
+        sqlx::query("SET GLOBAL read_only = 0").execute(&mut *c).await.map_err(db_err("read_only = 0"))?;
+        Ok(())
+    }
+
+    async fn fence(&self) -> AdapterResult<Position> {
+        let mut c = self.admin().await?;
+        sqlx::query("SET GLOBAL read_only = 1").execute(&mut *c).await.map_err(db_err("read_only = 1"))?;
+        // Sessions opened before read_only may hold open transactions: end them.
+        let me: i64 = sqlx::query("SELECT CAST(CONNECTION_ID() AS SIGNED)").fetch_one(&mut *c).await.map_err(db_err("connection id"))?.try_get(0).map_err(db_err("connection id"))?;
+        let rows = sqlx::query("SELECT CAST(ID AS SIGNED) FROM information_schema.PROCESSLIST WHERE COMMAND NOT IN ('Daemon', 'Binlog Dump', 'Binlog Dump GTID', 'Slave_IO', 'Slave_SQL', 'Slave_worker') AND USER NOT IN ('system user', 'event_scheduler') AND USER <> ? AND ID <> ?")
+            .bind(&self.cfg.repl_user)
+            .bind(me)
+            .fetch_all(&mut *c)
+            .await
+            .map_err(db_err("listing sessions"))?;
+        for r in rows {
+            let id: i64 = r.try_get(0).map_err(db_err("session id"))?;
+            // A session may end by itself meanwhile: that is not a failure.
+            let _ = sqlx::query(&format!("KILL CONNECTION {id}")).execute(&mut *c).await;
+        }
+        if self.writable(&mut c).await? {
+            return Err(AdapterError::new("read_only did not stick"));
+        }
+        Ok(Position(self.pos(&mut c, "gtid_current_pos").await?.seq(DOMAIN)))
+    }
+
+    async fn replicate_from(&self, peer: NodeId) -> AdapterResult<()> {
+        let (host, port) = self.cfg.peers.get(&peer).cloned().ok_or_else(|| AdapterError::new(format!("no database address for {peer}")))?;
+        let mut c = self.admin().await?;
+        sqlx::query("SET GLOBAL read_only = 1").execute(&mut *c).await.map_err(db_err("read_only = 1"))?;
+        sqlx::query("STOP SLAVE").execute(&mut *c).await.map_err(db_err("STOP SLAVE"))?;
+        // A former Master's own transactions are in its binary log, not in gtid_slave_pos:
+        // start replicating from everything it holds, or it would fetch them twice.
+        sqlx::query("SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_current_pos").execute(&mut *c).await.map_err(db_err("gtid_slave_pos"))?;
+        let change = format!(
+            "CHANGE MASTER TO MASTER_HOST = '{}', MASTER_PORT = {port}, MASTER_USER = '{}', MASTER_PASSWORD = '{}', MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1",
+            host.replace('\'', ""),
+            self.cfg.repl_user.replace('\'', ""),
+            self.cfg.repl_password.replace('\'', "")
+        );
+        sqlx::query(&change).execute(&mut *c).await.map_err(db_err("CHANGE MASTER"))?;
+        if self.cfg.semi_sync {
+            sqlx::query("SET GLOBAL rpl_semi_sync_slave_enabled = ON").execute(&mut *c).await.map_err(db_err("semi-sync"))?;
+        }
+        sqlx::query("START SLAVE").execute(&mut *c).await.map_err(db_err("START SLAVE"))?;
+        Ok(())
+    }
+
+    async fn report(&self) -> AdapterResult<DbReport> {
+        let mut c = self.admin().await?;
+        let position = Position(self.pos(&mut c, "gtid_current_pos").await?.seq(DOMAIN));
+        let writable = self.writable(&mut c).await?;
+        let st = self.slave_status(&mut c).await?;
+        let replicating = st.get("Slave_IO_Running").is_some_and(|v| v == "Yes") && st.get("Slave_SQL_Running").is_some_and(|v| v == "Yes");
+        let lag_ms = st.get("Seconds_Behind_Master").and_then(|v| v.parse::<u64>().ok()).map(|s| s * 1000);
+        // Under gtid_strict_mode the Master refuses a replica holding transactions it lacks
+        // (error 1236): MariaDB's own detection of errant GTIDs.
+        let errant = u64::from(st.get("Last_IO_Errno").is_some_and(|v| v == "1236"));
+        let semi = sqlx::query("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_status'")
+            .fetch_optional(&mut *c)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|r| r.try_get::<String, _>(1).ok())
+            .is_some_and(|v| v == "ON");
+        Ok(DbReport { position, writable, replicating, lag_ms, semi_sync: semi, errant })
+    }
+
+    async fn copy_from_peer(&self, _peer: NodeId, _progress: ProgressFn) -> AdapterResult<()> {
+        Err(AdapterError::new("rebuilding from the peer (mariadb-dump) is not implemented yet"))
+    }
+}
+
+/// Opens a one-off connection (used by the test harness and `check-config`).
+pub async fn connect(opts: &MySqlConnectOptions) -> AdapterResult<MySqlConnection> {
+    MySqlConnection::connect_with(opts).await.map_err(db_err("connecting"))
+}
