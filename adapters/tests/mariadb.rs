@@ -246,3 +246,48 @@ async fn a_switchover_under_continuous_writes_loses_no_acknowledged_row() {
     eprintln!("switch-over under load: {} rows acknowledged, none lost, longest write gap {} ms", acked.len(), gap.as_millis());
     let _ = Position(0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_rebuilds_a_diverged_replica_with_monotone_progress() {
+    if !available() {
+        return;
+    }
+    let (sa, sb) = (Server::start(21), Server::start(22));
+    prepare(&sa).await;
+    prepare(&sb).await;
+    let (a, b) = (adapter(&sa, &[(2, &sb)]), adapter(&sb, &[(1, &sa)]));
+    a.promote(None).await.expect("promote a");
+    sa.sql("CREATE DATABASE app; CREATE TABLE app.t (id INT AUTO_INCREMENT PRIMARY KEY, v INT)").await.expect("schema");
+    b.replicate_from(NodeId(1)).await.expect("b replicates");
+    for _ in 0..50 {
+        app_insert(&sa).await.expect("write");
+    }
+    wait_count(&sb, 50).await;
+    // b diverges: a transaction of its own that a does not have, then replication breaks on it.
+    sb.sql("STOP SLAVE; SET GLOBAL read_only = 0; INSERT INTO app.t (v) VALUES (7); SET GLOBAL read_only = 1").await.expect("errant");
+    for _ in 0..10 {
+        app_insert(&sa).await.expect("write");
+    }
+    b.replicate_from(NodeId(1)).await.expect("re-point");
+    let t = Instant::now();
+    while b.report().await.expect("report").errant == 0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "divergence not detected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(u64, u64)>::new()));
+    let s2 = seen.clone();
+    let progress: ridondato_adapters::ProgressFn = std::sync::Arc::new(move |d, t| s2.lock().expect("lock").push((d, t)));
+    b.copy_from_peer(NodeId(1), progress).await.expect("resync");
+    let seen = seen.lock().expect("lock").clone();
+    assert!(seen.windows(2).all(|w| w[1].0 >= w[0].0), "progress is monotone: {seen:?}");
+    let (last_done, last_total) = *seen.last().expect("progress reported");
+    assert_eq!(last_done, last_total, "progress ends at 100 %");
+    for _ in 0..5 {
+        app_insert(&sa).await.expect("write after the resync");
+    }
+    wait_count(&sb, 65).await;
+    let r = b.report().await.expect("report");
+    assert!(r.replicating && r.errant == 0 && !r.writable, "a replicating, aligned Slave: {r:?}");
+    assert_eq!(r.position, a.report().await.expect("report").position);
+}

@@ -6,6 +6,7 @@
 //! creates a local GTID that would later be errant.
 
 pub mod gtid;
+mod resync;
 
 use crate::traits::{AdapterError, AdapterResult, Db, DbReport, ProgressFn};
 use async_trait::async_trait;
@@ -37,7 +38,7 @@ pub struct MariaDbConfig {
 #[derive(Debug)]
 pub struct MariaDb {
     pool: MySqlPool,
-    cfg: MariaDbConfig,
+    pub(crate) cfg: MariaDbConfig,
 }
 
 fn db_err(what: &str) -> impl Fn(sqlx::Error) -> AdapterError + '_ {
@@ -52,7 +53,7 @@ impl MariaDb {
     }
 
     /// One admin connection that writes nothing to the binary log.
-    async fn admin(&self) -> AdapterResult<sqlx::pool::PoolConnection<sqlx::MySql>> {
+    pub(crate) async fn admin(&self) -> AdapterResult<sqlx::pool::PoolConnection<sqlx::MySql>> {
         let mut c = self.pool.acquire().await.map_err(db_err("connecting to the local database"))?;
         sqlx::query("SET SESSION sql_log_bin = 0").execute(&mut *c).await.map_err(db_err("sql_log_bin"))?;
         Ok(c)
@@ -230,8 +231,8 @@ impl Db for MariaDb {
         Ok(DbReport { position, writable, replicating, lag_ms, semi_sync: semi, errant })
     }
 
-    async fn copy_from_peer(&self, _peer: NodeId, _progress: ProgressFn) -> AdapterResult<()> {
-        Err(AdapterError::new("rebuilding from the peer (mariadb-dump) is not implemented yet"))
+    async fn copy_from_peer(&self, peer: NodeId, progress: ProgressFn) -> AdapterResult<()> {
+        resync::rebuild(self, peer, progress).await
     }
 }
 
