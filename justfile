@@ -27,3 +27,7 @@ bench:
 # VIP outage on master link loss, ridondato vs keepalived, false-failover soak, RSS and CPU
 bench-failover TRIALS="5" SOAK="300":
     bash scripts/bench-failover.sh {{TRIALS}} {{SOAK}}
+
+# MariaDB: planned switch-over write outage, replication lag p50/p99
+bench-db:
+    bash scripts/bench-db.sh

@@ -2,137 +2,11 @@
 //! between them, and the adapter driving promotion, fencing and re-pointing. Needs
 //! mariadb-server; under CI=true its absence is a failure.
 
-use ridondato_adapters::mariadb::{MariaDb, MariaDbConfig};
+use ridondato_adapters::mariadb::testkit::{adapter, app_insert, available, prepare, wait_count, Server};
 use ridondato_adapters::Db;
-use ridondato_core::{NodeId, Position};
-use sqlx::mysql::MySqlConnectOptions;
+use ridondato_core::NodeId;
 use sqlx::{Connection, Executor, MySqlConnection, Row};
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// One mariadbd, killed (by PID) and its datadir removed on drop.
-struct Server {
-    dir: PathBuf,
-    port: u16,
-    child: Child,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
-}
-
-fn available() -> bool {
-    let ok = Command::new("mariadbd").arg("--version").output().is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "mariadbd is missing (scripts/deps-db.sh installs it)");
-        eprintln!("SKIP: mariadbd is not installed");
-    }
-    ok
-}
-
-impl Server {
-    fn start(server_id: u32) -> Server {
-        let dir = std::env::temp_dir().join(format!("ridondato-maria-{}-{server_id}-{}", std::process::id(), free_port()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let data = dir.join("data");
-        let out = Command::new("mariadb-install-db")
-            .args(["--no-defaults", "--auth-root-authentication-method=normal", "--user=root", "--skip-test-db"])
-            .arg(format!("--datadir={}", data.display()))
-            .output()
-            .expect("mariadb-install-db");
-        assert!(out.status.success(), "install-db: {}", String::from_utf8_lossy(&out.stderr));
-        let port = free_port();
-        let child = Command::new("mariadbd")
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", data.display()))
-            .arg(format!("--socket={}", dir.join("sock").display()))
-            .arg(format!("--pid-file={}", dir.join("pid").display()))
-            .arg(format!("--port={port}"))
-            .args(["--bind-address=127.0.0.1", "--user=root", "--log-bin=binlog", "--gtid-strict-mode=1", "--skip-slave-start", "--log-slave-updates", "--read-only=1"])
-            .arg(format!("--server-id={server_id}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("err.log")).expect("log"))
-            .spawn()
-            .expect("mariadbd");
-        let s = Server { dir, port, child };
-        let t = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(20), "mariadbd did not start: {}", std::fs::read_to_string(s.dir.join("err.log")).unwrap_or_default());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        s
-    }
-
-    fn opts(&self) -> MySqlConnectOptions {
-        MySqlConnectOptions::new().host("127.0.0.1").port(self.port).username("root")
-    }
-
-    async fn sql(&self, q: &str) -> Result<(), String> {
-        let mut c = MySqlConnection::connect_with(&self.opts()).await.map_err(|e| e.to_string())?;
-        c.execute(q).await.map(|_| ()).map_err(|e| e.to_string())
-    }
-
-    async fn count(&self) -> i64 {
-        let mut c = MySqlConnection::connect_with(&self.opts()).await.expect("connect");
-        sqlx::query("SELECT COUNT(*) FROM app.t").fetch_one(&mut c).await.map(|r| r.get::<i64, _>(0)).unwrap_or(-1)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(10) && matches!(self.child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn adapter(me: &Server, peers: &[(u8, &Server)]) -> MariaDb {
-    let peers: BTreeMap<NodeId, (String, u16)> = peers.iter().map(|(id, s)| (NodeId(*id), ("127.0.0.1".to_string(), s.port))).collect();
-    MariaDb::new(MariaDbConfig {
-        local: me.opts(),
-        peers,
-        repl_user: "repl".into(),
-        repl_password: "replpw".into(),
-        app_user: Some("app".into()),
-        semi_sync: false,
-        apply_timeout: Duration::from_secs(5),
-    })
-}
-
-/// Users and schema on a fresh server, without binary logging (each server gets its own).
-async fn prepare(s: &Server) {
-    for q in [
-        "SET SESSION sql_log_bin = 0",
-        "CREATE USER 'repl'@'%' IDENTIFIED BY 'replpw'",
-        "GRANT REPLICATION SLAVE, REPLICATION SLAVE ADMIN, BINLOG MONITOR ON *.* TO 'repl'@'%'",
-        "CREATE USER 'app'@'%' IDENTIFIED BY 'apppw'",
-        "GRANT SELECT, INSERT, UPDATE, DELETE ON app.* TO 'app'@'%'",
-    ] {
-        s.sql(&format!("SET SESSION sql_log_bin = 0; {q}")).await.unwrap_or_else(|e| panic!("{q}: {e}"));
-    }
-}
-
-async fn app_insert(s: &Server) -> Result<(), String> {
-    let opts = s.opts().username("app").password("apppw");
-    let mut c = MySqlConnection::connect_with(&opts).await.map_err(|e| e.to_string())?;
-    c.execute("INSERT INTO app.t (v) VALUES (1)").await.map(|_| ()).map_err(|e| e.to_string())
-}
-
-async fn wait_count(s: &Server, n: i64) {
-    let t = Instant::now();
-    while s.count().await != n {
-        assert!(t.elapsed() < Duration::from_secs(10), "replica has {} rows, expected {n}", s.count().await);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicate_fence_promote_repoint_and_detect_errant_transactions() {
@@ -157,6 +31,10 @@ async fn replicate_fence_promote_repoint_and_detect_errant_transactions() {
     assert_eq!(rb.position, a.report().await.expect("report").position, "same GTID position once caught up");
     assert!(app_insert(&sb).await.is_err(), "the read-only Slave refuses the application's writes (S8)");
     assert_eq!(a.check_app_account().await.expect("check"), None);
+
+    let refused = b.promote(None).await.expect_err("a promotion beside a writable peer");
+    assert!(refused.0.contains("still takes writes"), "{refused}");
+    assert!(b.report().await.expect("report").replicating, "a refused promotion leaves replication alone");
 
     // Planned switch-over: fence a, b catches up and promotes, a re-points to b.
     let fenced_at = a.fence().await.expect("fence a");
@@ -244,7 +122,6 @@ async fn a_switchover_under_continuous_writes_loses_no_acknowledged_row() {
     assert!(lost.is_empty(), "acknowledged rows missing on the new Master: {lost:?}");
     wait_count(&sa, ids.len() as i64).await;
     eprintln!("switch-over under load: {} rows acknowledged, none lost, longest write gap {} ms", acked.len(), gap.as_millis());
-    let _ = Position(0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

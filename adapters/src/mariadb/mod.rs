@@ -7,6 +7,7 @@
 
 pub mod gtid;
 mod resync;
+pub mod testkit;
 
 use crate::traits::{AdapterError, AdapterResult, Db, DbReport, ProgressFn};
 use async_trait::async_trait;
@@ -147,6 +148,17 @@ impl Db for MariaDb {
     }
 
     async fn promote(&self, wait_for: Option<Position>) -> AdapterResult<()> {
+        // Never open writes beside a peer database that still takes them (an old Master slow
+        // to fence itself). It is not fenced from here: which claim is newer is the core's call.
+        for (peer, (host, port)) in &self.cfg.peers {
+            let opts = self.cfg.local.clone().host(host).port(*port);
+            let probe = tokio::time::timeout(Duration::from_millis(300), MySqlConnection::connect_with(&opts)).await;
+            if let Ok(Ok(mut pc)) = probe {
+                if self.writable(&mut pc).await.unwrap_or(false) {
+                    return Err(AdapterError::new(format!("the database of {peer} still takes writes; waiting for it to be fenced")));
+                }
+            }
+        }
         let mut c = self.admin().await?;
         let replica = !self.slave_status(&mut c).await?.is_empty();
         if replica {

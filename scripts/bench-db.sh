@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Planned switch-over write outage and replication lag on two real mariadbd servers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps-db.sh
+cargo run --release --locked -q -p ridondato-adapters --features mariadb --example bench_db
