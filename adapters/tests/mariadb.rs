@@ -2,7 +2,7 @@
 //! between them, and the adapter driving promotion, fencing and re-pointing. Needs
 //! mariadb-server; under CI=true its absence is a failure.
 
-use ridondato_adapters::mariadb::testkit::{adapter, app_insert, available, prepare, wait_count, Server};
+use ridondato_adapters::mariadb::testkit::{adapter, adapter_with, app_insert, available, prepare, wait_count, Server};
 use ridondato_adapters::Db;
 use ridondato_core::NodeId;
 use sqlx::{Connection, Executor, MySqlConnection, Row};
@@ -167,4 +167,33 @@ async fn a_resync_rebuilds_a_diverged_replica_with_monotone_progress() {
     let r = b.report().await.expect("report");
     assert!(r.replicating && r.errant == 0 && !r.writable, "a replicating, aligned Slave: {r:?}");
     assert_eq!(r.position, a.report().await.expect("report").position);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_semi_sync_active_a_master_crash_loses_no_acknowledged_row() {
+    if !available() {
+        return;
+    }
+    let (mut sa, sb) = (Server::start(41), Server::start(42));
+    prepare(&sa).await;
+    prepare(&sb).await;
+    let (a, b) = (adapter_with(&sa, &[(2, &sb)], true), adapter_with(&sb, &[(1, &sa)], true));
+    a.promote(None).await.expect("promote a");
+    sa.sql("CREATE DATABASE app; CREATE TABLE app.t (id INT AUTO_INCREMENT PRIMARY KEY, v INT)").await.expect("schema");
+    b.replicate_from(NodeId(1)).await.expect("b replicates");
+    let t = Instant::now();
+    while !a.report().await.expect("report").semi_sync {
+        assert!(t.elapsed() < Duration::from_secs(10), "semi-sync never became active");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut acked = 0;
+    for _ in 0..100 {
+        app_insert(&sa).await.expect("write");
+        acked += 1;
+    }
+    // The Master dies at once; every acknowledged row had reached the Slave's relay log.
+    sa.kill9();
+    b.promote(None).await.expect("promote b after the crash");
+    assert_eq!(sb.count().await, acked, "no acknowledged row lost with semi-sync active");
+    assert!(b.report().await.expect("report").writable);
 }

@@ -96,7 +96,19 @@ impl Drop for Server {
     }
 }
 
+impl Server {
+    /// Power loss, as far as the database can tell: SIGKILL, no shutdown.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub fn adapter(me: &Server, peers: &[(u8, &Server)]) -> MariaDb {
+    adapter_with(me, peers, false)
+}
+
+pub fn adapter_with(me: &Server, peers: &[(u8, &Server)], semi_sync: bool) -> MariaDb {
     let peers: BTreeMap<NodeId, (String, u16)> = peers.iter().map(|(id, s)| (NodeId(*id), ("127.0.0.1".to_string(), s.port))).collect();
     MariaDb::new(MariaDbConfig {
         local: me.opts(),
@@ -104,7 +116,7 @@ pub fn adapter(me: &Server, peers: &[(u8, &Server)]) -> MariaDb {
         repl_user: "repl".into(),
         repl_password: "replpw".into(),
         app_user: Some("app".into()),
-        semi_sync: false,
+        semi_sync,
         apply_timeout: Duration::from_secs(5),
     })
 }
