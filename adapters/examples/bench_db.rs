@@ -30,7 +30,7 @@ async fn main() {
 
     // (1) switch-overs under a continuous writer, back and forth.
     let stop = Arc::new(AtomicBool::new(false));
-    let opts = [sa.opts().username("app").password("apppw"), sb.opts().username("app").password("apppw")];
+    let opts = [sa.tcp_opts().username("app").password("apppw"), sb.tcp_opts().username("app").password("apppw")];
     let (s2, o2) = (stop.clone(), opts.clone());
     let writer = tokio::spawn(async move {
         let mut conns: [Option<MySqlConnection>; 2] = [None, None];

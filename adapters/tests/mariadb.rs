@@ -85,7 +85,7 @@ async fn a_switchover_under_continuous_writes_loses_no_acknowledged_row() {
 
     // A writer commits continuously to whichever server takes writes; it counts acknowledgements.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (pa, pb) = (sa.opts(), sb.opts());
+    let (pa, pb) = (sa.tcp_opts(), sb.tcp_opts());
     let s2 = stop.clone();
     let writer = tokio::spawn(async move {
         let (mut acked, mut longest_gap, mut last_ok) = (Vec::<u64>::new(), Duration::ZERO, Instant::now());

@@ -341,3 +341,76 @@ fn forged_and_replayed_frames_are_refused() {
     assert!(log.contains("dropped a datagram: replayed or reordered"), "replayed frame refused:\n{log}");
     assert_eq!(log.matches("dropped a datagram").count(), 2, "exactly the forged and the repeated copy:\n{log}");
 }
+
+#[test]
+fn a_planned_switchover_with_mariadb_through_the_vip_loses_no_acknowledged_row() {
+    use ridondato_adapters::mariadb::testkit::{self, Server};
+    if !lab_available() || !testkit::available() {
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut lab = Lab::up("d");
+    let (sa, sb) = (Server::start_in(1, Some(&lab.ns("a"))), Server::start_in(2, Some(&lab.ns("b"))));
+    rt.block_on(testkit::prepare(&sa));
+    rt.block_on(testkit::prepare(&sb));
+    let pw = lab.work.join("repl.pw");
+    std::fs::write(&pw, "replpw\n").expect("password file");
+    for n in ["a", "b"] {
+        let path = lab.work.join(format!("{n}.toml"));
+        let mut cfg = std::fs::read_to_string(&path).expect("config");
+        cfg.push_str(&format!("[db]\ndsn = \"mysql://root@127.0.0.1:3306/\"\nrepl_user = \"repl\"\nrepl_password_file = \"{}\"\napp_user = \"app\"\n", pw.display()));
+        std::fs::write(&path, cfg).expect("config");
+    }
+    let db = |lab: &Lab, n: &str, field: &str| lab.status(n).is_some_and(|s| s[field].as_bool() == Some(true));
+    let wait = |lab: &Lab, n: &str, field: &str| {
+        let t = Instant::now();
+        while !db(lab, n, field) {
+            assert!(t.elapsed() < Duration::from_secs(10), "{n}: {field} never became true: {:?}", lab.status(n));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    lab.start("a");
+    assert!(lab.wait_role("a", "master", Duration::from_secs(5)));
+    wait(&lab, "a", "db_writable");
+    rt.block_on(sa.sql("CREATE DATABASE app; CREATE TABLE app.t (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")).expect("schema");
+    lab.start("b");
+    assert!(lab.wait_role("b", "slave", Duration::from_secs(5)));
+    wait(&lab, "b", "db_replicating");
+
+    // A client writes through the VIP as fast as the mariadb client allows, logging the id of
+    // every acknowledged row.
+    let ids = lab.work.join("acked.txt");
+    let vip = lab.var("LAB_VIP").to_string();
+    let script = format!(
+        "while :; do mariadb -h {vip} -u app -papppw -N -e 'INSERT INTO app.t (v) VALUES (1); SELECT LAST_INSERT_ID();' 2>/dev/null; done >> {}",
+        ids.display()
+    );
+    let mut writer = Command::new("ip").args(["netns", "exec", &lab.ns("c"), "bash", "-c", &script]).spawn().expect("writer");
+    std::thread::sleep(Duration::from_millis(1500));
+    let sock = lab.work.join("a.sock");
+    let (ok, out) = sh(&[BIN, "switchover", "--socket", sock.to_str().unwrap_or_default()]);
+    assert!(ok, "switchover: {out}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = writer.kill();
+    let _ = writer.wait();
+    std::thread::sleep(Duration::from_millis(300));
+
+    assert_eq!(lab.role("b"), "master");
+    assert!(db(&lab, "b", "db_writable") && !db(&lab, "a", "db_writable"));
+    let acked: Vec<u64> = std::fs::read_to_string(&ids).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect();
+    let (present, b_binlog) = rt.block_on(async {
+        use sqlx::{Connection, Row};
+        let mut c = sqlx::MySqlConnection::connect_with(&sb.opts()).await.expect("connect");
+        let ids: std::collections::BTreeSet<u64> =
+            sqlx::query("SELECT id FROM app.t").fetch_all(&mut c).await.expect("ids").iter().map(|r| r.get::<i32, _>(0) as u64).collect();
+        let pos: String = sqlx::query("SELECT CAST(@@GLOBAL.gtid_binlog_pos AS CHAR)").fetch_one(&mut c).await.expect("pos").get(0);
+        (ids, pos)
+    });
+    let lost: Vec<u64> = acked.iter().copied().filter(|i| !present.contains(i)).collect();
+    assert!(acked.len() > 10, "the client wrote through the VIP: {} rows", acked.len());
+    assert!(lost.is_empty(), "acknowledged rows missing on the new Master: {lost:?}");
+    assert!(b_binlog.contains("0-2-"), "the client kept writing on b after the switch-over: {b_binlog}");
+    eprintln!("switch-over through the VIP: {} rows acknowledged, none lost", acked.len());
+    drop(lab);
+    drop((sa, sb));
+}

@@ -32,7 +32,13 @@ pub fn available() -> bool {
 }
 
 impl Server {
+    /// On loopback, on a free port.
     pub fn start(server_id: u32) -> Server {
+        Server::start_in(server_id, None)
+    }
+
+    /// Inside a network namespace (`ip netns exec`), on port 3306 of all its addresses.
+    pub fn start_in(server_id: u32, netns: Option<&str>) -> Server {
         let dir = std::env::temp_dir().join(format!("ridondato-maria-{}-{server_id}-{}", std::process::id(), free_port()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
@@ -45,15 +51,24 @@ impl Server {
             .output()
             .expect("mariadb-install-db");
         assert!(out.status.success(), "install-db: {}", String::from_utf8_lossy(&out.stderr));
-        let port = free_port();
-        let child = Command::new("mariadbd")
+        let (port, bind) = if netns.is_some() { (3306, "0.0.0.0") } else { (free_port(), "127.0.0.1") };
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "mariadbd"]);
+                c
+            }
+            None => Command::new("mariadbd"),
+        };
+        let child = cmd
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--socket={}", dir.join("sock").display()))
             .arg(format!("--pid-file={}", dir.join("pid").display()))
             .arg(format!("--tmpdir={}", dir.display()))
             .arg(format!("--port={port}"))
-            .args(["--bind-address=127.0.0.1", "--user=root", "--log-bin=binlog", "--gtid-strict-mode=1", "--skip-slave-start", "--log-slave-updates", "--read-only=1"])
+            .arg(format!("--bind-address={bind}"))
+            .args(["--user=root", "--log-bin=binlog", "--gtid-strict-mode=1", "--skip-slave-start", "--log-slave-updates", "--read-only=1"])
             .arg(format!("--server-id={server_id}"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("err.log")).expect("log"))
@@ -61,14 +76,20 @@ impl Server {
             .expect("mariadbd");
         let s = Server { dir, port, child };
         let t = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::os::unix::net::UnixStream::connect(s.dir.join("sock")).is_err() {
             assert!(t.elapsed() < Duration::from_secs(20), "mariadbd did not start: {}", std::fs::read_to_string(s.dir.join("err.log")).unwrap_or_default());
             std::thread::sleep(Duration::from_millis(50));
         }
         s
     }
 
+    /// As root over the server's Unix socket (reachable from outside its namespace too).
     pub fn opts(&self) -> MySqlConnectOptions {
+        MySqlConnectOptions::new().socket(self.dir.join("sock")).username("root")
+    }
+
+    /// As root over TCP on loopback (what a peer adapter uses in the loopback set-up).
+    pub fn tcp_opts(&self) -> MySqlConnectOptions {
         MySqlConnectOptions::new().host("127.0.0.1").port(self.port).username("root")
     }
 
@@ -111,7 +132,7 @@ pub fn adapter(me: &Server, peers: &[(u8, &Server)]) -> MariaDb {
 pub fn adapter_with(me: &Server, peers: &[(u8, &Server)], semi_sync: bool) -> MariaDb {
     let peers: BTreeMap<NodeId, (String, u16)> = peers.iter().map(|(id, s)| (NodeId(*id), ("127.0.0.1".to_string(), s.port))).collect();
     MariaDb::new(MariaDbConfig {
-        local: me.opts(),
+        local: me.tcp_opts(),
         peers,
         repl_user: "repl".into(),
         repl_password: "replpw".into(),
@@ -135,7 +156,7 @@ pub async fn prepare(s: &Server) {
 }
 
 pub async fn app_insert(s: &Server) -> Result<(), String> {
-    let opts = s.opts().username("app").password("apppw");
+    let opts = s.tcp_opts().username("app").password("apppw");
     let mut c = MySqlConnection::connect_with(&opts).await.map_err(|e| e.to_string())?;
     c.execute("INSERT INTO app.t (v) VALUES (1)").await.map(|_| ()).map_err(|e| e.to_string())
 }
