@@ -241,7 +241,7 @@ fn default_garp_interval() -> u64 {
     20
 }
 fn default_garp_repeat() -> u64 {
-    2000
+    1100
 }
 
 /// A validated configuration: the file as read, and the core's view of it.

@@ -38,7 +38,9 @@ impl Default for ArpTiming {
         ArpTiming {
             garp_count: 3,
             garp_gap: Duration::from_millis(20),
-            garp_repeat_after: Duration::from_secs(2),
+            // Linux ignores a new MAC for an entry confirmed in the last second (`locktime`): a
+            // busy client that talked to the old Master a moment ago needs the later bursts.
+            garp_repeat_after: Duration::from_millis(1100),
             probe_count: 2,
             probe_gap: Duration::from_millis(25),
             probe_wait: Duration::from_millis(80),
@@ -155,12 +157,15 @@ impl Vip for NetlinkVip {
 
     async fn garp(&self) -> AdapterResult<()> {
         self.announce().await?;
-        // A second burst later (B3): a switch or phone busy during the first one learns now.
+        // Two more bursts later (B3): a switch, phone or client that ignored the first one (busy,
+        // or within its ARP `locktime`) learns now.
         let again = NetlinkVip { handle: self.handle.clone(), ips: self.ips.clone(), timing: self.timing.clone() };
         tokio::spawn(async move {
-            tokio::time::sleep(again.timing.garp_repeat_after).await;
-            if let Err(e) = again.announce().await {
-                tracing::warn!("second gratuitous ARP burst: {e}");
+            for _ in 0..2 {
+                tokio::time::sleep(again.timing.garp_repeat_after).await;
+                if let Err(e) = again.announce().await {
+                    tracing::warn!("gratuitous ARP repeat: {e}");
+                }
             }
         });
         Ok(())
