@@ -4,7 +4,7 @@
 //! (2) replication lag under a steady insert load: time from a commit on the Master to the row
 //! being visible on the Slave, p50 and p99.
 
-use ridondato_adapters::mariadb::testkit::{adapter, prepare, Server};
+use ridondato_adapters::mariadb::testkit::pair;
 use ridondato_adapters::Db;
 use ridondato_core::NodeId;
 use sqlx::{Connection, Executor, MySqlConnection, Row};
@@ -19,14 +19,9 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let (sa, sb) = (Server::start(31), Server::start(32));
-    prepare(&sa).await;
-    prepare(&sb).await;
+    let (sa, sb, da, db) = pair(31, false).await;
     let servers = [&sa, &sb];
-    let dbs = [adapter(&sa, &[(2, &sb)]), adapter(&sb, &[(1, &sa)])];
-    dbs[0].promote(None).await.expect("promote");
-    sa.sql("CREATE DATABASE app; CREATE TABLE app.t (id INT AUTO_INCREMENT PRIMARY KEY, v INT)").await.expect("schema");
-    dbs[1].replicate_from(NodeId(1)).await.expect("replicate");
+    let dbs = [da, db];
 
     // (1) switch-overs under a continuous writer, back and forth.
     let stop = Arc::new(AtomicBool::new(false));

@@ -2,7 +2,7 @@
 //! between them, and the adapter driving promotion, fencing and re-pointing. Needs
 //! mariadb-server; under CI=true its absence is a failure.
 
-use ridondato_adapters::mariadb::testkit::{adapter, adapter_with, app_insert, available, prepare, wait_count, Server};
+use ridondato_adapters::mariadb::testkit::{app_insert, available, pair, wait_count};
 use ridondato_adapters::Db;
 use ridondato_core::NodeId;
 use sqlx::{Connection, Executor, MySqlConnection, Row};
@@ -13,15 +13,8 @@ async fn replicate_fence_promote_repoint_and_detect_errant_transactions() {
     if !available() {
         return;
     }
-    let (sa, sb) = (Server::start(1), Server::start(2));
-    prepare(&sa).await;
-    prepare(&sb).await;
-    let (a, b) = (adapter(&sa, &[(2, &sb)]), adapter(&sb, &[(1, &sa)]));
-
-    // a is Master, b replicates from it.
-    a.promote(None).await.expect("promote a");
-    sa.sql("CREATE DATABASE app; CREATE TABLE app.t (id INT AUTO_INCREMENT PRIMARY KEY, v INT)").await.expect("schema");
-    b.replicate_from(NodeId(1)).await.expect("b replicates");
+    // a is Master with the app schema, b replicates from it.
+    let (sa, sb, a, b) = pair(1, false).await;
     for _ in 0..20 {
         app_insert(&sa).await.expect("write on the Master");
     }
@@ -74,13 +67,8 @@ async fn a_switchover_under_continuous_writes_loses_no_acknowledged_row() {
     if !available() {
         return;
     }
-    let (sa, sb) = (Server::start(11), Server::start(12));
-    prepare(&sa).await;
-    prepare(&sb).await;
-    let (a, b) = (adapter(&sa, &[(2, &sb)]), adapter(&sb, &[(1, &sa)]));
-    a.promote(None).await.expect("promote a");
-    sa.sql("CREATE DATABASE app; CREATE TABLE app.t (id INT AUTO_INCREMENT PRIMARY KEY, v INT)").await.expect("schema");
-    b.replicate_from(NodeId(1)).await.expect("b replicates");
+    // a is Master with the app schema, b replicates from it.
+    let (sa, sb, a, b) = pair(11, false).await;
     wait_count(&sb, 0).await;
 
     // A writer commits continuously to whichever server takes writes; it counts acknowledgements.
@@ -129,13 +117,8 @@ async fn a_resync_rebuilds_a_diverged_replica_with_monotone_progress() {
     if !available() {
         return;
     }
-    let (sa, sb) = (Server::start(21), Server::start(22));
-    prepare(&sa).await;
-    prepare(&sb).await;
-    let (a, b) = (adapter(&sa, &[(2, &sb)]), adapter(&sb, &[(1, &sa)]));
-    a.promote(None).await.expect("promote a");
-    sa.sql("CREATE DATABASE app; CREATE TABLE app.t (id INT AUTO_INCREMENT PRIMARY KEY, v INT)").await.expect("schema");
-    b.replicate_from(NodeId(1)).await.expect("b replicates");
+    // a is Master with the app schema, b replicates from it.
+    let (sa, sb, a, b) = pair(21, false).await;
     for _ in 0..50 {
         app_insert(&sa).await.expect("write");
     }
@@ -174,13 +157,8 @@ async fn with_semi_sync_active_a_master_crash_loses_no_acknowledged_row() {
     if !available() {
         return;
     }
-    let (mut sa, sb) = (Server::start(41), Server::start(42));
-    prepare(&sa).await;
-    prepare(&sb).await;
-    let (a, b) = (adapter_with(&sa, &[(2, &sb)], true), adapter_with(&sb, &[(1, &sa)], true));
-    a.promote(None).await.expect("promote a");
-    sa.sql("CREATE DATABASE app; CREATE TABLE app.t (id INT AUTO_INCREMENT PRIMARY KEY, v INT)").await.expect("schema");
-    b.replicate_from(NodeId(1)).await.expect("b replicates");
+    // a is Master with the app schema, b replicates from it.
+    let (mut sa, sb, a, b) = pair(41, true).await;
     let t = Instant::now();
     while !a.report().await.expect("report").semi_sync {
         assert!(t.elapsed() < Duration::from_secs(10), "semi-sync never became active");

@@ -169,3 +169,17 @@ pub async fn wait_count(s: &Server, n: i64) {
     }
 }
 
+
+/// Two servers (ids `first`, `first + 1`) with their adapters: the first is Master with the
+/// `app.t` table, the second replicates from it.
+pub async fn pair(first: u32, semi_sync: bool) -> (Server, Server, MariaDb, MariaDb) {
+    let (sa, sb) = (Server::start(first), Server::start(first + 1));
+    prepare(&sa).await;
+    prepare(&sb).await;
+    let (a, b) = (adapter_with(&sa, &[(2, &sb)], semi_sync), adapter_with(&sb, &[(1, &sa)], semi_sync));
+    use crate::traits::Db;
+    a.promote(None).await.expect("promote a");
+    sa.sql("CREATE DATABASE app; CREATE TABLE app.t (id INT AUTO_INCREMENT PRIMARY KEY, v INT)").await.expect("schema");
+    b.replicate_from(NodeId(1)).await.expect("b replicates");
+    (sa, sb, a, b)
+}
