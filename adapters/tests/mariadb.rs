@@ -24,6 +24,19 @@ async fn replicate_fence_promote_repoint_and_detect_errant_transactions() {
     assert_eq!(rb.position, a.report().await.expect("report").position, "same GTID position once caught up");
     assert!(app_insert(&sb).await.is_err(), "the read-only Slave refuses the application's writes (S8)");
     assert_eq!(a.check_app_account().await.expect("check"), None);
+    // An account with ALL PRIVILEGES holds READ ONLY ADMIN in 10.11 and writes through read_only.
+    sa.sql("SET SESSION sql_log_bin = 0; CREATE USER 'boss'@'%' IDENTIFIED BY 'x'; GRANT ALL PRIVILEGES ON *.* TO 'boss'@'%'").await.expect("boss");
+    let boss = ridondato_adapters::mariadb::MariaDb::new(ridondato_adapters::mariadb::MariaDbConfig {
+        local: sa.tcp_opts(),
+        peers: Default::default(),
+        repl_user: "repl".into(),
+        repl_password: "replpw".into(),
+        app_user: Some("boss".into()),
+        semi_sync: false,
+        apply_timeout: Duration::from_secs(1),
+    });
+    let warning = boss.check_app_account().await.expect("check").expect("a warning");
+    assert!(warning.contains("boss") && warning.contains("errant"), "{warning}");
 
     let refused = b.promote(None).await.expect_err("a promotion beside a writable peer");
     assert!(refused.0.contains("still takes writes"), "{refused}");

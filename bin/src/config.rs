@@ -158,7 +158,7 @@ fn default_hook_timeout() -> u64 {
     30_000
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimingSection {
     pub heartbeat_interval_ms: Option<u64>,
@@ -168,20 +168,6 @@ pub struct TimingSection {
     pub lone_slave_wait_ms: Option<u64>,
     pub handover_timeout_ms: Option<u64>,
     pub op_deadline_ms: Option<u64>,
-}
-
-impl Default for TimingSection {
-    fn default() -> Self {
-        TimingSection {
-            heartbeat_interval_ms: None,
-            failover_timeout_ms: None,
-            isolation_timeout_ms: None,
-            discovery_window_ms: None,
-            lone_slave_wait_ms: None,
-            handover_timeout_ms: None,
-            op_deadline_ms: None,
-        }
-    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -77,7 +77,7 @@ fn backends(cfg: &NodeConfig) -> Result<Backends, String> {
             .trim_end()
             .to_string();
         let peers = [(cfg.core.peer, (f.node.peer_ip.to_string(), db.peer_port))].into_iter().collect();
-        b.db = Arc::new(MariaDb::new(MariaDbConfig {
+        let maria = Arc::new(MariaDb::new(MariaDbConfig {
             local,
             peers,
             repl_user: db.repl_user.clone(),
@@ -86,6 +86,17 @@ fn backends(cfg: &NodeConfig) -> Result<Backends, String> {
             semi_sync: db.semi_sync,
             apply_timeout: Duration::from_millis(db.promote_timeout_ms),
         }));
+        // An application account that bypasses read_only would create errant transactions on
+        // the Slave (S8): say so loudly at start, once the database answers.
+        let check = maria.clone();
+        tokio::spawn(async move {
+            match check.check_app_account().await {
+                Ok(Some(warning)) => tracing::warn!("{warning}"),
+                Ok(None) => {}
+                Err(e) => tracing::info!("application account not checked yet: {e}"),
+            }
+        });
+        b.db = maria;
     }
     // Components whose adapters have not landed yet are refused rather than half-run.
     for (section, present) in [("mongo", f.mongo.is_some()), ("fs", f.fs.is_some()), ("cloud", f.cloud.is_some())] {

@@ -210,7 +210,6 @@ fn check(sim: &Sim, ix: Option<Ix>, checks: &[(String, String)]) -> Result<(), S
                         return Err(format!("{lost} acknowledged writes missing on {} (of {})", node_name(m), sim.world.acked.len()));
                     }
                 }
-                "writes>" => {}
                 _ => return Err(format!("unknown cluster check `{k}`")),
             }
         }
