@@ -53,6 +53,9 @@ pub struct NetlinkVip {
     handle: rtnetlink::Handle,
     ips: Vec<SharedIpSpec>,
     timing: ArpTiming,
+    /// Bumped whenever the VIP is dropped: a pending repeat burst from before must not announce
+    /// an address this host no longer holds (it would pull clients back to us).
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn err(what: &str, e: impl std::fmt::Display) -> AdapterError {
@@ -72,7 +75,7 @@ impl NetlinkVip {
         }
         let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| err("opening rtnetlink", e))?;
         tokio::spawn(conn);
-        Ok(NetlinkVip { handle, ips, timing })
+        Ok(NetlinkVip { handle, ips, timing, generation: Default::default() })
     }
 
     async fn link(&self, name: &str) -> AdapterResult<LinkInfo> {
@@ -146,6 +149,7 @@ impl Vip for NetlinkVip {
     }
 
     async fn drop_vip(&self) -> AdapterResult<()> {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         for ip in &self.ips {
             let l = self.link(&ip.interface).await?;
             if let Some(m) = self.present(ip, l.index).await? {
@@ -159,10 +163,15 @@ impl Vip for NetlinkVip {
         self.announce().await?;
         // Two more bursts later (B3): a switch, phone or client that ignored the first one (busy,
         // or within its ARP `locktime`) learns now.
-        let again = NetlinkVip { handle: self.handle.clone(), ips: self.ips.clone(), timing: self.timing.clone() };
+        let again = NetlinkVip { handle: self.handle.clone(), ips: self.ips.clone(), timing: self.timing.clone(), generation: self.generation.clone() };
+        let gen = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         tokio::spawn(async move {
             for _ in 0..2 {
                 tokio::time::sleep(again.timing.garp_repeat_after).await;
+                let still_ours = again.generation.load(std::sync::atomic::Ordering::SeqCst) == gen && again.held().await.unwrap_or(false);
+                if !still_ours {
+                    return;
+                }
                 if let Err(e) = again.announce().await {
                     tracing::warn!("gratuitous ARP repeat: {e}");
                 }
