@@ -314,9 +314,14 @@ fn a_cut_heartbeat_path_while_the_vip_answers_causes_no_failover_and_switchover_
     assert!(lab.wait_role("b", "master", Duration::from_secs(2)));
     assert!(lab.wait_role("a", "slave", Duration::from_secs(2)));
     assert!(lab.holds_vip("b") && !lab.holds_vip("a"));
-    // Past the old Master's GARP repeats (1.1 s, 2.2 s): it must not pull the client back.
+    // Past the old Master's GARP repeats (1.1 s, 2.2 s after its last burst, here the one it sent
+    // when the heartbeat path healed): it must not announce the VIP it no longer holds.
     std::thread::sleep(Duration::from_millis(2600));
     assert_eq!(lab.client_reaches_vip().as_deref(), Some(lab.mac("b").as_str()), "the client stays with the new Master");
+    let log_a = lab.log("a");
+    let after = log_a.split("planned switch-over").nth(1).unwrap_or_default();
+    assert!(log_a.contains("announced"), "a announced the VIP while Master:\n{log_a}");
+    assert!(!after.contains("announced"), "a announced the VIP after handing it over:\n{after}");
     assert!(lab.wait_role("b", "master", Duration::from_secs(1)));
     let (ok, out) = sh(&[BIN, "set-state", "bogus", "--socket", sock.to_str().unwrap_or_default()]);
     assert!(!ok && out.contains("usage: ridondato set-state master|slave|off"), "{out}");

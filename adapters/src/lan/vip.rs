@@ -120,6 +120,7 @@ impl NetlinkVip {
                 .await
                 .map_err(|e| err("gratuitous ARP", e))?
                 .map_err(|e| err(&format!("gratuitous ARP on {}", spec.interface), e))?;
+            tracing::info!("announced {ip} on {} (gratuitous ARP / unsolicited NA)", spec.interface);
         }
         Ok(())
     }
