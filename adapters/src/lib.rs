@@ -4,6 +4,8 @@
 pub mod auth_codec;
 pub mod codec;
 pub mod driver;
+#[cfg(feature = "fs-sync")]
+pub mod fs_sync;
 #[cfg(feature = "lan")]
 pub mod lan;
 #[cfg(feature = "mariadb")]
