@@ -80,7 +80,10 @@ pub fn render_status(s: &Status) -> String {
     let silent = s.peer.silent_for_ms.map_or(String::new(), |ms| format!(", heard {ms} ms ago"));
     out += &format!("peer {}  {}{}{}\n", s.peer.id, peer_role, if s.peer.alive { "" } else { " (silent)" }, silent);
     out += &format!("vip {}  services {}  fs-push {}\n", yes(s.vip_held), yes(s.services_running), yes(s.fs_pushing));
-    out += &format!(
+    // A node without a database reports nothing about one: no line for it.
+    let db_seen = s.db_writable || s.db_replicating || s.db_position.0 > 0 || s.db_lag_ms.is_some();
+    if db_seen {
+        out += &format!(
         "db {} at {}  replicating {}  lag {}  semi-sync {}\n",
         if s.db_writable { "read-write" } else { "read-only" },
         s.db_position.0,
@@ -88,6 +91,7 @@ pub fn render_status(s: &Status) -> String {
         s.db_lag_ms.map_or("-".into(), |l| format!("{l} ms")),
         yes(s.semi_sync_active)
     );
+    }
     if s.maintenance.on {
         out += "maintenance ON: automatic failover paused\n";
     }
