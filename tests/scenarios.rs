@@ -6,7 +6,12 @@ use ridondato_sim::Scenario;
 #[test]
 fn scenario_files_pass_and_match_their_timelines() {
     let dir = ridondato_tests::scenarios_dir();
-    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("scenarios dir").filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "scn")).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("scenarios dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "scn"))
+        .collect();
     files.sort();
     assert!(files.len() >= 11, "expected the scenario set, found {}", files.len());
     let rewrite = std::env::var("REWRITE").is_ok_and(|v| v == "1");

@@ -77,10 +77,16 @@ async fn main() {
         })
         .collect();
     let mut c = MySqlConnection::connect_with(&servers[master].opts()).await.expect("connect");
-    let ids: std::collections::BTreeSet<u64> = sqlx::query("SELECT id FROM app.t").fetch_all(&mut c).await.expect("ids").iter().map(|r| r.get::<i32, _>(0) as u64).collect();
+    let ids: std::collections::BTreeSet<u64> =
+        sqlx::query("SELECT id FROM app.t").fetch_all(&mut c).await.expect("ids").iter().map(|r| r.get::<i32, _>(0) as u64).collect();
     let lost = acks.iter().filter(|(id, _)| !ids.contains(id)).count();
-    println!("planned switch-over, {} switch-overs, writer every 1 ms: write outage p50 {:.0} ms, max {:.0} ms; {} rows acknowledged, {lost} lost",
-        outages.len(), pct(&mut outages.clone(), 0.5), pct(&mut outages, 1.0), acks.len());
+    println!(
+        "planned switch-over, {} switch-overs, writer every 1 ms: write outage p50 {:.0} ms, max {:.0} ms; {} rows acknowledged, {lost} lost",
+        outages.len(),
+        pct(&mut outages.clone(), 0.5),
+        pct(&mut outages, 1.0),
+        acks.len()
+    );
 
     // (2) replication lag under ~500 inserts/s.
     let m = master;
@@ -104,5 +110,10 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    println!("replication lag under a steady insert load ({} samples): p50 {:.2} ms, p99 {:.2} ms", lags.len(), pct(&mut lags.clone(), 0.5), pct(&mut lags, 0.99));
+    println!(
+        "replication lag under a steady insert load ({} samples): p50 {:.2} ms, p99 {:.2} ms",
+        lags.len(),
+        pct(&mut lags.clone(), 0.5),
+        pct(&mut lags, 0.99)
+    );
 }

@@ -71,8 +71,16 @@ pub enum Reject {
 }
 
 impl Reject {
-    const ALL: [Reject; 8] =
-        [Reject::TooShort, Reject::TooLong, Reject::BadMagic, Reject::UnsupportedVersion, Reject::WrongSender, Reject::BadTag, Reject::Replayed, Reject::Undecodable];
+    const ALL: [Reject; 8] = [
+        Reject::TooShort,
+        Reject::TooLong,
+        Reject::BadMagic,
+        Reject::UnsupportedVersion,
+        Reject::WrongSender,
+        Reject::BadTag,
+        Reject::Replayed,
+        Reject::Undecodable,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -266,7 +266,13 @@ impl Driver {
                 return;
             }
             if let Ok(r) = db.report().await {
-                let _ = tx.send(Input::DbReport { position: r.position, writable: r.writable, replicating: r.replicating, lag_ms: r.lag_ms, semi_sync: r.semi_sync });
+                let _ = tx.send(Input::DbReport {
+                    position: r.position,
+                    writable: r.writable,
+                    replicating: r.replicating,
+                    lag_ms: r.lag_ms,
+                    semi_sync: r.semi_sync,
+                });
                 if r.errant > 0 {
                     let _ = tx.send(Input::DbErrant { count: r.errant });
                 }

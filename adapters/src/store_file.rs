@@ -37,9 +37,9 @@ impl StateStore for FileStateStore {
         match std::fs::read(&self.path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(AdapterError::new(format!("{}: {e}", self.path.display()))),
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                AdapterError::new(format!("{}: not a ridondato state file ({e}); refusing to guess the epoch", self.path.display()))
-            }),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| AdapterError::new(format!("{}: not a ridondato state file ({e}); refusing to guess the epoch", self.path.display()))),
         }
     }
 

@@ -69,13 +69,7 @@ fn fetch_status(socket: &std::path::Path) -> Result<Status, String> {
 
 pub fn render_status(s: &Status) -> String {
     let yes = |b: bool| if b { "yes" } else { "no" };
-    let mut out = format!(
-        "node {}  role {}  epoch {}{}\n",
-        s.node,
-        s.role,
-        s.epoch,
-        s.transition.as_ref().map(|t| format!("  ({t})")).unwrap_or_default()
-    );
+    let mut out = format!("node {}  role {}  epoch {}{}\n", s.node, s.role, s.epoch, s.transition.as_ref().map(|t| format!("  ({t})")).unwrap_or_default());
     let peer_role = s.peer.role.map_or("never heard".to_string(), |r| r.to_string());
     let silent = s.peer.silent_for_ms.map_or(String::new(), |ms| format!(", heard {ms} ms ago"));
     out += &format!("peer {}  {}{}{}\n", s.peer.id, peer_role, if s.peer.alive { "" } else { " (silent)" }, silent);
@@ -84,19 +78,28 @@ pub fn render_status(s: &Status) -> String {
     let db_seen = s.db_writable || s.db_replicating || s.db_position.0 > 0 || s.db_lag_ms.is_some();
     if db_seen {
         out += &format!(
-        "db {} at {}  replicating {}  lag {}  semi-sync {}\n",
-        if s.db_writable { "read-write" } else { "read-only" },
-        s.db_position.0,
-        yes(s.db_replicating),
-        s.db_lag_ms.map_or("-".into(), |l| format!("{l} ms")),
-        yes(s.semi_sync_active)
-    );
+            "db {} at {}  replicating {}  lag {}  semi-sync {}\n",
+            if s.db_writable { "read-write" } else { "read-only" },
+            s.db_position.0,
+            yes(s.db_replicating),
+            s.db_lag_ms.map_or("-".into(), |l| format!("{l} ms")),
+            yes(s.semi_sync_active)
+        );
     }
     if s.maintenance.on {
         out += "maintenance ON: automatic failover paused\n";
     }
     if let Some(j) = &s.job {
-        out += &format!("resync {} job {}: {:?} phase {} ({}/{}) {}%\n", j.kind.as_str(), j.id, j.state, j.phase.as_str(), j.phase_index + 1, j.phases, j.percent());
+        out += &format!(
+            "resync {} job {}: {:?} phase {} ({}/{}) {}%\n",
+            j.kind.as_str(),
+            j.id,
+            j.state,
+            j.phase.as_str(),
+            j.phase_index + 1,
+            j.phases,
+            j.percent()
+        );
     }
     for a in &s.alarms {
         out += &format!("alarm: {a}\n");

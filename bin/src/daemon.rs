@@ -23,7 +23,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
     };
     let cfg = config::load(std::path::Path::new(path))?;
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,netlink_packet_route=error,netlink_packet_core=error".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,netlink_packet_route=error,netlink_packet_core=error".into()),
+        )
         .with_target(false)
         .with_writer(std::io::stderr)
         .init();

@@ -5,7 +5,8 @@ use ridondato_sim::trace::render;
 use ridondato_sim::Scenario;
 use std::time::Instant;
 
-const USAGE: &str = "usage: ridondato sim FILE... [--seed S]\n       ridondato sim --sweep N [--seed S] [--threads T] [--trace] [--tier2]\n       ridondato sim --bench";
+const USAGE: &str =
+    "usage: ridondato sim FILE... [--seed S]\n       ridondato sim --sweep N [--seed S] [--threads T] [--trace] [--tier2]\n       ridondato sim --bench";
 
 pub fn run(args: &[String]) -> Result<(), String> {
     let mut files = Vec::new();
@@ -145,10 +146,7 @@ fn run_sweep(n: u64, first: u64, threads: usize, show_trace: bool) -> Result<(),
         r.sim_ms as f64 / 1000.0 / wall,
         r.events
     );
-    println!(
-        "slowest settle after heal: {} ms; longest dual holding in a grace window: {} ms (seed {})",
-        r.max_settle_ms, r.max_dual_ms, r.max_dual_seed
-    );
+    println!("slowest settle after heal: {} ms; longest dual holding in a grace window: {} ms (seed {})", r.max_settle_ms, r.max_dual_ms, r.max_dual_seed);
     if r.failures.is_empty() {
         println!("PASS: every invariant held on every schedule");
         return Ok(());

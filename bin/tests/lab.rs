@@ -366,7 +366,10 @@ fn a_planned_switchover_with_mariadb_through_the_vip_loses_no_acknowledged_row()
     for n in ["a", "b"] {
         let path = lab.work.join(format!("{n}.toml"));
         let mut cfg = std::fs::read_to_string(&path).expect("config");
-        cfg.push_str(&format!("[db]\ndsn = \"mysql://root@127.0.0.1:3306/\"\nrepl_user = \"repl\"\nrepl_password_file = \"{}\"\napp_user = \"app\"\n", pw.display()));
+        cfg.push_str(&format!(
+            "[db]\ndsn = \"mysql://root@127.0.0.1:3306/\"\nrepl_user = \"repl\"\nrepl_password_file = \"{}\"\napp_user = \"app\"\n",
+            pw.display()
+        ));
         std::fs::write(&path, cfg).expect("config");
     }
     let db = |lab: &Lab, n: &str, field: &str| lab.status(n).is_some_and(|s| s[field].as_bool() == Some(true));
@@ -425,8 +428,15 @@ fn a_planned_switchover_with_mariadb_through_the_vip_loses_no_acknowledged_row()
     assert!(lost.is_empty(), "acknowledged rows missing on the new Master: {lost:?}");
     let errs = std::fs::read_to_string(lab.work.join("acked.txt.err")).unwrap_or_default();
     let errs: Vec<&str> = errs.lines().rev().take(5).collect();
-    let probe = lab.exec("c", &["mariadb", "--connect-timeout=1", "-h", &vip, "-u", "app", "-papppw", "-N", "-e", "INSERT INTO app.t (v) VALUES (5); SELECT @@server_id;"]);
-    assert!(b_binlog.contains("0-2-"), "the client kept writing on b after the switch-over: {b_binlog}; last errors {errs:?}; a write now: {probe:?}; status b {:?}", lab.status("b"));
+    let probe = lab.exec(
+        "c",
+        &["mariadb", "--connect-timeout=1", "-h", &vip, "-u", "app", "-papppw", "-N", "-e", "INSERT INTO app.t (v) VALUES (5); SELECT @@server_id;"],
+    );
+    assert!(
+        b_binlog.contains("0-2-"),
+        "the client kept writing on b after the switch-over: {b_binlog}; last errors {errs:?}; a write now: {probe:?}; status b {:?}",
+        lab.status("b")
+    );
     eprintln!("switch-over through the VIP: {} rows acknowledged, none lost; longest time without a commit {outage} ms", acked.len());
     if std::env::var("LAB_SHOW_LOGS").is_ok() {
         let gap_end = times.windows(2).find(|w| w[1] - w[0] == outage).map(|w| (w[0], w[1]));

@@ -25,27 +25,42 @@ pub enum Op {
     CheckWitnesses,
     /// Wait, bounded, until everything received is applied and the position reached, staying
     /// read-only (the first step of a hand-over, before anything is claimed).
-    CatchUpDb { position: Position },
+    CatchUpDb {
+        position: Position,
+    },
     /// Apply everything received (at least `wait_for` when given), stop replication, go read-write.
-    PromoteDb { wait_for: Option<Position> },
+    PromoteDb {
+        wait_for: Option<Position>,
+    },
     /// Read-only on, client sessions killed, verified; reports the final position.
     FenceDb,
     /// Become a replica of the peer's database.
-    ReplicateDb { from: NodeId },
+    ReplicateDb {
+        from: NodeId,
+    },
     PromoteMongo,
     DemoteMongo,
     /// Start pushing file changes to the peer.
-    FsPushStart { to: NodeId },
+    FsPushStart {
+        to: NodeId,
+    },
     FsPushStop,
     /// Associate the cloud public IP with `to`.
-    MoveCloudIp { to: NodeId },
+    MoveCloudIp {
+        to: NodeId,
+    },
     QueryCloudIp,
     /// Cloud arbiter: is the peer's instance running, per the host's API?
-    CheckPeerInstance { peer: NodeId },
+    CheckPeerInstance {
+        peer: NodeId,
+    },
     StartServices,
     StopServices,
     /// Run one phase of a resync job, reporting `Input::JobProgress` while it goes.
-    Resync { job: u64, phase: ResyncPhase },
+    Resync {
+        job: u64,
+        phase: ResyncPhase,
+    },
 }
 
 impl Op {
@@ -79,13 +94,21 @@ impl Op {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Action {
     Send(Message),
-    Run { id: OpId, op: Op },
+    Run {
+        id: OpId,
+        op: Op,
+    },
     /// Abort a running operation (a cancelled resync phase); it then reports `Cancelled`.
-    Cancel { id: OpId },
+    Cancel {
+        id: OpId,
+    },
     /// Something worth a log line and a timeline entry.
     Event(Event),
     /// The answer to an operator command.
-    Reply { req: u64, result: Result<String, String> },
+    Reply {
+        req: u64,
+        result: Result<String, String>,
+    },
     /// Shutdown finished: the process may exit.
     Exit,
 }

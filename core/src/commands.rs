@@ -28,7 +28,10 @@ impl Node {
     }
 
     fn busy(&self) -> Option<String> {
-        self.plan.as_ref().map(|p| format!("busy: {} is under way", p.name)).or_else(|| self.handover.as_ref().map(|_| "busy: a switch-over is under way".into()))
+        self.plan
+            .as_ref()
+            .map(|p| format!("busy: {} is under way", p.name))
+            .or_else(|| self.handover.as_ref().map(|_| "busy: a switch-over is under way".into()))
     }
 
     fn set_state(&mut self, target: Target) -> Result<Option<String>, String> {
@@ -83,10 +86,7 @@ impl Node {
         match self.role {
             Role::Master => self.begin_handover(Some(req)).map(|_| None),
             Role::Slave if self.peer_is_master() => {
-                self.out.push(crate::action::Action::Send(crate::message::Message::SwitchoverRequest {
-                    from: self.cfg.node,
-                    epoch: self.peer.epoch(),
-                }));
+                self.out.push(crate::action::Action::Send(crate::message::Message::SwitchoverRequest { from: self.cfg.node, epoch: self.peer.epoch() }));
                 Ok(Some(format!("asked the Master {} to hand over", self.cfg.peer)))
             }
             r => Err(format!("switch-over needs a Master and a Slave; this node is {r} and the peer is {}", self.peer_role().map_or("silent", |r| r.as_str()))),

@@ -119,11 +119,7 @@ impl Config {
         if t.failover_timeout < 3 * t.heartbeat_interval {
             return bad(
                 "timing.failover_timeout_ms",
-                format!(
-                    "{} ms is less than 3 heartbeats ({} ms): one lost packet would fail over",
-                    t.failover_timeout,
-                    3 * t.heartbeat_interval
-                ),
+                format!("{} ms is less than 3 heartbeats ({} ms): one lost packet would fail over", t.failover_timeout, 3 * t.heartbeat_interval),
             );
         }
         if t.isolation_timeout < 2 * t.heartbeat_interval || t.isolation_timeout >= t.failover_timeout {
@@ -137,10 +133,7 @@ impl Config {
             );
         }
         if t.discovery_window < t.failover_timeout {
-            return bad(
-                "timing.discovery_window_ms",
-                format!("{} ms is shorter than failover_timeout_ms ({} ms)", t.discovery_window, t.failover_timeout),
-            );
+            return bad("timing.discovery_window_ms", format!("{} ms is shorter than failover_timeout_ms ({} ms)", t.discovery_window, t.failover_timeout));
         }
         if t.retry_base == 0 || t.retry_max < t.retry_base {
             return bad("timing.retry_max_ms", "retry_base_ms must be > 0 and retry_max_ms >= retry_base_ms".into());

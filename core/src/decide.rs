@@ -159,7 +159,17 @@ impl Node {
         if self.peer_is_master() {
             self.refused = None;
             self.recheck_at = None;
-            self.clear_where(|a| matches!(a, Alarm::MasterUnreachable | Alarm::PeerInstanceRunning | Alarm::VipAnsweredElsewhere | Alarm::WitnessesUnreachable | Alarm::SteppedDownIsolated | Alarm::SwitchoverFailed));
+            self.clear_where(|a| {
+                matches!(
+                    a,
+                    Alarm::MasterUnreachable
+                        | Alarm::PeerInstanceRunning
+                        | Alarm::VipAnsweredElsewhere
+                        | Alarm::WitnessesUnreachable
+                        | Alarm::SteppedDownIsolated
+                        | Alarm::SwitchoverFailed
+                )
+            });
             self.ensure_replicating();
             return;
         }

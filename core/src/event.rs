@@ -6,16 +6,38 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
-    RoleChanged { from: Role, to: Role, epoch: u64, why: String },
+    RoleChanged {
+        from: Role,
+        to: Role,
+        epoch: u64,
+        why: String,
+    },
     AlarmRaised(Alarm),
     AlarmCleared(Alarm),
     /// A takeover was considered and refused (arbiter, maintenance, cloud manual mode...).
-    TakeoverRefused { why: String },
-    OpFailed { op: String, error: String, attempt: u32 },
-    JobStarted { job: u64, kind: ResyncKind },
-    JobPhase { job: u64, phase: ResyncPhase },
-    JobFinished { job: u64, result: String },
-    HandoverSent { epoch: u64 },
+    TakeoverRefused {
+        why: String,
+    },
+    OpFailed {
+        op: String,
+        error: String,
+        attempt: u32,
+    },
+    JobStarted {
+        job: u64,
+        kind: ResyncKind,
+    },
+    JobPhase {
+        job: u64,
+        phase: ResyncPhase,
+    },
+    JobFinished {
+        job: u64,
+        result: String,
+    },
+    HandoverSent {
+        epoch: u64,
+    },
 }
 
 impl std::fmt::Display for Event {

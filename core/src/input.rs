@@ -36,15 +36,25 @@ pub enum Input {
 pub enum Done {
     Ok,
     /// ARP probe: did any other host answer for the VIP?
-    Probe { answered: bool },
+    Probe {
+        answered: bool,
+    },
     /// Witness check: how many of the configured witnesses answered.
-    Witnesses { reachable: u32 },
+    Witnesses {
+        reachable: u32,
+    },
     /// The database is read-only and its sessions are gone; this is its final position.
-    Fenced { position: Position },
+    Fenced {
+        position: Position,
+    },
     /// Which node the cloud public IP is associated with right now.
-    CloudHolder { node: Option<NodeId> },
+    CloudHolder {
+        node: Option<NodeId>,
+    },
     /// Whether the peer's cloud instance is running.
-    PeerInstance { running: bool },
+    PeerInstance {
+        running: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

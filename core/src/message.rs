@@ -35,9 +35,17 @@ pub struct Heartbeat {
 pub enum Message {
     Heartbeat(Heartbeat),
     /// From a Slave whose operator asked for a switch-over: the Master runs it.
-    SwitchoverRequest { from: NodeId, epoch: u64 },
+    SwitchoverRequest {
+        from: NodeId,
+        epoch: u64,
+    },
     /// From a Master that is fenced and has dropped the VIP: "promote once you hold `position`".
-    Handover { from: NodeId, epoch: u64, position: Position, sent_at: Millis },
+    Handover {
+        from: NodeId,
+        epoch: u64,
+        position: Position,
+        sent_at: Millis,
+    },
 }
 
 impl Message {

@@ -578,11 +578,7 @@ impl Node {
             node: self.cfg.node,
             role: self.role,
             epoch: self.epoch,
-            transition: self
-                .plan
-                .as_ref()
-                .map(|p| p.name.to_string())
-                .or_else(|| self.handover.as_ref().map(|_| "handing-over".to_string())),
+            transition: self.plan.as_ref().map(|p| p.name.to_string()).or_else(|| self.handover.as_ref().map(|_| "handing-over".to_string())),
             maintenance: self.maintenance,
             needs_resync: self.needs_resync,
             peer: PeerStatus {

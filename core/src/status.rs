@@ -22,9 +22,13 @@ pub enum Alarm {
     FencedBySplitBrain,
     /// Errant transactions or a lost split brain: waiting for a resync (S11).
     NeedsResync,
-    ErrantTransactions { count: u64 },
+    ErrantTransactions {
+        count: u64,
+    },
     /// An operation keeps failing.
-    OpFailing { op: String },
+    OpFailing {
+        op: String,
+    },
     /// Another host answered ARP for the VIP while this node was Master and the peer silent.
     VipConflict,
     /// The interface carrying the VIP has no carrier.

@@ -231,7 +231,13 @@ impl Sim {
                 for ix in 0..2 {
                     if self.cfg.components.db && self.world.hosts[ix].powered {
                         let db = &self.world.hosts[ix].db;
-                        let input = Input::DbReport { position: db.position(), writable: db.writable, replicating: db.source.is_some(), lag_ms: db.source.map(|_| 0), semi_sync: false };
+                        let input = Input::DbReport {
+                            position: db.position(),
+                            writable: db.writable,
+                            replicating: db.source.is_some(),
+                            lag_ms: db.source.map(|_| 0),
+                            semi_sync: false,
+                        };
                         self.feed(ix, input);
                     }
                 }

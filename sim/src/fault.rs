@@ -37,7 +37,9 @@ pub enum Fault {
     CutOneWay(Ix, Ix),
     /// The LAN splits between the nodes: nothing crosses, ARP included. The witness stays on
     /// the side of the given node, or is unreachable to both.
-    Split { witness: Option<Ix> },
+    Split {
+        witness: Option<Ix>,
+    },
     /// Messages between the nodes are held, then delivered at `release`.
     Hold,
     Release,

@@ -52,9 +52,7 @@ impl Checker {
         let split_blind = w.net.split.is_some_and(|side| no_witness || side.is_none());
         let link_blind = no_witness && w.hosts.iter().any(|h| h.powered && !h.link);
         // A host whose ARP probe fails cannot see a conflict: its arbiter is gone.
-        let probe_blind = w.hosts.iter().any(|h| {
-            matches!(h.faults.get("arp-probe"), Some(AdapterFault::Fail | AdapterFault::Hang))
-        });
+        let probe_blind = w.hosts.iter().any(|h| matches!(h.faults.get("arp-probe"), Some(AdapterFault::Fail | AdapterFault::Hang)));
         split_blind || link_blind || probe_blind
     }
 
@@ -76,10 +74,7 @@ impl Checker {
         // In cloud mode clients reach only the public IP's holder, so "both writable" matters
         // where both are reachable: on a shared LAN, or through the public IP (impossible twice).
         let shared = w.mode == Mode::Lan && w.same_domain();
-        let conds = [
-            shared && both(&|i| w.answers_arp(i)),
-            shared && both(&|i| w.hosts[i].powered && w.hosts[i].db.writable),
-        ];
+        let conds = [shared && both(&|i| w.answers_arp(i)), shared && both(&|i| w.hosts[i].powered && w.hosts[i].db.writable)];
         // A host whose daemon died keeps its addresses and database until systemd restarts the
         // daemon and it lets go: that much dual holding is measured, not forbidden.
         if w.hosts.iter().any(|h| h.powered && !h.daemon) {

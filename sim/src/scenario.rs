@@ -229,13 +229,11 @@ fn check(sim: &Sim, ix: Option<Ix>, checks: &[(String, String)]) -> Result<(), S
             "needs-resync" => if st.as_ref().is_some_and(|s| s.needs_resync) { "yes" } else { "no" }.into(),
             "maintenance" => if st.as_ref().is_some_and(|s| s.maintenance.on) { "on" } else { "off" }.into(),
             "cloud-ip" => if sim.world.eip == Some(ix) { "yes" } else { "no" }.into(),
-            "job" => st.as_ref().and_then(|s| s.job.clone()).map_or("none".into(), |j| {
-                match j.state {
-                    JobState::Running => format!("running@{}%", j.percent()),
-                    JobState::Done => "done".into(),
-                    JobState::Failed => "failed".into(),
-                    JobState::Cancelled => "cancelled".into(),
-                }
+            "job" => st.as_ref().and_then(|s| s.job.clone()).map_or("none".into(), |j| match j.state {
+                JobState::Running => format!("running@{}%", j.percent()),
+                JobState::Done => "done".into(),
+                JobState::Failed => "failed".into(),
+                JobState::Cancelled => "cancelled".into(),
             }),
             "alarm" => {
                 let alarms: Vec<String> = st.as_ref().map(|s| s.alarms.iter().map(|a| a.to_string()).collect()).unwrap_or_default();
@@ -254,7 +252,11 @@ fn check(sim: &Sim, ix: Option<Ix>, checks: &[(String, String)]) -> Result<(), S
             _ => return Err(format!("unknown check `{k}`")),
         };
         let want = if matches!(k.as_str(), "vip" | "services" | "replicating" | "needs-resync" | "cloud-ip") {
-            if yes(v) { "yes".to_string() } else { "no".to_string() }
+            if yes(v) {
+                "yes".to_string()
+            } else {
+                "no".to_string()
+            }
         } else {
             v.clone()
         };

@@ -12,8 +12,8 @@ use crate::rng::Rng;
 use crate::world::{Finish, World};
 use async_trait::async_trait;
 use ridondato_adapters::{
-    AdapterError, AdapterResult, Backends, CloudIp, Db, DbReport, Driver, DriverConfig, DriverHandle, FsSync, JsonCodec, Mongo, ProgressFn,
-    Services, StateStore, Transport, Vip, Witness,
+    AdapterError, AdapterResult, Backends, CloudIp, Db, DbReport, Driver, DriverConfig, DriverHandle, FsSync, JsonCodec, Mongo, ProgressFn, Services,
+    StateStore, Transport, Vip, Witness,
 };
 use ridondato_core::{Done, Node, NodeId, Op, PersistedState, Position, ResyncPhase, Role, Status};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -129,7 +129,14 @@ impl Db for SimBackend {
     async fn report(&self) -> AdapterResult<DbReport> {
         let w = lock(&self.world);
         let db = &w.hosts[self.ix].db;
-        Ok(DbReport { position: db.position(), writable: db.writable, replicating: db.source.is_some(), lag_ms: db.source.map(|_| 0), semi_sync: false, errant: db.errant })
+        Ok(DbReport {
+            position: db.position(),
+            writable: db.writable,
+            replicating: db.source.is_some(),
+            lag_ms: db.source.map(|_| 0),
+            semi_sync: false,
+            errant: db.errant,
+        })
     }
     async fn copy_from_peer(&self, _peer: NodeId, progress: ProgressFn) -> AdapterResult<()> {
         self.copy(ResyncPhase::DbCopy, progress).await

@@ -27,7 +27,8 @@ impl RsyncDaemon {
         std::fs::create_dir_all(dir).map_err(|x| e("directory", x))?;
         let secrets = dir.join("rsyncd.secrets");
         write_private(&secrets, &format!("{RSYNC_USER}:{secret}\n")).map_err(|x| e("secrets", x))?;
-        let mut conf = format!("address = {}\nport = {}\nuse chroot = no\nreverse lookup = no\npid file = {}\n", bind.ip(), bind.port(), dir.join("rsyncd.pid").display());
+        let mut conf =
+            format!("address = {}\nport = {}\nuse chroot = no\nreverse lookup = no\npid file = {}\n", bind.ip(), bind.port(), dir.join("rsyncd.pid").display());
         for (i, p) in paths.iter().enumerate() {
             conf += &format!(
                 "[{}]\npath = {}\nread only = no\nuid = root\ngid = root\nauth users = {RSYNC_USER}\nsecrets file = {}\nstrict modes = yes\nmunge symlinks = no\n",

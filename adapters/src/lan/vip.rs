@@ -80,7 +80,8 @@ impl NetlinkVip {
 
     async fn link(&self, name: &str) -> AdapterResult<LinkInfo> {
         let mut links = self.handle.link().get().match_name(name.to_string()).execute();
-        let link = links.try_next().await.map_err(|e| err(&format!("interface {name}"), e))?.ok_or_else(|| AdapterError::new(format!("no interface {name}")))?;
+        let link =
+            links.try_next().await.map_err(|e| err(&format!("interface {name}"), e))?.ok_or_else(|| AdapterError::new(format!("no interface {name}")))?;
         let mac = link
             .attributes
             .iter()

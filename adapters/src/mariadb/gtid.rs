@@ -23,7 +23,11 @@ impl GtidPos {
             let f: Vec<&str> = part.split('-').collect();
             let [d, sv, sq] = f[..] else { return Err(format!("`{part}` is not a GTID (domain-server-seq)")) };
             let bad = |what: &str| format!("`{part}`: bad {what}");
-            let g = Gtid { domain: d.parse().map_err(|_| bad("domain"))?, server: sv.parse().map_err(|_| bad("server id"))?, seq: sq.parse().map_err(|_| bad("sequence number"))? };
+            let g = Gtid {
+                domain: d.parse().map_err(|_| bad("domain"))?,
+                server: sv.parse().map_err(|_| bad("server id"))?,
+                seq: sq.parse().map_err(|_| bad("sequence number"))?,
+            };
             if m.insert(g.domain, g).is_some() {
                 return Err(format!("domain {} appears twice in `{s}`", g.domain));
             }

@@ -131,12 +131,9 @@ impl MariaDb {
             .fetch_all(&mut *c)
             .await
             .map_err(db_err("reading privileges"))?;
-        let bad: Vec<String> = rows
-            .iter()
-            .filter_map(|r| r.try_get::<String, _>(0).ok())
-            .filter(|p| p == "SUPER" || p == "READ ONLY ADMIN")
-            .collect();
-        Ok((!bad.is_empty()).then(|| format!("the application account {user} holds {}: it can write on a read-only Slave and create errant transactions", bad.join(" and "))))
+        let bad: Vec<String> = rows.iter().filter_map(|r| r.try_get::<String, _>(0).ok()).filter(|p| p == "SUPER" || p == "READ ONLY ADMIN").collect();
+        Ok((!bad.is_empty())
+            .then(|| format!("the application account {user} holds {}: it can write on a read-only Slave and create errant transactions", bad.join(" and "))))
     }
 }
 
@@ -183,7 +180,12 @@ impl Db for MariaDb {
         let mut c = self.admin().await?;
         sqlx::query("SET GLOBAL read_only = 1").execute(&mut *c).await.map_err(db_err("read_only = 1"))?;
         // Sessions opened before read_only may hold open transactions: end them.
-        let me: i64 = sqlx::query("SELECT CAST(CONNECTION_ID() AS SIGNED)").fetch_one(&mut *c).await.map_err(db_err("connection id"))?.try_get(0).map_err(db_err("connection id"))?;
+        let me: i64 = sqlx::query("SELECT CAST(CONNECTION_ID() AS SIGNED)")
+            .fetch_one(&mut *c)
+            .await
+            .map_err(db_err("connection id"))?
+            .try_get(0)
+            .map_err(db_err("connection id"))?;
         let rows = sqlx::query("SELECT CAST(ID AS SIGNED) FROM information_schema.PROCESSLIST WHERE COMMAND NOT IN ('Daemon', 'Binlog Dump', 'Binlog Dump GTID', 'Slave_IO', 'Slave_SQL', 'Slave_worker') AND USER NOT IN ('system user', 'event_scheduler') AND USER <> ? AND ID <> ?")
             .bind(&self.cfg.repl_user)
             .bind(me)

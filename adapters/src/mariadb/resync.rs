@@ -25,13 +25,15 @@ pub(super) async fn rebuild(db: &MariaDb, peer: NodeId, progress: ProgressFn) ->
         .iter()
         .filter_map(|r| r.try_get::<String, _>(0).ok())
         .collect();
-    let total: u64 = sqlx::query(&format!("SELECT CAST(COALESCE(SUM(DATA_LENGTH + INDEX_LENGTH), 0) AS UNSIGNED) FROM information_schema.TABLES WHERE TABLE_SCHEMA NOT IN ({SYSTEM})"))
-        .fetch_one(&mut remote)
-        .await
-        .ok()
-        .and_then(|r| r.try_get::<u64, _>(0).ok())
-        .unwrap_or(0)
-        .max(1);
+    let total: u64 = sqlx::query(&format!(
+        "SELECT CAST(COALESCE(SUM(DATA_LENGTH + INDEX_LENGTH), 0) AS UNSIGNED) FROM information_schema.TABLES WHERE TABLE_SCHEMA NOT IN ({SYSTEM})"
+    ))
+    .fetch_one(&mut remote)
+    .await
+    .ok()
+    .and_then(|r| r.try_get::<u64, _>(0).ok())
+    .unwrap_or(0)
+    .max(1);
     progress(0, total);
 
     // Stop replicating and forget this node's own history: what follows replaces it.
@@ -45,7 +47,20 @@ pub(super) async fn rebuild(db: &MariaDb, peer: NodeId, progress: ProgressFn) ->
 
     let user = db.cfg.local.get_username().to_string();
     let mut dump = tokio::process::Command::new("mariadb-dump");
-    dump.args(["--single-transaction", "--gtid", "--master-data=2", "--routines", "--events", "--triggers", "--host", &host, "--port", &port.to_string(), "--user", &user]);
+    dump.args([
+        "--single-transaction",
+        "--gtid",
+        "--master-data=2",
+        "--routines",
+        "--events",
+        "--triggers",
+        "--host",
+        &host,
+        "--port",
+        &port.to_string(),
+        "--user",
+        &user,
+    ]);
     dump.arg("--databases").args(&schemas);
     let mut local = tokio::process::Command::new("mariadb");
     let (lhost, lport) = (db.cfg.local.get_host().to_string(), db.cfg.local.get_port());
@@ -54,7 +69,8 @@ pub(super) async fn rebuild(db: &MariaDb, peer: NodeId, progress: ProgressFn) ->
         dump.env("MYSQL_PWD", &pw);
         local.env("MYSQL_PWD", &pw);
     }
-    let mut dump = dump.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true).spawn().map_err(|e| AdapterError::new(format!("mariadb-dump: {e}")))?;
+    let mut dump =
+        dump.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true).spawn().map_err(|e| AdapterError::new(format!("mariadb-dump: {e}")))?;
     let mut load = local.stdin(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true).spawn().map_err(|e| AdapterError::new(format!("mariadb: {e}")))?;
     let (Some(mut out), Some(mut inp)) = (dump.stdout.take(), load.stdin.take()) else {
         return Err(AdapterError::new("no pipe to the dump"));

@@ -169,7 +169,6 @@ pub async fn wait_count(s: &Server, n: i64) {
     }
 }
 
-
 /// Two servers (ids `first`, `first + 1`) with their adapters: the first is Master with the
 /// `app.t` table, the second replicates from it.
 pub async fn pair(first: u32, semi_sync: bool) -> (Server, Server, MariaDb, MariaDb) {
