@@ -56,6 +56,8 @@ pub struct DriverConfig {
     pub db_reports: bool,
     /// Whether to watch the VIP and its link (LAN mode) at the report interval.
     pub vip_watch: bool,
+    /// Whether to pass on the file-sync adapter's report at the report interval.
+    pub fs_reports: bool,
 }
 
 impl Default for DriverConfig {
@@ -66,6 +68,7 @@ impl Default for DriverConfig {
             report_every: Duration::from_millis(250),
             db_reports: true,
             vip_watch: true,
+            fs_reports: false,
         }
     }
 }
@@ -194,7 +197,7 @@ impl Driver {
                     self.replies.insert(id, req.reply);
                     Input::Command { req: id, cmd: req.cmd }
                 }
-                _ = report.tick(), if self.cfg.db_reports || self.cfg.vip_watch => {
+                _ = report.tick(), if self.cfg.db_reports || self.cfg.vip_watch || self.cfg.fs_reports => {
                     self.spawn_report();
                     continue;
                 }
@@ -253,6 +256,11 @@ impl Driver {
         let vip = self.backends.vip.clone();
         let (want_db, want_vip) = (self.cfg.db_reports, self.cfg.vip_watch);
         let tx = self.results_tx.clone();
+        if self.cfg.fs_reports {
+            if let Some(r) = self.backends.fs.report() {
+                let _ = tx.send(Input::FsReport(r));
+            }
+        }
         tokio::spawn(async move {
             if want_vip {
                 if let Ok(up) = vip.link_up().await {
@@ -327,8 +335,8 @@ async fn execute(b: &Backends, op: Op, peer: NodeId, tx: &mpsc::UnboundedSender<
         Op::StopServices => ok(b.services.stop().await),
         Op::Resync { job, phase } => {
             let tx = tx.clone();
-            let progress: ProgressFn = Arc::new(move |done, total| {
-                let _ = tx.send(Input::JobProgress { job, done, total });
+            let progress: ProgressFn = Arc::new(move |progress| {
+                let _ = tx.send(Input::JobProgress { job, progress });
             });
             ok(match phase {
                 ResyncPhase::DbCopy => b.db.copy_from_peer(peer, progress).await,

@@ -5,7 +5,7 @@
 //! twice after a crash or a timeout, and the second call must succeed without harm.
 
 use async_trait::async_trait;
-use ridondato_core::{NodeId, PersistedState, Position};
+use ridondato_core::{FsReport, NodeId, PersistedState, Position, Progress};
 use std::sync::Arc;
 
 /// An adapter failure: what failed and why, for the log and the status.
@@ -21,8 +21,8 @@ impl AdapterError {
 
 pub type AdapterResult<T> = Result<T, AdapterError>;
 
-/// Progress of a long operation (resync): `(done, total)` in the operation's unit.
-pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
+/// Progress of a long operation (resync), in the operation's unit.
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
 
 /// Datagrams to and from the peer. Authentication and encoding sit above it (`wire`).
 #[async_trait]
@@ -97,6 +97,10 @@ pub trait FsSync: Send + Sync {
     async fn push_stop(&self) -> AdapterResult<()>;
     /// Full comparison and transfer from the peer (Master) to here, reporting bytes.
     async fn resync_from(&self, peer: NodeId, progress: ProgressFn) -> AdapterResult<()>;
+    /// Backlog, rescans and errors, for the status (none from a backend without them).
+    fn report(&self) -> Option<FsReport> {
+        None
+    }
 }
 
 /// The cloud public IP association (S13, S14).

@@ -1,16 +1,19 @@
-//! Real file sync: an rsync daemon on loopback, the adapter pushing on inotify events, trees
-//! compared file by file (content, mode, mtime, symlinks, deletions). Needs rsync; under CI=true
-//! its absence is a failure.
+//! Real file sync between two nodes on loopback, each with its own rsync daemon (the real rsync):
+//! trees compared entry by entry (content, mode, owner, mtime, symlinks, deletions). Needs rsync
+//! and, for the watch-limit test, `unshare`; under CI=true their absence is a failure.
 
-use ridondato_adapters::fs_sync::daemon::RsyncDaemon;
 use ridondato_adapters::fs_sync::{FsSyncConfig, RsyncFsSync};
 use ridondato_adapters::FsSync;
-use ridondato_core::NodeId;
+use ridondato_core::{FsReport, NodeId, Progress};
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+const SECRET: &str = "cluster-secret-0123456789";
+const A: NodeId = NodeId(1);
+const B: NodeId = NodeId(2);
 
 fn available() -> bool {
     let ok = std::process::Command::new("rsync").arg("--version").output().is_ok_and(|o| o.status.success());
@@ -33,24 +36,30 @@ fn free_addr() -> std::net::SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port")
 }
 
-/// Every entry under `root`: kind, content or link target, mode, mtime.
+/// Every entry under `root` but `*.tmp` (excluded): kind, content or link target, mode, owner, mtime.
 fn snapshot(root: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("read dir").flatten() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
             let p = e.path();
             let rel = p.strip_prefix(root).expect("prefix").display().to_string();
-            let m = std::fs::symlink_metadata(&p).expect("meta");
+            if rel.ends_with(".tmp") {
+                continue;
+            }
+            // An entry may vanish between listing and reading (rsync renaming into place).
+            let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
+            let owner = format!("{}:{}", m.uid(), m.gid());
             let v = if m.file_type().is_symlink() {
-                format!("link {}", std::fs::read_link(&p).expect("link").display())
+                format!("link {} {owner}", std::fs::read_link(&p).map(|l| l.display().to_string()).unwrap_or_default())
             } else if m.is_dir() {
                 stack.push(p.clone());
-                format!("dir {:o}", m.permissions().mode() & 0o7777)
+                format!("dir {:o} {owner}", m.permissions().mode() & 0o7777)
             } else {
-                let bytes = std::fs::read(&p).expect("read");
+                let bytes = std::fs::read(&p).unwrap_or_default();
                 let sum = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3));
-                format!("file {:o} {} {} {sum:x}", m.permissions().mode() & 0o7777, m.mtime(), bytes.len())
+                format!("file {:o} {owner} {} {} {sum:x}", m.permissions().mode() & 0o7777, m.mtime(), bytes.len())
             };
             out.insert(rel, v);
         }
@@ -58,117 +67,303 @@ fn snapshot(root: &Path) -> BTreeMap<String, String> {
     out
 }
 
-fn setup(tag: &str) -> (Dirs, PathBuf, PathBuf, RsyncDaemon, Arc<RsyncFsSync>) {
-    let base = std::env::temp_dir().join(format!("ridondato-fs-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
-    let (src, dst) = (base.join("master"), base.join("slave"));
-    std::fs::create_dir_all(&src).expect("src");
-    std::fs::create_dir_all(&dst).expect("dst");
-    let addr = free_addr();
-    let daemon = RsyncDaemon::start(addr, &[dst.clone()], "cluster-secret-0123456789", &base.join("d")).expect("daemon");
-    let sync = Arc::new(
-        RsyncFsSync::new(FsSyncConfig {
-            paths: vec![src.clone()],
-            excludes: vec![],
-            peers: [(NodeId(2), addr)].into_iter().collect(),
-            bandwidth_kbps: 100_000,
-            secret: "cluster-secret-0123456789".into(),
-            batch: Duration::from_millis(50),
-            work_dir: base.join("w"),
-        })
-        .expect("adapter"),
-    );
-    (Dirs(base), src, dst, daemon, sync)
+/// Two nodes: A's tree, B's tree, each with an adapter and its rsync daemon.
+struct Pair {
+    _dirs: Dirs,
+    a_dir: PathBuf,
+    b_dir: PathBuf,
+    a: Arc<RsyncFsSync>,
+    b: Arc<RsyncFsSync>,
 }
 
-async fn wait_same(src: &Path, dst: &Path) {
+fn pair(tag: &str, tune: impl Fn(&mut FsSyncConfig)) -> Pair {
+    let base = std::env::temp_dir().join(format!("ridondato-fs-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let (a_dir, b_dir) = (base.join("a"), base.join("b"));
+    std::fs::create_dir_all(&a_dir).expect("a");
+    std::fs::create_dir_all(&b_dir).expect("b");
+    let (a_addr, b_addr) = (free_addr(), free_addr());
+    let node = |dir: &Path, me: &str, listen, peer: NodeId, peer_addr| {
+        let mut c = FsSyncConfig::new(vec![dir.to_path_buf()], [(peer, peer_addr)].into_iter().collect(), 100_000, SECRET.into(), base.join(me));
+        c.listen = Some(listen);
+        c.excludes = vec!["*.tmp".into()];
+        tune(&mut c);
+        Arc::new(RsyncFsSync::new(c).expect("adapter"))
+    };
+    let a = node(&a_dir, "wa", a_addr, B, b_addr);
+    let b = node(&b_dir, "wb", b_addr, A, a_addr);
+    Pair { _dirs: Dirs(base), a_dir, b_dir, a, b }
+}
+
+async fn wait_same(src: &Path, dst: &Path, pusher: &RsyncFsSync) {
     let t = Instant::now();
     loop {
-        if snapshot(src) == snapshot(dst) {
+        let (a, b) = (snapshot(src), snapshot(dst));
+        if a == b {
             return;
         }
-        assert!(t.elapsed() < Duration::from_secs(10), "trees differ:\n{:?}\n{:?}", snapshot(src), snapshot(dst));
+        if t.elapsed() > Duration::from_secs(15) {
+            let differ: Vec<_> = a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k)).map(|k| (k, a.get(k), b.get(k))).collect();
+            panic!("trees differ (path, source, replica): {differ:#?}\nreport: {:?}", pusher.report());
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn random_operations_leave_identical_trees() {
-    if !available() {
-        return;
+fn report(s: &RsyncFsSync) -> FsReport {
+    s.report().expect("a report")
+}
+
+/// xorshift: the same operations on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
     }
-    let (_d, src, dst, _daemon, sync) = setup("ops");
-    sync.push_start(NodeId(2)).await.expect("push");
-    // A seeded sequence of creates, writes, renames, deletes, mkdirs, chmods and symlinks.
-    let mut x: u64 = 0x5eed;
-    let mut next = |n: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % n
+}
+
+/// One random operation under `root`: writes, deletes, renames of files and directories,
+/// removal of whole trees, modes, owners, mtimes, symlinks, hard links, excluded files.
+fn random_op(root: &Path, r: &mut Rng, step: usize) {
+    let dir = root.join(format!("d{}", r.below(4)));
+    let name = dir.join(format!("f{}", r.below(8)));
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = match r.below(12) {
+        0..=2 => std::fs::write(&name, format!("step {step} {}", "x".repeat(r.below(3000) as usize))),
+        3 => std::fs::remove_file(&name),
+        4 => std::fs::rename(&name, root.join(format!("d{}/moved{}", r.below(4), r.below(4)))),
+        5 => std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600 + (r.below(2) as u32) * 0o44)),
+        6 => std::os::unix::fs::chown(&name, Some(1000 + r.below(3) as u32), Some(2000 + r.below(3) as u32)),
+        7 => std::fs::File::options()
+            .write(true)
+            .open(&name)
+            .and_then(|f| f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000 + r.below(1000)))),
+        8 => {
+            let link = root.join(format!("l{}", r.below(4)));
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(format!("d{}/f{}", r.below(4), r.below(8)), &link)
+        }
+        9 => {
+            // A directory moved, another removed with all it holds, a new one filled at once.
+            let (from, to) = (root.join(format!("d{}", r.below(4))), root.join(format!("d{}/sub{}", r.below(4), r.below(3))));
+            if r.below(2) == 0 {
+                std::fs::rename(from, to)
+            } else {
+                let _ = std::fs::remove_dir_all(&to);
+                std::fs::create_dir_all(to.join("deep")).and_then(|()| std::fs::write(to.join("deep/new"), format!("{step}")))
+            }
+        }
+        10 => std::fs::hard_link(&name, dir.join(format!("h{}", r.below(3)))),
+        _ => std::fs::write(dir.join("scratch.tmp"), b"excluded"),
     };
-    for step in 0..120 {
-        let name = src.join(format!("d{}/f{}", next(3), next(8)));
-        std::fs::create_dir_all(name.parent().expect("parent")).expect("mkdir");
-        match next(6) {
-            0 | 1 => std::fs::write(&name, format!("step {step} {}", "x".repeat(next(2000) as usize))).expect("write"),
-            2 => {
-                let _ = std::fs::remove_file(&name);
-            }
-            3 => {
-                let _ = std::fs::rename(&name, src.join(format!("d{}/moved{}", next(3), next(4))));
-            }
-            4 => {
-                let _ = std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600 + (next(2) as u32) * 0o40));
-            }
-            _ => {
-                let link = src.join(format!("l{}", next(4)));
-                let _ = std::fs::remove_file(&link);
-                let _ = std::os::unix::fs::symlink(format!("d{}/f{}", next(3), next(8)), &link);
-            }
-        }
-        if step % 20 == 0 {
-            tokio::time::sleep(Duration::from_millis(30)).await;
-        }
-    }
-    wait_same(&src, &dst).await;
-    // Nothing half-written under a final name, and no rsync temporaries left behind.
-    assert!(snapshot(&dst).keys().all(|k| !k.contains("~tmp~")));
-    sync.push_stop().await.expect("stop");
-    std::fs::write(src.join("after-stop"), b"not pushed").expect("write");
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(!dst.join("after-stop").exists(), "a node told to stop pushing pushes nothing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resync_pulls_everything_with_monotone_progress_and_bad_config_is_refused() {
+async fn random_operations_leave_identical_trees_and_a_stopped_node_sends_nothing() {
     if !available() {
         return;
     }
-    let (_d, src, dst, _daemon, sync) = setup("resync");
-    // Here the roles are reversed: the daemon's tree is the Master's, and we pull from it.
-    for i in 0..50 {
-        std::fs::write(dst.join(format!("r{i}")), vec![b'x'; 20_000]).expect("write");
+    let p = pair("ops", |_| {});
+    std::fs::write(p.a_dir.join("before-start"), b"there before the Master started pushing").expect("write");
+    // Excluded on the replica: never deleted by the Master's passes.
+    std::fs::write(p.b_dir.join("local.tmp"), b"the Slave's own").expect("write");
+    p.a.push_start(B).await.expect("push");
+    let mut r = Rng(0x5eed);
+    for step in 0..300 {
+        random_op(&p.a_dir, &mut r, step);
+        if step % 25 == 0 {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
     }
-    std::fs::write(src.join("stale"), b"only here").expect("write");
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let s2 = seen.clone();
-    let progress: ridondato_adapters::ProgressFn = Arc::new(move |d, t| s2.lock().expect("lock").push((d, t)));
-    sync.resync_from(NodeId(2), progress).await.expect("resync");
-    assert_eq!(snapshot(&src), snapshot(&dst), "the pulled tree equals the Master's (stale file deleted)");
-    let seen = seen.lock().expect("lock").clone();
-    assert!(seen.windows(2).all(|w| w[1].0 >= w[0].0), "monotone: {seen:?}");
-    assert_eq!(seen.last().map(|(d, t)| d == t), Some(true), "ends at 100 %: {seen:?}");
+    wait_same(&p.a_dir, &p.b_dir, &p.a).await;
+    let seen = snapshot(&p.b_dir);
+    assert!(seen.len() > 20, "the operations left a real tree: {seen:#?}");
+    assert!(seen.values().any(|v| v.starts_with("file ") && !v.contains(" 0:0 ")), "owners other than root were carried");
+    assert!(seen.values().any(|v| v.starts_with("link ")), "symlinks were carried");
+    assert!(!p.b_dir.join("d0/scratch.tmp").exists() && p.b_dir.join("local.tmp").exists(), "exclusions hold both ways");
+    // Partial files never sit under a final name, and none are left behind.
+    assert!(seen.keys().all(|k| !k.contains("~tmp~")), "{seen:#?}");
+    let rep = report(&p.a);
+    assert_eq!(rep.backlog, 0, "{rep:?}");
+    assert!(rep.bytes > 0 && rep.last_error.is_none(), "{rep:?}");
+    p.a.push_stop().await.expect("stop");
+    std::fs::write(p.a_dir.join("after-stop"), b"not pushed").expect("write");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!p.b_dir.join("after-stop").exists(), "a node told to stop pushing pushes nothing");
+}
 
-    let bad = RsyncFsSync::new(FsSyncConfig {
-        paths: vec![PathBuf::from("/nonexistent/ridondato")],
-        excludes: vec![],
-        peers: BTreeMap::new(),
-        bandwidth_kbps: 1000,
-        secret: "s".into(),
-        batch: Duration::from_millis(50),
-        work_dir: std::env::temp_dir(),
-    })
-    .expect_err("a missing directory");
-    assert!(bad.0.contains("fs.paths[0]"), "{bad}");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_reversed_the_new_master_wins_and_a_returning_node_is_refused() {
+    if !available() {
+        return;
+    }
+    let p = pair("roles", |c| {
+        c.batch = Duration::from_millis(20);
+        c.verify_every = Duration::from_secs(1);
+    });
+    std::fs::write(p.a_dir.join("shared"), b"v1 from A").expect("write");
+    p.a.push_start(B).await.expect("A pushes");
+    wait_same(&p.a_dir, &p.b_dir, &p.a).await;
+
+    // Failover: A is gone (stops pushing), B is Master and keeps writing.
+    p.a.push_stop().await.expect("A stops");
+    p.b.push_start(A).await.expect("B pushes");
+    std::fs::write(p.b_dir.join("shared"), b"v2 from B, the new Master").expect("write");
+    std::fs::write(p.b_dir.join("new-on-b"), b"after the failover").expect("write");
+    wait_same(&p.b_dir, &p.a_dir, &p.b).await;
+
+    // A comes back believing it is Master, with a stale change of its own: its push is refused
+    // by B's daemon (B pushes, so B takes no pushes) and B's tree is untouched.
+    std::fs::write(p.a_dir.join("shared"), b"stale v1' from the returning A").expect("write");
+    let b_before = snapshot(&p.b_dir);
+    p.a.push_start(B).await.expect("A pushes again");
+    let t = Instant::now();
+    while report(&p.a).last_error.is_none() {
+        assert!(t.elapsed() < Duration::from_secs(10), "A's push should fail: {:?}", report(&p.a));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(snapshot(&p.b_dir), b_before, "the Master's files were not overwritten");
+    assert!(report(&p.a).last_error.unwrap_or_default().contains("pre-xfer"), "{:?}", report(&p.a));
+
+    // A learns it is Slave: B's next verifying full pass puts B's version back on A.
+    p.a.push_stop().await.expect("A stops");
+    wait_same(&p.b_dir, &p.a_dir, &p.b).await;
+    assert_eq!(std::fs::read(p.a_dir.join("shared")).expect("read"), b"v2 from B, the new Master");
+}
+
+/// Overflows the kernel's inotify queue for real: the queue size is read when an instance is
+/// created, so it is lowered only around `push_start` (and put back even if that fails).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inotify_overflow_leads_to_a_full_pass_and_identical_trees() {
+    if !available() {
+        return;
+    }
+    const KNOB: &str = "/proc/sys/fs/inotify/max_queued_events";
+    let p = pair("overflow", |_| {});
+    let old = std::fs::read_to_string(KNOB).expect("read the queue size");
+    struct Restore(String);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = std::fs::write(KNOB, &self.0);
+        }
+    }
+    let restore = Restore(old);
+    std::fs::write(KNOB, "16").expect("lower the queue size (needs root)");
+    let started = p.a.push_start(B).await;
+    drop(restore);
+    started.expect("push");
+    wait_same(&p.a_dir, &p.b_dir, &p.a).await;
+    for i in 0..3000 {
+        std::fs::write(p.a_dir.join(format!("burst-{i}")), format!("{i}")).expect("write");
+    }
+    wait_same(&p.a_dir, &p.b_dir, &p.a).await;
+    let rep = report(&p.a);
+    assert!(rep.overflows >= 1, "3000 creations overflow a 16-event queue: {rep:?}");
+    assert!(rep.rescans >= 2, "the start and the overflow each made a full pass: {rep:?}");
+    assert_eq!(snapshot(&p.b_dir).len(), 3000);
+}
+
+/// Out of inotify watches: run in a user namespace whose watch limit is 6 (only that namespace
+/// is affected), by this test binary re-running itself there. The namespace maps every id to
+/// itself, written by us from outside (rather than `unshare -r`, which maps root alone and denies
+/// `setgroups`, which the rsync daemon needs); its shell waits for the map, then execs so that
+/// root inside has its capabilities.
+#[test]
+fn out_of_watches_falls_back_to_full_passes() {
+    use std::io::Write;
+    if !available() {
+        return;
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    let inner = "echo 6 > /proc/sys/user/max_inotify_watches && exec \"$0\" --exact watch_limit_child --nocapture --test-threads=1";
+    let mut child = std::process::Command::new("unshare")
+        .args(["-U", "sh", "-c", &format!("read go && exec sh -c '{inner}' \"$0\"")])
+        .arg(exe)
+        .env("RIDONDATO_WATCH_LIMIT_CHILD", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("unshare (util-linux)");
+    let ns = |pid: String| std::fs::read_link(format!("/proc/{pid}/ns/user")).ok();
+    let t = Instant::now();
+    while ns(child.id().to_string()) == ns("self".into()) {
+        assert!(t.elapsed() < Duration::from_secs(5), "unshare made no user namespace");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for map in ["uid_map", "gid_map"] {
+        std::fs::write(format!("/proc/{}/{map}", child.id()), "0 0 4294967295\n").expect("map the ids (needs root)");
+    }
+    child.stdin.take().expect("stdin").write_all(b"go\n").expect("release the child");
+    let out = child.wait_with_output().expect("the child");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("1 passed"), "the child failed:\n{text}");
+}
+
+/// The body of the test above, run only inside its namespace.
+#[test]
+fn watch_limit_child() {
+    if std::env::var("RIDONDATO_WATCH_LIMIT_CHILD").is_err() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let p = pair("watches", |c| c.rescan_every = Duration::from_millis(300));
+        for i in 0..20 {
+            std::fs::create_dir_all(p.a_dir.join(format!("dir{i}/inner"))).expect("mkdir");
+        }
+        p.a.push_start(B).await.expect("push");
+        wait_same(&p.a_dir, &p.b_dir, &p.a).await;
+        let rep = report(&p.a);
+        assert!(rep.watch_limited, "41 directories cannot fit in 6 watches: {rep:?}");
+        // Changes where no watch reaches still arrive, by the periodic full pass.
+        for i in 0..20 {
+            std::fs::write(p.a_dir.join(format!("dir{i}/inner/late")), b"unwatched").expect("write");
+        }
+        wait_same(&p.a_dir, &p.b_dir, &p.a).await;
+        assert!(report(&p.a).rescans >= 2);
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resync_pulls_everything_with_monotone_progress_in_bytes_and_files() {
+    if !available() {
+        return;
+    }
+    let p = pair("resync", |_| {});
+    // B is the Master; A, the Slave, is forced to resync from it.
+    for i in 0..60 {
+        std::fs::create_dir_all(p.b_dir.join(format!("r{}", i % 6))).expect("mkdir");
+        std::fs::write(p.b_dir.join(format!("r{}/f{i}", i % 6)), vec![b'x'; 20_000 + i]).expect("write");
+    }
+    std::fs::write(p.a_dir.join("stale"), b"only on the Slave").expect("write");
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<Progress>::new()));
+    let s2 = seen.clone();
+    p.a.resync_from(B, Arc::new(move |pr| s2.lock().expect("lock").push(pr))).await.expect("resync");
+    assert_eq!(snapshot(&p.a_dir), snapshot(&p.b_dir), "the pulled tree equals the Master's (stale file deleted)");
+    let seen = seen.lock().expect("lock").clone();
+    let bytes: u64 = (0..60).map(|i| 20_000 + i).sum();
+    assert_eq!(seen.first().map(|s| s.total), Some(bytes), "the byte total is known from the start");
+    assert!(seen.windows(2).all(|w| w[1].done >= w[0].done && w[1].files >= w[0].files), "monotone: {seen:?}");
+    let last = seen.last().copied().expect("some progress");
+    assert_eq!(last.done, last.total, "ends at 100 %: {seen:?}");
+    let (files_done, files_total) = last.files.expect("files counted");
+    assert!(files_done == files_total && files_total >= 66, "60 files and 6 directories: {last:?}");
+}
+
+#[test]
+fn bad_configuration_is_refused_with_the_field_named() {
+    let base = std::env::temp_dir().join(format!("ridondato-fs-bad-{}", std::process::id()));
+    let _dirs = Dirs(base.clone());
+    let cfg = |paths: Vec<PathBuf>, kbps: u64, secret: &str| FsSyncConfig::new(paths, BTreeMap::new(), kbps, secret.into(), base.clone());
+    let e = RsyncFsSync::new(cfg(vec![PathBuf::from("/nonexistent/ridondato")], 1000, "s")).expect_err("a missing directory");
+    assert!(e.0.contains("fs.paths[0]"), "{e}");
+    let e = RsyncFsSync::new(cfg(vec![std::env::temp_dir()], 0, "s")).expect_err("no bandwidth");
+    assert!(e.0.contains("bandwidth"), "{e}");
+    let e = RsyncFsSync::new(cfg(vec![std::env::temp_dir()], 10, "a:b")).expect_err("a secret rsync cannot hold");
+    assert!(e.0.contains("secret"), "{e}");
 }

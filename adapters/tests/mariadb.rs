@@ -150,7 +150,7 @@ async fn a_resync_rebuilds_a_diverged_replica_with_monotone_progress() {
 
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(u64, u64)>::new()));
     let s2 = seen.clone();
-    let progress: ridondato_adapters::ProgressFn = std::sync::Arc::new(move |d, t| s2.lock().expect("lock").push((d, t)));
+    let progress: ridondato_adapters::ProgressFn = std::sync::Arc::new(move |p: ridondato_core::Progress| s2.lock().expect("lock").push((p.done, p.total)));
     b.copy_from_peer(NodeId(1), progress).await.expect("resync");
     let seen = seen.lock().expect("lock").clone();
     assert!(seen.windows(2).all(|w| w[1].0 >= w[0].0), "progress is monotone: {seen:?}");

@@ -86,6 +86,15 @@ pub fn render_status(s: &Status) -> String {
             yes(s.semi_sync_active)
         );
     }
+    if let Some(fs) = &s.fs {
+        out += &format!("fs backlog {}  full passes {}  queue overflows {}  sent+received {} KiB\n", fs.backlog, fs.rescans, fs.overflows, fs.bytes / 1024);
+        if fs.watch_limited {
+            out += "fs: inotify watch limit reached, changes found by periodic full passes (raise fs.inotify.max_user_watches)\n";
+        }
+        if let Some(e) = &fs.last_error {
+            out += &format!("fs error: {}\n", e.lines().next().unwrap_or_default());
+        }
+    }
     if s.maintenance.on {
         out += "maintenance ON: automatic failover paused\n";
     }
@@ -100,6 +109,9 @@ pub fn render_status(s: &Status) -> String {
             j.phases,
             j.percent()
         );
+        if let Some((done, total)) = j.files {
+            out += &format!("  files {done}/{total}  {}/{} KiB\n", j.done / 1024, j.total / 1024);
+        }
     }
     for a in &s.alarms {
         out += &format!("alarm: {a}\n");
@@ -131,7 +143,8 @@ fn follow_job(socket: &std::path::Path) -> Result<(), String> {
         let Some(j) = s.job else { return Err("the job disappeared".into()) };
         let pct = j.percent();
         let bar: String = (0..40).map(|i| if i * 100 / 40 < pct as usize { '#' } else { '.' }).collect();
-        eprint!("\r[{bar}] {pct:>3}%  {:<14}", j.phase.as_str());
+        let files = j.files.map_or(String::new(), |(d, t)| format!("  files {d}/{t}"));
+        eprint!("\r[{bar}] {pct:>3}%  {:<14}{files:<22}", j.phase.as_str());
         match j.state {
             JobState::Running => std::thread::sleep(Duration::from_millis(250)),
             JobState::Done => {

@@ -130,17 +130,26 @@ pub struct MongoSection {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // validated now, read by its adapter when that lands (issues 4, 5)
 pub struct FsSection {
     pub paths: Vec<PathBuf>,
+    /// rsync patterns neither sent nor deleted (a node's own scratch files).
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// The rsync daemon's port, on the management IP, the same on both nodes.
     #[serde(default = "default_rsync_port")]
     pub rsync_port: u16,
+    /// A full comparison this often without other transfers (seconds): repairs what no event
+    /// names, such as a returning node's own stale changes.
+    #[serde(default = "default_verify_interval")]
+    pub verify_interval_s: u64,
 }
 
 fn default_rsync_port() -> u16 {
     8730
+}
+
+fn default_verify_interval() -> u64 {
+    300
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -345,6 +354,15 @@ pub fn parse(text: &str) -> Result<NodeConfig, Vec<ConfigProblem>> {
                 problems.push(problem(format!("fs.paths[{i}]"), format!("`{}` must be an absolute path", p.display())));
             }
         }
+        if fs.rsync_port == 0 || fs.rsync_port == n.port {
+            problems.push(problem("fs.rsync_port", format!("must be a port of its own (not 0, not node.port {})", n.port)));
+        }
+        if fs.verify_interval_s == 0 {
+            problems.push(problem("fs.verify_interval_s", "must be at least 1 second"));
+        }
+        if fs.exclude.iter().any(|x| x.is_empty() || x.contains('\n')) {
+            problems.push(problem("fs.exclude", "patterns must be non-empty single lines"));
+        }
     }
     if let Some(s) = &file.services {
         if s.units.is_empty() && s.start_hook.is_none() {
@@ -451,6 +469,16 @@ primary = true
         assert!(err[0].reason.contains("heartbeat_ms"), "{err:?}");
         let err = parse(&GOOD.replace("id = 1", "id = \"one\"")).err().expect("error");
         assert!(err[0].reason.contains("id"), "{err:?}");
+    }
+
+    #[test]
+    fn a_file_sync_section_is_checked_and_turns_the_component_on() {
+        let good = parse(&format!("{GOOD}\n[fs]\npaths = [\"/var/spool/tvox\"]\nexclude = [\"*.tmp\"]\n")).expect("valid");
+        assert!(good.core.components.fs);
+        let fs = good.file.fs.as_ref().expect("fs");
+        assert_eq!((fs.rsync_port, fs.verify_interval_s), (8730, 300));
+        let bad = format!("{GOOD}\n[fs]\npaths = [\"spool\"]\nexclude = [\"\"]\nrsync_port = 7400\nverify_interval_s = 0\n");
+        assert_eq!(fields(&bad), vec!["fs.paths[0]", "fs.rsync_port", "fs.verify_interval_s", "fs.exclude"]);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use crate::config::{self, NodeConfig};
 use ridondato_adapters::auth_codec::{AuthCodec, Key};
+use ridondato_adapters::fs_sync::{FsSyncConfig, RsyncFsSync};
 use ridondato_adapters::lan::{ArpTiming, NetlinkVip, SharedIpSpec};
 use ridondato_adapters::mariadb::{MariaDb, MariaDbConfig};
 use ridondato_adapters::services_cmd::{CommandServices, ServiceControl};
@@ -41,7 +42,7 @@ fn route_source(peer: IpAddr) -> Result<IpAddr, String> {
     s.local_addr().map(|a| a.ip()).map_err(|e| e.to_string())
 }
 
-fn backends(cfg: &NodeConfig) -> Result<Backends, String> {
+fn backends(cfg: &NodeConfig, local_ip: IpAddr, key: &Key) -> Result<Backends, String> {
     let f = &cfg.file;
     let mut b = Backends::unconfigured();
     b.store = Arc::new(FileStateStore::new(&f.node.state_dir).map_err(|e| format!("node.state_dir: {e}"))?);
@@ -100,8 +101,22 @@ fn backends(cfg: &NodeConfig) -> Result<Backends, String> {
         });
         b.db = maria;
     }
+    if let Some(fs) = &f.fs {
+        // Our rsync daemon listens on the management IP only; the peer's on the same port.
+        let mut c = FsSyncConfig::new(
+            fs.paths.clone(),
+            [(cfg.core.peer, SocketAddr::new(f.node.peer_ip, fs.rsync_port))].into_iter().collect(),
+            f.node.replication_bandwidth_kbps,
+            key.derived_password("rsync"),
+            f.node.state_dir.join("fs"),
+        );
+        c.listen = Some(SocketAddr::new(local_ip, fs.rsync_port));
+        c.excludes = fs.exclude.clone();
+        c.verify_every = Duration::from_secs(fs.verify_interval_s);
+        b.fs = Arc::new(RsyncFsSync::new(c).map_err(|e| format!("[fs]: {e}"))?);
+    }
     // Components whose adapters have not landed yet are refused rather than half-run.
-    for (section, present) in [("mongo", f.mongo.is_some()), ("fs", f.fs.is_some()), ("cloud", f.cloud.is_some())] {
+    for (section, present) in [("mongo", f.mongo.is_some()), ("cloud", f.cloud.is_some())] {
         if present {
             return Err(format!("[{section}]: this build has no {section} adapter yet; remove the section to run without it"));
         }
@@ -112,11 +127,11 @@ fn backends(cfg: &NodeConfig) -> Result<Backends, String> {
 async fn serve(cfg: NodeConfig) -> Result<(), String> {
     let f = &cfg.file;
     let key = Key::from_file(&f.node.secret_file).map_err(|e| format!("node.secret_file: {e}"))?;
-    let backends = backends(&cfg)?;
     let local_ip = match f.node.management_ip {
         Some(ip) => ip,
         None => route_source(f.node.peer_ip).map_err(|e| format!("node.management_ip: {e}"))?,
     };
+    let backends = backends(&cfg, local_ip, &key)?;
     let transport = UdpTransport::bind(SocketAddr::new(local_ip, f.node.port), SocketAddr::new(f.node.peer_ip, f.node.port))
         .await
         .map_err(|e| format!("node.management_ip: {e}"))?;
@@ -125,6 +140,7 @@ async fn serve(cfg: NodeConfig) -> Result<(), String> {
         op_deadline: Duration::from_millis(f.timing.op_deadline_ms.unwrap_or(3000)),
         db_reports: f.db.is_some(),
         vip_watch: !f.shared_ips.is_empty(),
+        fs_reports: f.fs.is_some(),
         ..DriverConfig::default()
     };
     let handover_wait = Duration::from_millis(cfg.core.timing.handover_timeout + 2000);

@@ -3,7 +3,7 @@
 use crate::action::OpId;
 use crate::message::Message;
 use crate::persist::PersistedState;
-use crate::types::{NodeId, Position, ResyncKind};
+use crate::types::{FsReport, NodeId, Position, Progress, ResyncKind};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,7 +22,9 @@ pub enum Input {
     /// The DB adapter found transactions here that the Master does not have.
     DbErrant { count: u64 },
     /// A running resync phase made progress.
-    JobProgress { job: u64, done: u64, total: u64 },
+    JobProgress { job: u64, progress: Progress },
+    /// Periodic report of the file-sync adapter.
+    FsReport(FsReport),
     /// The VIP appeared or disappeared behind the node's back (someone ran `ip addr`).
     VipObserved { held: bool },
     /// The carrier of the VIP's interface went down or came back (netlink link events).

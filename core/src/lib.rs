@@ -29,7 +29,7 @@ pub use node::Node;
 pub use persist::{Maintenance, PersistedState};
 pub use status::{Alarm, JobState, JobStatus, PeerStatus, Status};
 pub use time::Millis;
-pub use types::{Mode, NodeId, Position, ResyncKind, ResyncPhase, Role};
+pub use types::{FsReport, Mode, NodeId, Position, Progress, ResyncKind, ResyncPhase, Role};
 
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,7 @@ use crate::plan::Plan;
 use crate::resync::Job;
 use crate::status::{Alarm, PeerStatus, Status};
 use crate::time::Millis;
-use crate::types::{NodeId, Position, Role};
+use crate::types::{FsReport, NodeId, Position, Role};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A pair member's state machine. Feed it inputs with `handle`; carry out the actions it returns.
@@ -82,6 +82,7 @@ pub struct Node {
     pub(crate) db_lag_ms: Option<u64>,
     pub(crate) semi_sync: bool,
     pub(crate) fs_pushing: bool,
+    pub(crate) fs_report: Option<FsReport>,
     pub(crate) services_running: bool,
     pub(crate) cloud_holder: Option<NodeId>,
     /// The Master epoch our DB currently replicates from, if any.
@@ -150,6 +151,7 @@ impl Node {
             db_lag_ms: None,
             semi_sync: false,
             fs_pushing: false,
+            fs_report: None,
             services_running: false,
             cloud_holder: None,
             replicating_from: None,
@@ -205,7 +207,8 @@ impl Node {
                 self.semi_sync = semi_sync;
             }
             Input::DbErrant { count } => self.on_errant(count),
-            Input::JobProgress { job, done, total } => self.on_job_progress(job, done, total),
+            Input::JobProgress { job, progress } => self.on_job_progress(job, progress),
+            Input::FsReport(r) => self.fs_report = Some(r),
             Input::VipObserved { held } => self.on_vip_observed(held),
             Input::LinkObserved { up } => self.on_link(up),
             Input::Command { req, cmd } => self.on_command(req, cmd),
@@ -596,6 +599,7 @@ impl Node {
             db_lag_ms: self.db_lag_ms,
             semi_sync_active: self.semi_sync,
             fs_pushing: self.fs_pushing,
+            fs: self.fs_report.clone(),
             services_running: self.services_running,
             cloud_holder: self.cloud_holder,
             job: self.job.as_ref().map(|j| j.status()),

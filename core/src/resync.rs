@@ -6,7 +6,7 @@ use crate::event::Event;
 use crate::input::OpError;
 use crate::node::Node;
 use crate::status::{Alarm, JobState, JobStatus};
-use crate::types::{ResyncKind, ResyncPhase, Role};
+use crate::types::{Progress, ResyncKind, ResyncPhase, Role};
 
 #[derive(Clone, Debug)]
 pub(crate) struct Job {
@@ -16,6 +16,7 @@ pub(crate) struct Job {
     pub index: usize,
     pub done: u64,
     pub total: u64,
+    pub files: Option<(u64, u64)>,
     pub state: JobState,
     pub error: Option<String>,
     pub op: Option<OpId>,
@@ -33,6 +34,7 @@ impl Job {
             phases: self.phases.len(),
             done: self.done,
             total: self.total,
+            files: self.files,
             error: self.error.clone(),
         }
     }
@@ -75,7 +77,7 @@ impl Node {
         }
         let id = self.next_job;
         self.next_job += 1;
-        self.job = Some(Job { id, kind, phases, index: 0, done: 0, total: 0, state: JobState::Running, error: None, op: None, cancelling: false });
+        self.job = Some(Job { id, kind, phases, index: 0, done: 0, total: 0, files: None, state: JobState::Running, error: None, op: None, cancelling: false });
         self.clear(&Alarm::ResyncFailed);
         self.emit(Event::JobStarted { job: id, kind });
         self.run_job_phase();
@@ -94,13 +96,15 @@ impl Node {
             job.op = Some(op);
             job.done = 0;
             job.total = 0;
+            job.files = None;
         }
     }
 
-    pub(crate) fn on_job_progress(&mut self, job: u64, done: u64, total: u64) {
+    pub(crate) fn on_job_progress(&mut self, job: u64, p: Progress) {
         if let Some(j) = self.job.as_mut().filter(|j| j.id == job && j.running()) {
-            j.done = done;
-            j.total = total;
+            j.done = p.done;
+            j.total = p.total;
+            j.files = p.files;
         }
     }
 

@@ -2,7 +2,7 @@
 
 use crate::persist::Maintenance;
 use crate::time::Millis;
-use crate::types::{NodeId, Position, ResyncKind, ResyncPhase, Role};
+use crate::types::{FsReport, NodeId, Position, ResyncKind, ResyncPhase, Role};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -96,6 +96,9 @@ pub struct JobStatus {
     pub phases: usize,
     pub done: u64,
     pub total: u64,
+    /// Files checked of files to check, for a phase that deals in files.
+    #[serde(default)]
+    pub files: Option<(u64, u64)>,
     pub error: Option<String>,
 }
 
@@ -127,6 +130,9 @@ pub struct Status {
     pub db_lag_ms: Option<u64>,
     pub semi_sync_active: bool,
     pub fs_pushing: bool,
+    /// The file-sync adapter's last report, if it has one.
+    #[serde(default)]
+    pub fs: Option<FsReport>,
     pub services_running: bool,
     pub cloud_holder: Option<NodeId>,
     pub job: Option<JobStatus>,

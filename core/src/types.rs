@@ -96,3 +96,34 @@ impl ResyncPhase {
         }
     }
 }
+
+/// How far a resync phase has got: bytes (or the phase's own unit) and, where the phase deals in
+/// files, how many of them have been checked.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+    pub files: Option<(u64, u64)>,
+}
+
+impl Progress {
+    pub fn of(done: u64, total: u64) -> Progress {
+        Progress { done, total, files: None }
+    }
+}
+
+/// What the file-sync adapter says of itself (the status page's "FS backlog").
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsReport {
+    /// Changed paths waiting for a transfer (a pending full pass counts one).
+    pub backlog: u64,
+    /// Full passes made because individual changes could not be trusted.
+    pub rescans: u64,
+    /// Of those, how many followed an inotify queue overflow.
+    pub overflows: u64,
+    /// inotify ran out of watches: changes are found by periodic full passes instead.
+    pub watch_limited: bool,
+    /// Bytes sent and received for file sync so far (real-time and resync).
+    pub bytes: u64,
+    pub last_error: Option<String>,
+}

@@ -212,7 +212,7 @@ impl Sim {
             }
             Ev::Progress { ix, inc, job, done, total } => {
                 if inc == self.inc[ix] {
-                    self.feed(ix, Input::JobProgress { job, done, total });
+                    self.feed(ix, Input::JobProgress { job, progress: ridondato_core::Progress::of(done, total) });
                 }
             }
             Ev::Link { ix, inc, up } => {

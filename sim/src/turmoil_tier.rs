@@ -67,9 +67,9 @@ impl SimBackend {
 
     async fn copy(&self, phase: ResyncPhase, progress: ProgressFn) -> AdapterResult<()> {
         let total = lock(&self.world).progress_total(self.ix, phase);
-        progress(0, total);
+        progress(ridondato_core::Progress::of(0, total));
         self.unit(Op::Resync { job: 0, phase }).await?;
-        progress(total, total);
+        progress(ridondato_core::Progress::of(total, total));
         Ok(())
     }
 }

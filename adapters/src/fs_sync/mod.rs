@@ -1,49 +1,141 @@
-//! Real-time file sync (feature `fs-sync`): inotify (through `notify`) watches the configured
-//! directories on the Master; changes, batched for `batch`, trigger rsync to the Slave's rsync
-//! daemon with `--delay-updates`, so partial files never appear under their final name. The
-//! direction follows the roles: only a node told to push (`push_start`) pushes.
-//!
-//! Not yet: a cap that holds in every 1-second window (rsync's `--bwlimit` is an average, shared
-//! here by giving each transfer the whole budget one at a time), per-file transfers
-//! (`--files-from`) instead of a pass over the directory, and the lsyncd benchmark.
+//! Real-time file sync (feature `fs-sync`, S7, S11 "FS"). On the Master, inotify watches the
+//! configured directories; the changed paths, gathered for `batch`, go to the Slave's rsync
+//! daemon with `--files-from` (deletions with `--delete-missing-args`), or as a full pass when
+//! individual paths cannot be trusted (start, queue overflow, watch limit, a batch over
+//! `max_batch`). `--delay-updates` keeps partial files out of their final names. All rsync
+//! traffic, pushes and resync pulls alike, goes through one local relay that holds the cap in
+//! every second (`shaper`). Only a node told to push pushes, and a node pushing refuses pushes.
 
+pub mod changes;
 pub mod daemon;
+pub mod exclude;
+pub mod rsync;
+pub mod shaper;
+pub mod watcher;
 
 use crate::traits::{AdapterError, AdapterResult, FsSync, ProgressFn};
 use async_trait::async_trait;
-use daemon::{module, write_private, RSYNC_USER};
-use notify::Watcher;
-use ridondato_core::NodeId;
+use changes::Pending;
+use daemon::{pull_module, push_module, write_private, RsyncDaemon, RSYNC_USER};
+use ridondato_core::{FsReport, NodeId, Progress};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use watcher::{Change, TreeWatcher};
 
 #[derive(Clone, Debug)]
 pub struct FsSyncConfig {
     pub paths: Vec<PathBuf>,
     pub excludes: Vec<String>,
-    /// The rsync daemon of each node.
+    /// The rsync daemon of each other node.
     pub peers: BTreeMap<NodeId, SocketAddr>,
-    /// KB/s for all file traffic (S7); transfers run one at a time, each with the whole budget.
+    /// Where this node's own rsync daemon listens (its management IP); `None`: no daemon.
+    pub listen: Option<SocketAddr>,
+    /// KiB/s (rsync's unit) for all file traffic, both directions, real-time and resync (S7).
     pub bandwidth_kbps: u64,
     pub secret: String,
     /// How long changes are gathered before a transfer (≤ 100 ms).
     pub batch: Duration,
-    /// Where the password file lives.
+    /// More changed paths than this in one batch: a full pass instead of a list.
+    pub max_batch: usize,
+    /// While inotify is short of watches, how often a full pass finds what it cannot see.
+    pub rescan_every: Duration,
+    /// After this long without a transfer, a full pass anyway: it repairs what no event names,
+    /// such as a returning node's stale files once it has become the Slave.
+    pub verify_every: Duration,
+    /// Password file, rsync daemon configuration, the "pushing" flag.
     pub work_dir: PathBuf,
+}
+
+impl FsSyncConfig {
+    /// The defaults around the fields every deployment sets.
+    pub fn new(paths: Vec<PathBuf>, peers: BTreeMap<NodeId, SocketAddr>, bandwidth_kbps: u64, secret: String, work_dir: PathBuf) -> FsSyncConfig {
+        FsSyncConfig {
+            paths,
+            excludes: Vec::new(),
+            peers,
+            listen: None,
+            bandwidth_kbps,
+            secret,
+            batch: Duration::from_millis(50),
+            max_batch: 20_000,
+            rescan_every: Duration::from_secs(10),
+            verify_every: Duration::from_secs(300),
+            work_dir,
+        }
+    }
+}
+
+/// What the watchers, the transfer loop and the status share.
+#[derive(Debug, Default)]
+struct Shared {
+    pending: Mutex<Vec<Pending>>,
+    wake: tokio::sync::Notify,
+    rescans: AtomicU64,
+    overflows: AtomicU64,
+    watch_limited: AtomicBool,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn error(&self, e: Option<String>) {
+        if let Some(e) = &e {
+            tracing::warn!("file sync: {e}");
+        }
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+    }
+
+    fn apply(&self, i: usize, changes: Vec<Change>, cap: usize) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut pending = self.pending();
+        for c in changes {
+            match c {
+                Change::Path { rel, subtree } => pending[i].add(&rel, subtree, cap),
+                Change::Overflow => {
+                    self.overflows.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("file sync: inotify queue overflow, passing over the whole directory");
+                    pending[i].overflow();
+                }
+                Change::WatchLimit(msg) => {
+                    // Shown by `watch_limited` in the status for as long as it lasts; not an
+                    // error that the next good transfer would clear.
+                    self.watch_limited.store(true, Ordering::Relaxed);
+                    tracing::warn!("file sync: {msg}; changes are found by periodic full passes (raise fs.inotify.max_user_watches)");
+                    pending[i].overflow();
+                }
+            }
+        }
+        drop(pending);
+        self.wake.notify_one();
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    cfg: FsSyncConfig,
+    shaper: Arc<shaper::Shaper>,
+    relays: tokio::sync::Mutex<BTreeMap<NodeId, SocketAddr>>,
+    shared: Arc<Shared>,
 }
 
 #[derive(Debug)]
 pub struct RsyncFsSync {
-    cfg: FsSyncConfig,
-    pusher: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// One transfer at a time: the bandwidth budget is not split.
-    lane: tokio::sync::Mutex<()>,
+    inner: Arc<Inner>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    _daemon: Option<RsyncDaemon>,
 }
 
 impl RsyncFsSync {
+    /// Checks the configuration and starts this node's rsync daemon (if `listen` is set).
     pub fn new(cfg: FsSyncConfig) -> AdapterResult<RsyncFsSync> {
         for (i, p) in cfg.paths.iter().enumerate() {
             if !p.is_dir() {
@@ -53,150 +145,204 @@ impl RsyncFsSync {
         if cfg.bandwidth_kbps == 0 {
             return Err(AdapterError::new("the replication bandwidth must be above 0 KB/s"));
         }
-        std::fs::create_dir_all(&cfg.work_dir).map_err(|e| AdapterError::new(format!("{}: {e}", cfg.work_dir.display())))?;
-        write_private(&cfg.work_dir.join("rsync.password"), &format!("{}\n", cfg.secret)).map_err(|e| AdapterError::new(format!("password file: {e}")))?;
-        Ok(RsyncFsSync { cfg, pusher: Mutex::new(None), lane: tokio::sync::Mutex::new(()) })
-    }
-
-    fn url(&self, peer: NodeId, i: usize) -> AdapterResult<String> {
-        let addr = self.cfg.peers.get(&peer).ok_or_else(|| AdapterError::new(format!("no rsync address for {peer}")))?;
-        Ok(format!("rsync://{RSYNC_USER}@{}:{}/{}/", addr.ip(), addr.port(), module(i)))
-    }
-
-    fn rsync(&self) -> tokio::process::Command {
-        let mut c = tokio::process::Command::new("rsync");
-        c.args(["-aH", "--delete", "--delay-updates", "--numeric-ids"]);
-        c.arg(format!("--bwlimit={}", self.cfg.bandwidth_kbps));
-        c.arg(format!("--password-file={}", self.cfg.work_dir.join("rsync.password").display()));
-        for x in &self.cfg.excludes {
-            c.arg(format!("--exclude={x}"));
+        if cfg.secret.is_empty() || cfg.secret.contains(['\n', ':']) {
+            return Err(AdapterError::new("the cluster secret for rsync must be one line without ':'"));
         }
-        c.kill_on_drop(true).stdin(std::process::Stdio::null());
-        c
+        let e = |what: &str, err: std::io::Error| AdapterError::new(format!("{what}: {err}"));
+        std::fs::create_dir_all(&cfg.work_dir).map_err(|x| e(&cfg.work_dir.display().to_string(), x))?;
+        write_private(&cfg.work_dir.join("rsync.password"), &format!("{}\n", cfg.secret)).map_err(|x| e("password file", x))?;
+        let flag = cfg.work_dir.join("pushing");
+        // A node starts as neither: it refuses pushes only once it pushes itself.
+        let _ = std::fs::remove_file(&flag);
+        let daemon = match cfg.listen {
+            Some(bind) => Some(RsyncDaemon::start(bind, &cfg.paths, &cfg.excludes, &cfg.secret, &cfg.work_dir.join("rsyncd"), &flag)?),
+            None => None,
+        };
+        let shared = Arc::new(Shared { pending: Mutex::new(vec![Pending::default(); cfg.paths.len()]), ..Shared::default() });
+        let shaper = shaper::Shaper::new(cfg.bandwidth_kbps.saturating_mul(1024));
+        Ok(RsyncFsSync { inner: Arc::new(Inner { cfg, shaper, relays: Default::default(), shared }), tasks: Mutex::new(Vec::new()), _daemon: daemon })
     }
 
-    /// One pass over directory `i` to the peer.
-    async fn push_dir(&self, peer: NodeId, i: usize) -> AdapterResult<()> {
-        let _lane = self.lane.lock().await;
-        let src = format!("{}/", self.cfg.paths[i].display());
-        let out = self.rsync().arg(&src).arg(self.url(peer, i)?).output().await.map_err(|e| AdapterError::new(format!("rsync: {e}")))?;
-        check(&out)
+    /// Bytes through the relay so far (both directions).
+    pub fn bytes(&self) -> u64 {
+        self.inner.shaper.bytes.load(Ordering::Relaxed)
+    }
+
+    fn stop_tasks(&self) {
+        for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            t.abort();
+        }
     }
 }
 
-fn check(out: &std::process::Output) -> AdapterResult<()> {
-    // 24: files vanished during the transfer — the next batch carries them.
-    if out.status.success() || out.status.code() == Some(24) {
-        return Ok(());
+impl Drop for RsyncFsSync {
+    fn drop(&mut self) {
+        self.stop_tasks();
     }
-    Err(AdapterError::new(format!("rsync failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim())))
+}
+
+impl Inner {
+    fn flag(&self) -> PathBuf {
+        self.cfg.work_dir.join("pushing")
+    }
+
+    fn command(&self) -> tokio::process::Command {
+        rsync::base(&self.cfg.work_dir.join("rsync.password"), &self.cfg.excludes)
+    }
+
+    /// `rsync://` address of `module` on `peer`, through the shaping relay.
+    async fn url(&self, peer: NodeId, module: &str) -> AdapterResult<String> {
+        let mut relays = self.relays.lock().await;
+        let local = match relays.get(&peer) {
+            Some(a) => *a,
+            None => {
+                let target = *self.cfg.peers.get(&peer).ok_or_else(|| AdapterError::new(format!("fs: no rsync address for {peer}")))?;
+                let a = shaper::relay(target, self.shaper.clone()).await.map_err(|e| AdapterError::new(format!("fs relay: {e}")))?;
+                relays.insert(peer, a);
+                a
+            }
+        };
+        Ok(format!("rsync://{RSYNC_USER}@{local}/{module}/"))
+    }
+
+    /// The transfer loop of a Master: waits for changes, gathers for `batch`, sends them.
+    async fn push_loop(self: Arc<Self>, peer: NodeId) {
+        let s = &self.shared;
+        let mut backoff = Duration::ZERO;
+        loop {
+            let idle = s.pending().iter().all(Pending::is_empty);
+            if idle {
+                let quiet = if s.watch_limited.load(Ordering::Relaxed) { self.cfg.rescan_every } else { self.cfg.verify_every };
+                if tokio::time::timeout(quiet, s.wake.notified()).await.is_err() {
+                    s.pending().iter_mut().for_each(Pending::overflow);
+                }
+            }
+            tokio::time::sleep(self.cfg.batch.max(backoff)).await;
+            let taken: Vec<Pending> = s.pending().iter_mut().map(std::mem::take).collect();
+            let mut failed = false;
+            for (i, p) in taken.into_iter().enumerate() {
+                if p.is_empty() {
+                    continue;
+                }
+                if p.full {
+                    s.rescans.fetch_add(1, Ordering::Relaxed);
+                }
+                let result = match self.url(peer, &push_module(i)).await {
+                    Ok(url) => rsync::push(|| self.command(), &self.cfg.paths[i], &url, &p, &self.cfg.excludes).await,
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(()) => s.error(None),
+                    Err(e) => {
+                        s.error(Some(e.0));
+                        s.pending()[i].restore(p, self.cfg.max_batch);
+                        failed = true;
+                    }
+                }
+            }
+            backoff = if failed { (backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(5)) } else { Duration::ZERO };
+        }
+    }
+}
+
+async fn watch(inner: Arc<Inner>, i: usize, mut w: TreeWatcher) {
+    loop {
+        match w.next().await {
+            Ok(changes) => inner.shared.apply(i, changes, inner.cfg.max_batch),
+            Err(e) => {
+                // The watch is gone: fall back to periodic full passes rather than go blind.
+                inner.shared.apply(i, vec![Change::WatchLimit(format!("inotify on {}: {e}", inner.cfg.paths[i].display()))], inner.cfg.max_batch);
+                return;
+            }
+        }
+    }
 }
 
 #[async_trait]
-impl FsSync for std::sync::Arc<RsyncFsSync> {
+impl FsSync for RsyncFsSync {
     async fn push_start(&self, peer: NodeId) -> AdapterResult<()> {
-        self.push_stop().await?;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
-        let mut watchers = Vec::new();
-        for (i, p) in self.cfg.paths.iter().enumerate() {
-            let tx = tx.clone();
-            let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-                // Any event (an overflow included) means: pass over this directory again.
-                let _ = ev;
-                let _ = tx.send(i);
-            })
-            .map_err(|e| AdapterError::new(format!("watching {}: {e}", p.display())))?;
-            w.watch(p, notify::RecursiveMode::Recursive).map_err(|e| AdapterError::new(format!("watching {}: {e}", p.display())))?;
-            watchers.push(w);
+        self.stop_tasks();
+        let inner = &self.inner;
+        // From now on this node's daemon refuses pushes: a returning node's files never land here.
+        write_private(&inner.flag(), "pushing\n").map_err(|e| AdapterError::new(format!("fs: {e}")))?;
+        inner.shared.watch_limited.store(false, Ordering::Relaxed);
+        // Whatever happened while we were not pushing is found by a first full pass.
+        inner.shared.pending().iter_mut().for_each(Pending::overflow);
+        let mut tasks = Vec::new();
+        for (i, p) in inner.cfg.paths.iter().enumerate() {
+            let (w, first) = match TreeWatcher::new(p) {
+                Ok(x) => x,
+                Err(e) => {
+                    tasks.iter().for_each(tokio::task::JoinHandle::abort);
+                    return Err(AdapterError::new(format!("fs: {e}")));
+                }
+            };
+            inner.shared.apply(i, first, inner.cfg.max_batch);
+            tasks.push(tokio::spawn(watch(inner.clone(), i, w)));
         }
-        let me = self.clone();
-        let task = tokio::spawn(async move {
-            let _watchers = watchers;
-            let mut dirty: std::collections::BTreeSet<usize> = (0..me.cfg.paths.len()).collect();
-            loop {
-                for i in std::mem::take(&mut dirty) {
-                    if let Err(e) = me.push_dir(peer, i).await {
-                        tracing::warn!("file sync: {e}");
-                        dirty.insert(i);
-                    }
-                }
-                if dirty.is_empty() {
-                    match rx.recv().await {
-                        Some(i) => {
-                            dirty.insert(i);
-                        }
-                        None => return,
-                    }
-                } else {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                // Gather what follows within the batch window.
-                tokio::time::sleep(me.cfg.batch).await;
-                while let Ok(i) = rx.try_recv() {
-                    dirty.insert(i);
-                }
-            }
-        });
-        *self.pusher.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        tasks.push(tokio::spawn(inner.clone().push_loop(peer)));
+        inner.shared.wake.notify_one();
+        *self.tasks.lock().unwrap_or_else(|p| p.into_inner()) = tasks;
         Ok(())
     }
 
     async fn push_stop(&self) -> AdapterResult<()> {
-        if let Some(t) = self.pusher.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            t.abort();
+        // Aborting drops a running rsync, which kills it: nothing more leaves this node.
+        self.stop_tasks();
+        self.inner.shared.pending().iter_mut().for_each(|p| *p = Pending::default());
+        match std::fs::remove_file(self.inner.flag()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(AdapterError::new(format!("fs: {e}"))),
         }
-        Ok(())
     }
 
     async fn resync_from(&self, peer: NodeId, progress: ProgressFn) -> AdapterResult<()> {
-        let _lane = self.lane.lock().await;
-        let n = self.cfg.paths.len() as u64;
-        for (i, p) in self.cfg.paths.iter().enumerate() {
-            let mut cmd = self.rsync();
-            cmd.args(["--info=progress2", "--no-inc-recursive"]).arg(self.url(peer, i)?).arg(format!("{}/", p.display()));
-            cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-            let mut child = cmd.spawn().map_err(|e| AdapterError::new(format!("rsync: {e}")))?;
-            let mut out = child.stdout.take().ok_or_else(|| AdapterError::new("rsync: no output"))?;
-            use tokio::io::AsyncReadExt;
-            let mut buf = [0u8; 4096];
-            let mut line = Vec::new();
-            // progress2 redraws one line with \r: "  1,234,567  45%  ..."; report percent of the
-            // whole job, this directory being the i-th of n.
-            loop {
-                let k = out.read(&mut buf).await.map_err(|e| AdapterError::new(format!("rsync: {e}")))?;
-                if k == 0 {
-                    break;
-                }
-                for &b in &buf[..k] {
-                    if b == b'\r' || b == b'\n' {
-                        if let Some(pct) = percent(&line) {
-                            progress(i as u64 * 100 + pct, n * 100);
-                        }
-                        line.clear();
-                    } else {
-                        line.push(b);
-                    }
-                }
-            }
-            let status = child.wait_with_output().await.map_err(|e| AdapterError::new(format!("rsync: {e}")))?;
-            check(&status)?;
-            progress((i as u64 + 1) * 100, n * 100);
+        let inner = &self.inner;
+        // Sizes first, so bytes and files have a true total from the start.
+        let mut sizes = Vec::new();
+        for i in 0..inner.cfg.paths.len() {
+            sizes.push(rsync::measure(inner.command(), &inner.url(peer, &pull_module(i)).await?).await?);
         }
+        let total_bytes: u64 = sizes.iter().map(|s| s.0).sum();
+        let total_files: u64 = sizes.iter().map(|s| s.1).sum();
+        let (mut base_bytes, mut base_files) = (0u64, 0u64);
+        let mut last = Progress { done: 0, total: total_bytes, files: Some((0, total_files)) };
+        progress(last);
+        for (i, dst) in inner.cfg.paths.iter().enumerate() {
+            let (bytes, files) = sizes[i];
+            let url = inner.url(peer, &pull_module(i)).await?;
+            rsync::pull(inner.command(), &url, dst, |l| {
+                let done = (base_bytes + bytes * l.percent / 100).min(total_bytes);
+                let checked = l.checked.map_or(0, |c| c.0.min(files));
+                let next = Progress {
+                    done: done.max(last.done),
+                    total: total_bytes,
+                    files: Some(((base_files + checked).max(last.files.map_or(0, |f| f.0)), total_files)),
+                };
+                if next != last {
+                    last = next;
+                    progress(next);
+                }
+            })
+            .await?;
+            base_bytes += bytes;
+            base_files += files;
+        }
+        progress(Progress { done: total_bytes, total: total_bytes, files: Some((total_files, total_files)) });
         Ok(())
     }
-}
 
-/// The percentage in an rsync `--info=progress2` line.
-fn percent(line: &[u8]) -> Option<u64> {
-    let s = String::from_utf8_lossy(line);
-    s.split_whitespace().find_map(|w| w.strip_suffix('%')).and_then(|p| p.parse().ok()).map(|p: u64| p.min(100))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn progress2_lines_give_their_percentage() {
-        assert_eq!(super::percent(b"    1,234,567  45%   10.00MB/s    0:00:01 (xfr#3, to-chk=0/9)"), Some(45));
-        assert_eq!(super::percent(b"sending incremental file list"), None);
+    fn report(&self) -> Option<FsReport> {
+        let s = &self.inner.shared;
+        let backlog = s.pending().iter().map(|p| p.paths.len() as u64 + u64::from(p.full)).sum();
+        Some(FsReport {
+            backlog,
+            rescans: s.rescans.load(Ordering::Relaxed),
+            overflows: s.overflows.load(Ordering::Relaxed),
+            watch_limited: s.watch_limited.load(Ordering::Relaxed),
+            bytes: self.bytes(),
+            last_error: s.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        })
     }
 }

@@ -6,7 +6,7 @@
 use super::gtid::GtidPos;
 use super::MariaDb;
 use crate::traits::{AdapterError, AdapterResult, Db, ProgressFn};
-use ridondato_core::NodeId;
+use ridondato_core::{NodeId, Progress};
 use sqlx::{Connection, Row};
 use std::process::Stdio;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,7 +34,7 @@ pub(super) async fn rebuild(db: &MariaDb, peer: NodeId, progress: ProgressFn) ->
     .and_then(|r| r.try_get::<u64, _>(0).ok())
     .unwrap_or(0)
     .max(1);
-    progress(0, total);
+    progress(Progress::of(0, total));
 
     // Stop replicating and forget this node's own history: what follows replaces it.
     let mut c = db.admin().await?;
@@ -88,7 +88,7 @@ pub(super) async fn rebuild(db: &MariaDb, peer: NodeId, progress: ProgressFn) ->
         }
         inp.write_all(&buf[..n]).await.map_err(|e| AdapterError::new(format!("loading the dump: {e}")))?;
         done += n as u64;
-        progress(done.min(total), total.max(done));
+        progress(Progress::of(done.min(total), total.max(done)));
     }
     drop(inp);
     let d = dump.wait_with_output().await.map_err(|e| AdapterError::new(e.to_string()))?;
@@ -103,7 +103,7 @@ pub(super) async fn rebuild(db: &MariaDb, peer: NodeId, progress: ProgressFn) ->
     sqlx::query(&format!("SET GLOBAL gtid_slave_pos = '{position}'")).execute(&mut *c).await.map_err(|e| AdapterError::new(format!("gtid_slave_pos: {e}")))?;
     drop(c);
     db.replicate_from(peer).await?;
-    progress(total.max(done), total.max(done));
+    progress(Progress::of(total.max(done), total.max(done)));
     Ok(())
 }
 

@@ -1,0 +1,170 @@
+//! The rsync invocations: a transfer of listed paths, a full pass, a listing and a pull with
+//! progress. All go through the local relay (the cap), never straight to the peer.
+
+use super::changes::{file_list, Pending};
+use crate::traits::{AdapterError, AdapterResult};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// What every invocation shares: archive mode with hard links and numeric owners, partial
+/// files kept out of sight until the transfer's end (`--delay-updates`), the cluster secret.
+pub fn base(password_file: &Path, excludes: &[String]) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new("rsync");
+    c.args(["-aH", "--numeric-ids", "--delay-updates"]);
+    c.arg(format!("--password-file={}", password_file.display()));
+    for x in excludes {
+        c.arg(format!("--exclude={x}"));
+    }
+    c.kill_on_drop(true).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    c
+}
+
+/// Above this many new directories in one batch, a full pass instead.
+const MAX_SUBTREE_RUNS: usize = 16;
+
+/// Sends what `pending` names from `root` to `url`: listed paths one by one, those gone from
+/// here deleted there; then each directory that appeared as a whole, with `--delete` inside it
+/// (a directory moved away and made again must not keep its old contents there). A full pass
+/// is the whole tree with deletions. `cmd` makes a fresh base command per rsync run.
+pub async fn push(cmd: impl Fn() -> tokio::process::Command, root: &Path, url: &str, pending: &Pending, excludes: &[String]) -> AdapterResult<()> {
+    let src = format!("{}/", root.display());
+    let subs = subtrees(pending);
+    // Many new directories at once (an unpacked archive): one pass costs less than a run each.
+    if pending.full || subs.len() > MAX_SUBTREE_RUNS {
+        return run(cmd().arg("--delete").arg(&src).arg(url)).await;
+    }
+    let list = file_list(pending, excludes, |rel| root.join(rel).is_dir());
+    let mut c = cmd();
+    c.args(["--from0", "--files-from=-", "--delete-missing-args", "--force"]).arg(&src).arg(url).stdin(Stdio::piped());
+    let mut child = c.spawn().map_err(|e| AdapterError::new(format!("rsync: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A failure here shows up as rsync's own exit status below.
+        let _ = stdin.write_all(&list).await;
+    }
+    let out = child.wait_with_output().await.map_err(|e| AdapterError::new(format!("rsync: {e}")))?;
+    check(out.status, &out.stderr)?;
+    for rel in subs {
+        let dir = root.join(&rel);
+        // Gone again meanwhile: the list above has deleted it there.
+        if dir.is_dir() && !super::exclude::excluded(&rel, true, excludes) {
+            run(cmd().arg("--delete").arg(format!("{}/", dir.display())).arg(format!("{url}{}/", rel.display()))).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The outermost of the directories marked as new (one inside another is covered by it).
+pub fn subtrees(pending: &Pending) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for (rel, _) in pending.paths.iter().filter(|(_, sub)| **sub) {
+        // BTreeMap order puts a parent before its children.
+        if !out.iter().any(|o| rel.starts_with(o)) {
+            out.push(rel.clone());
+        }
+    }
+    out
+}
+
+async fn run(cmd: &mut tokio::process::Command) -> AdapterResult<()> {
+    let out = cmd.output().await.map_err(|e| AdapterError::new(format!("rsync: {e}")))?;
+    check(out.status, &out.stderr)
+}
+
+pub fn check(status: std::process::ExitStatus, stderr: &[u8]) -> AdapterResult<()> {
+    // 24: files vanished during the transfer; the events that removed them follow.
+    if status.success() || status.code() == Some(24) {
+        return Ok(());
+    }
+    Err(AdapterError::new(format!("rsync failed ({status}): {}", String::from_utf8_lossy(stderr).trim())))
+}
+
+/// Total bytes and entries the peer's tree holds, from `rsync --list-only`.
+pub async fn measure(mut cmd: tokio::process::Command, url: &str) -> AdapterResult<(u64, u64)> {
+    cmd.args(["--list-only", "-r", "--no-human-readable"]).arg(url).stdout(Stdio::piped());
+    let out = cmd.output().await.map_err(|e| AdapterError::new(format!("rsync: {e}")))?;
+    check(out.status, &out.stderr)?;
+    let mut bytes = 0u64;
+    let mut entries = 0u64;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // "-rw-r--r--      1234 2026/11/25 12:00:00 name"
+        if let Some(size) = line.split_whitespace().nth(1).and_then(|s| s.replace(',', "").parse::<u64>().ok()) {
+            entries += 1;
+            if line.starts_with('-') {
+                bytes += size;
+            }
+        }
+    }
+    Ok((bytes, entries))
+}
+
+/// One progress line of `--info=progress2`: percent of the whole transfer, files checked and
+/// files in the list ("  1,234,567  45%  10.00MB/s  0:00:01 (xfr#3, to-chk=4/9)").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Line {
+    pub percent: u64,
+    pub checked: Option<(u64, u64)>,
+}
+
+pub fn parse_line(line: &[u8]) -> Option<Line> {
+    let s = String::from_utf8_lossy(line);
+    let percent = s.split_whitespace().find_map(|w| w.strip_suffix('%')).and_then(|p| p.parse::<u64>().ok())?.min(100);
+    let checked = s.split("to-chk=").nth(1).and_then(|rest| {
+        let rest = rest.trim_end_matches(')');
+        let (left, total) = rest.split_once('/')?;
+        let (left, total) = (left.parse::<u64>().ok()?, total.parse::<u64>().ok()?);
+        Some((total.saturating_sub(left), total))
+    });
+    Some(Line { percent, checked })
+}
+
+/// Pulls `url` into `dst` (deleting what the peer lacks), calling `on_line` per progress line.
+pub async fn pull(mut cmd: tokio::process::Command, url: &str, dst: &Path, mut on_line: impl FnMut(Line)) -> AdapterResult<()> {
+    cmd.args(["--delete", "--info=progress2", "--no-inc-recursive"]).arg(url).arg(format!("{}/", dst.display())).stdout(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| AdapterError::new(format!("rsync: {e}")))?;
+    let mut out = child.stdout.take().ok_or_else(|| AdapterError::new("rsync: no output"))?;
+    let mut buf = [0u8; 4096];
+    let mut line = Vec::new();
+    // progress2 redraws one line with \r.
+    loop {
+        let k = out.read(&mut buf).await.map_err(|e| AdapterError::new(format!("rsync: {e}")))?;
+        if k == 0 {
+            break;
+        }
+        for &b in &buf[..k] {
+            if b == b'\r' || b == b'\n' {
+                if let Some(l) = parse_line(&line) {
+                    on_line(l);
+                }
+                line.clear();
+            } else {
+                line.push(b);
+            }
+        }
+    }
+    let out = child.wait_with_output().await.map_err(|e| AdapterError::new(format!("rsync: {e}")))?;
+    check(out.status, &out.stderr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress2_lines_give_percent_and_files() {
+        let l = parse_line(b"    1,234,567  45%   10.00MB/s    0:00:01 (xfr#3, to-chk=4/9)").expect("a line");
+        assert_eq!(l, Line { percent: 45, checked: Some((5, 9)) });
+        let l = parse_line(b"          1,024 100%    0.00kB/s    0:00:00 (xfr#1, ir-chk=1000/1001)").expect("a line");
+        assert_eq!(l, Line { percent: 100, checked: None });
+        assert_eq!(parse_line(b"sending incremental file list"), None);
+    }
+
+    #[test]
+    fn only_the_outermost_new_directories_get_their_own_transfer() {
+        let mut p = Pending::default();
+        for (rel, sub) in [("a", true), ("a/b", true), ("ab", true), ("c/file", false), ("c/d", true)] {
+            p.add(Path::new(rel), sub, 100);
+        }
+        assert_eq!(subtrees(&p), [PathBuf::from("a"), PathBuf::from("ab"), PathBuf::from("c/d")]);
+    }
+}
