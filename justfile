@@ -31,3 +31,7 @@ bench-failover TRIALS="5" SOAK="300":
 # MariaDB: planned switch-over write outage, replication lag p50/p99
 bench-db:
     bash scripts/bench-db.sh
+
+# file sync: latency vs lsyncd, the cap in 1-s windows vs rsync --bwlimit, initial sync vs rsync
+bench-fs:
+    bash scripts/bench-fs.sh

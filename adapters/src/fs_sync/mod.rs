@@ -2,7 +2,7 @@
 //! configured directories; the changed paths, gathered for `batch`, go to the Slave's rsync
 //! daemon with `--files-from` (deletions with `--delete-missing-args`), or as a full pass when
 //! individual paths cannot be trusted (start, queue overflow, watch limit, a batch over
-//! `max_batch`). `--delay-updates` keeps partial files out of their final names. All rsync
+//! `max_batch`). rsync's temporary names keep partial files out of their final names. All rsync
 //! traffic, pushes and resync pulls alike, goes through one local relay that holds the cap in
 //! every second (`shaper`). Only a node told to push pushes, and a node pushing refuses pushes.
 
@@ -75,6 +75,8 @@ struct Shared {
     pending: Mutex<Vec<Pending>>,
     wake: tokio::sync::Notify,
     rescans: AtomicU64,
+    /// Full passes that completed.
+    passes: AtomicU64,
     overflows: AtomicU64,
     watch_limited: AtomicBool,
     last_error: Mutex<Option<String>>,
@@ -123,7 +125,7 @@ impl Shared {
 struct Inner {
     cfg: FsSyncConfig,
     shaper: Arc<shaper::Shaper>,
-    relays: tokio::sync::Mutex<BTreeMap<NodeId, SocketAddr>>,
+    relays: tokio::sync::Mutex<BTreeMap<NodeId, shaper::Relay>>,
     shared: Arc<Shared>,
 }
 
@@ -168,6 +170,11 @@ impl RsyncFsSync {
         self.inner.shaper.bytes.load(Ordering::Relaxed)
     }
 
+    /// Full passes completed so far (the first one ends the initial sync).
+    pub fn passes_done(&self) -> u64 {
+        self.inner.shared.passes.load(Ordering::Relaxed)
+    }
+
     fn stop_tasks(&self) {
         for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
             t.abort();
@@ -194,11 +201,12 @@ impl Inner {
     async fn url(&self, peer: NodeId, module: &str) -> AdapterResult<String> {
         let mut relays = self.relays.lock().await;
         let local = match relays.get(&peer) {
-            Some(a) => *a,
+            Some(r) => r.addr,
             None => {
                 let target = *self.cfg.peers.get(&peer).ok_or_else(|| AdapterError::new(format!("fs: no rsync address for {peer}")))?;
-                let a = shaper::relay(target, self.shaper.clone()).await.map_err(|e| AdapterError::new(format!("fs relay: {e}")))?;
-                relays.insert(peer, a);
+                let r = shaper::Relay::start(target, self.shaper.clone()).await.map_err(|e| AdapterError::new(format!("fs relay: {e}")))?;
+                let a = r.addr;
+                relays.insert(peer, r);
                 a
             }
         };
@@ -232,7 +240,12 @@ impl Inner {
                     Err(e) => Err(e),
                 };
                 match result {
-                    Ok(()) => s.error(None),
+                    Ok(()) => {
+                        if p.full {
+                            s.passes.fetch_add(1, Ordering::Relaxed);
+                        }
+                        s.error(None);
+                    }
                     Err(e) => {
                         s.error(Some(e.0));
                         s.pending()[i].restore(p, self.cfg.max_batch);
@@ -287,8 +300,10 @@ impl FsSync for RsyncFsSync {
     }
 
     async fn push_stop(&self) -> AdapterResult<()> {
-        // Aborting drops a running rsync, which kills it: nothing more leaves this node.
+        // Aborting drops a running rsync, which kills it, and cutting the relays drops what it
+        // had already handed to them: nothing more leaves this node.
         self.stop_tasks();
+        self.inner.relays.lock().await.values().for_each(shaper::Relay::cut);
         self.inner.shared.pending().iter_mut().for_each(|p| *p = Pending::default());
         match std::fs::remove_file(self.inner.flag()) {
             Ok(()) => Ok(()),

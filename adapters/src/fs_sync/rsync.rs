@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// What every invocation shares: archive mode with hard links and numeric owners, partial
-/// files kept out of sight until the transfer's end (`--delay-updates`), the cluster secret.
+/// What every invocation shares: archive mode with hard links and numeric owners, the cluster
+/// secret. rsync writes each file to a hidden temporary name beside it and renames it into place
+/// when complete (and removes it when interrupted), so a partial file never has the final name.
 pub fn base(password_file: &Path, excludes: &[String]) -> tokio::process::Command {
     let mut c = tokio::process::Command::new("rsync");
-    c.args(["-aH", "--numeric-ids", "--delay-updates"]);
+    c.args(["-aH", "--numeric-ids"]);
     c.arg(format!("--password-file={}", password_file.display()));
     for x in excludes {
         c.arg(format!("--exclude={x}"));

@@ -73,22 +73,52 @@ impl Shaper {
     }
 }
 
-/// A loopback listener relaying each connection to `target` through `shaper`. Returns the local
-/// address rsync is pointed at; the task ends with the runtime.
-pub async fn relay(target: SocketAddr, shaper: Arc<Shaper>) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let local = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let shaper = shaper.clone();
-            tokio::spawn(async move {
-                if let Err(e) = pipe(client, target, shaper).await {
-                    tracing::debug!("file sync relay to {target}: {e}");
-                }
-            });
+/// A loopback listener relaying each connection to `target` through a shaper. rsync is pointed
+/// at `addr`. Dropping it ends the listener and every connection.
+#[derive(Debug)]
+pub struct Relay {
+    pub addr: SocketAddr,
+    accept: tokio::task::JoinHandle<()>,
+    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Relay {
+    pub async fn start(target: SocketAddr, shaper: Arc<Shaper>) -> std::io::Result<Relay> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Default::default();
+        let held = conns.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let shaper = shaper.clone();
+                let conn = tokio::spawn(async move {
+                    if let Err(e) = pipe(client, target, shaper).await {
+                        tracing::debug!("file sync relay to {target}: {e}");
+                    }
+                });
+                let mut c = held.lock().unwrap_or_else(|p| p.into_inner());
+                c.retain(|t| !t.is_finished());
+                c.push(conn);
+            }
+        });
+        Ok(Relay { addr, accept, conns })
+    }
+
+    /// Drops every connection now. Killing an rsync is not enough to stop its transfer: what it
+    /// wrote into its socket before dying would still trickle through, under the cap, and could
+    /// complete a file on the peer after this node was told to stop.
+    pub fn cut(&self) {
+        for t in self.conns.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            t.abort();
         }
-    });
-    Ok(local)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
 }
 
 async fn pipe(client: tokio::net::TcpStream, target: SocketAddr, shaper: Arc<Shaper>) -> std::io::Result<()> {
