@@ -445,3 +445,58 @@ fn a_planned_switchover_with_mariadb_through_the_vip_loses_no_acknowledged_row()
     drop(lab);
     drop((sa, sb));
 }
+
+/// Waits until `path` holds `want`.
+fn wait_content(path: &std::path::Path, want: &[u8], within: Duration) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < within {
+        if std::fs::read(path).is_ok_and(|c| c == want) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn files_follow_the_master_across_a_switchover_and_a_failover() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::up("s");
+    let work = lab.work.clone();
+    let dir = |n: &str| work.join(n).join("files");
+    for n in ["a", "b"] {
+        std::fs::create_dir_all(dir(n)).expect("files dir");
+        let path = lab.work.join(format!("{n}.toml"));
+        let mut cfg = std::fs::read_to_string(&path).expect("config");
+        cfg.push_str(&format!("[fs]\npaths = [\"{}\"]\nexclude = [\"*.tmp\"]\n", dir(n).display()));
+        std::fs::write(&path, cfg).expect("config");
+    }
+    std::fs::write(dir("a").join("before"), b"on a before the cluster started").expect("write");
+    a_master_b_slave(&mut lab);
+    assert!(wait_content(&dir("b").join("before"), b"on a before the cluster started", Duration::from_secs(5)), "the Master's first full pass");
+    std::fs::write(dir("a").join("recording.wav"), b"RIFF from a").expect("write");
+    assert!(wait_content(&dir("b").join("recording.wav"), b"RIFF from a", Duration::from_secs(3)), "a change reaches the Slave");
+    let fs = lab.status("a").map(|s| s["fs"].clone()).unwrap_or_default();
+    assert!(fs["bytes"].as_u64().unwrap_or(0) > 0 && fs["backlog"] == 0, "the Master reports its file sync: {fs}");
+
+    // Planned switch-over: b pushes now, and a refuses pushes no more.
+    let sock = lab.work.join("a.sock");
+    let (ok, out) = sh(&[BIN, "switchover", "--socket", sock.to_str().unwrap_or_default()]);
+    assert!(ok, "switchover: {out}");
+    assert!(lab.wait_role("b", "master", Duration::from_secs(3)) && lab.wait_role("a", "slave", Duration::from_secs(3)));
+    std::fs::write(dir("b").join("after-switchover"), b"from b").expect("write");
+    assert!(wait_content(&dir("a").join("after-switchover"), b"from b", Duration::from_secs(3)), "the new Master's change reaches a");
+
+    // Failover: b's cable pulled; a takes over and writes; b comes back as Slave and catches up.
+    lab.lab(&["link-down", "b"]);
+    assert!(lab.wait_role("a", "master", Duration::from_secs(3)), "a takes over");
+    std::fs::write(dir("a").join("during-outage"), b"written while b was away").expect("write");
+    lab.lab(&["link-up", "b"]);
+    assert!(lab.wait_role("b", "slave", Duration::from_secs(5)), "b returns as Slave");
+    assert!(wait_content(&dir("b").join("during-outage"), b"written while b was away", Duration::from_secs(10)), "b catches up");
+    let s = String::from_utf8_lossy(&Command::new(BIN).args(["status", "--socket", sock.to_str().unwrap_or_default()]).output().expect("status").stdout)
+        .to_string();
+    assert!(s.contains("fs backlog 0"), "the operator sees the file sync:\n{s}");
+}
