@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The main job (README's first command): two real ridondato daemons in network namespaces, a
 # client pinging the node IP (VIP), and the Master's cable pulled. Prints who holds the VIP as
-# the client sees it, and both nodes' status. Needs root; installs iproute2 and ping if missing.
+# the client sees it, and both nodes' status; a file written on the Master shows up on the Slave,
+# before and after the failover. Needs root; installs iproute2, ping and rsync if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "run as root: the demo creates network namespaces" >&2; exit 1; }
 missing=""
 command -v ip >/dev/null || missing="$missing iproute2"
 command -v ping >/dev/null || missing="$missing iputils-ping"
+command -v rsync >/dev/null || missing="$missing rsync"
 if [ -n "$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null; fi
 cargo build --release --locked -q -p ridondato
 bin=$PWD/target/release/ridondato
@@ -24,7 +26,10 @@ trap cleanup EXIT
 bash scripts/lab.sh up "$lab"
 eval "$(bash scripts/lab.sh env "$lab")"
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/secret"; chmod 600 "$work/secret"
-for n in a b; do bash scripts/lab-node.sh "$lab" "$n" "$work"; done
+for n in a b; do
+    mkdir -p "$work/$n/files"
+    bash scripts/lab-node.sh "$lab" "$n" "$work" "[fs]" "paths = [\"$work/$n/files\"]"
+done
 start() { bash scripts/lab.sh exec "$lab" "$1" "$bin" run --config "$work/$1.toml" > "$work/$1.log" 2>&1 & pids+=($!); }
 status() { bash scripts/lab.sh exec "$lab" "$1" "$bin" status --socket "$work/$1.sock" | sed "s/^/  $1 | /"; }
 mac_of() { bash scripts/lab.sh exec "$lab" "$1" cat /sys/class/net/eth0/address; }
@@ -33,6 +38,10 @@ echo "== lab $lab: node a $LAB_A, node b $LAB_B, client $LAB_CLIENT, node IP (VI
 echo "== starting node a, then node b (S10: the first one started becomes Master)"
 start a; sleep 2.5; start b; sleep 1.5
 status a; status b
+echo "== file sync: writing greeting.txt on node a (the Master)"
+echo "hello from a, the Master" > "$work/a/files/greeting.txt"
+sleep 1
+echo "   node b has: $(cat "$work/b/files/greeting.txt" 2>/dev/null || echo '(nothing yet)')"
 echo "== the client talks to the VIP only; node a is $(mac_of a), node b is $(mac_of b)"
 (
     t0=$(date +%s%N)
@@ -48,10 +57,14 @@ sleep 2
 echo "== pulling node a's cable (the Master loses its link)"
 bash scripts/lab.sh link-down "$lab" a
 sleep 3
+echo "hello from b, the new Master" > "$work/b/files/after-failover.txt"
 echo "== plugging it back: node a returns and stays Slave (S12, no preemption)"
 bash scripts/lab.sh link-up "$lab" a
 sleep 3
 wait "${pids[-1]}" 2>/dev/null || true
 uniq -f4 "$work/client.log" | head -40
+sleep 1
+echo "== file sync follows the Master: after-failover.txt, written on b while a was cut off"
+echo "   node a has: $(cat "$work/a/files/after-failover.txt" 2>/dev/null || echo '(nothing yet)')"
 status a; status b
 echo "== done (logs were in $work, now removed)"

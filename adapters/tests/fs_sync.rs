@@ -114,6 +114,15 @@ fn report(s: &RsyncFsSync) -> FsReport {
     s.report().expect("a report")
 }
 
+/// Waits for `n` completed full passes: the trees can match before rsync has exited.
+async fn wait_passes(s: &RsyncFsSync, n: u64) -> FsReport {
+    let t = Instant::now();
+    while report(s).rescans < n && t.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    report(s)
+}
+
 /// xorshift: the same operations on every run.
 struct Rng(u64);
 
@@ -288,7 +297,7 @@ async fn an_inotify_overflow_leads_to_a_full_pass_and_identical_trees() {
         std::fs::write(p.a_dir.join(format!("burst-{i}")), format!("{i}")).expect("write");
     }
     wait_same(&p.a_dir, &p.b_dir, &p.a).await;
-    let rep = report(&p.a);
+    let rep = wait_passes(&p.a, 2).await;
     assert!(rep.overflows >= 1, "3000 creations overflow a 16-event queue: {rep:?}");
     assert!(rep.rescans >= 2, "the start and the overflow each made a full pass: {rep:?}");
     assert_eq!(snapshot(&p.b_dir).len(), 3000);
@@ -352,7 +361,8 @@ fn watch_limit_child() {
             std::fs::write(p.a_dir.join(format!("dir{i}/inner/late")), b"unwatched").expect("write");
         }
         wait_same(&p.a_dir, &p.b_dir, &p.a).await;
-        assert!(report(&p.a).rescans >= 2);
+        let rep = wait_passes(&p.a, 2).await;
+        assert!(rep.rescans >= 2, "{rep:?}");
     });
 }
 

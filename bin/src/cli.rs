@@ -67,6 +67,16 @@ fn fetch_status(socket: &std::path::Path) -> Result<Status, String> {
     }
 }
 
+/// Bytes for a person: B, KiB, MiB or GiB.
+fn size(b: u64) -> String {
+    match b {
+        0..1024 => format!("{b} B"),
+        1024..0x10_0000 => format!("{:.1} KiB", b as f64 / 1024.0),
+        0x10_0000..0x4000_0000 => format!("{:.1} MiB", b as f64 / 1048576.0),
+        _ => format!("{:.1} GiB", b as f64 / 1073741824.0),
+    }
+}
+
 pub fn render_status(s: &Status) -> String {
     let yes = |b: bool| if b { "yes" } else { "no" };
     let mut out = format!("node {}  role {}  epoch {}{}\n", s.node, s.role, s.epoch, s.transition.as_ref().map(|t| format!("  ({t})")).unwrap_or_default());
@@ -87,7 +97,7 @@ pub fn render_status(s: &Status) -> String {
         );
     }
     if let Some(fs) = &s.fs {
-        out += &format!("fs backlog {}  full passes {}  queue overflows {}  sent+received {} KiB\n", fs.backlog, fs.rescans, fs.overflows, fs.bytes / 1024);
+        out += &format!("fs backlog {}  full passes {}  queue overflows {}  traffic {}\n", fs.backlog, fs.rescans, fs.overflows, size(fs.bytes));
         if fs.watch_limited {
             out += "fs: inotify watch limit reached, changes found by periodic full passes (raise fs.inotify.max_user_watches)\n";
         }
@@ -110,7 +120,7 @@ pub fn render_status(s: &Status) -> String {
             j.percent()
         );
         if let Some((done, total)) = j.files {
-            out += &format!("  files {done}/{total}  {}/{} KiB\n", j.done / 1024, j.total / 1024);
+            out += &format!("  files {done}/{total}  {} of {}\n", size(j.done), size(j.total));
         }
     }
     for a in &s.alarms {
@@ -157,5 +167,35 @@ fn follow_job(socket: &std::path::Path) -> Result<(), String> {
                 return Err(format!("resync {} {:?}: {}", j.kind.as_str(), j.state, j.error.unwrap_or_default()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ridondato_core::{Config, FsReport, JobStatus, Node, NodeId, ResyncPhase};
+
+    #[test]
+    fn the_file_sync_and_a_resync_in_files_are_shown() {
+        let mut s = Node::new(Config::lan(NodeId(1), NodeId(2))).status();
+        assert!(!render_status(&s).contains("fs "), "no [fs]: no line");
+        s.fs = Some(FsReport { backlog: 3, rescans: 2, overflows: 1, watch_limited: true, bytes: 5 << 20, last_error: Some("rsync failed\nmore".into()) });
+        s.job = Some(JobStatus {
+            id: 7,
+            kind: ResyncKind::Fs,
+            state: JobState::Running,
+            phase: ResyncPhase::FsCopy,
+            phase_index: 0,
+            phases: 1,
+            done: 1536,
+            total: 4096,
+            files: Some((10, 40)),
+            error: None,
+        });
+        let out = render_status(&s);
+        assert!(out.contains("fs backlog 3  full passes 2  queue overflows 1  traffic 5.0 MiB"), "{out}");
+        assert!(out.contains("inotify watch limit reached") && out.contains("fs error: rsync failed\n"), "{out}");
+        assert!(out.contains("files 10/40  1.5 KiB of 4.0 KiB"), "{out}");
+        assert_eq!(size(1023), "1023 B");
     }
 }

@@ -117,9 +117,9 @@ impl Progress {
 pub struct FsReport {
     /// Changed paths waiting for a transfer (a pending full pass counts one).
     pub backlog: u64,
-    /// Full passes made because individual changes could not be trusted.
+    /// Full passes completed (at start, after an overflow, while short of watches, verifying).
     pub rescans: u64,
-    /// Of those, how many followed an inotify queue overflow.
+    /// inotify queue overflows seen (each one owes a full pass).
     pub overflows: u64,
     /// inotify ran out of watches: changes are found by periodic full passes instead.
     pub watch_limited: bool,

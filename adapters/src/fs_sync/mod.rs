@@ -74,7 +74,6 @@ impl FsSyncConfig {
 struct Shared {
     pending: Mutex<Vec<Pending>>,
     wake: tokio::sync::Notify,
-    rescans: AtomicU64,
     /// Full passes that completed.
     passes: AtomicU64,
     overflows: AtomicU64,
@@ -232,9 +231,6 @@ impl Inner {
                 if p.is_empty() {
                     continue;
                 }
-                if p.full {
-                    s.rescans.fetch_add(1, Ordering::Relaxed);
-                }
                 let result = match self.url(peer, &push_module(i)).await {
                     Ok(url) => rsync::push(|| self.command(), &self.cfg.paths[i], &url, &p, &self.cfg.excludes).await,
                     Err(e) => Err(e),
@@ -353,7 +349,7 @@ impl FsSync for RsyncFsSync {
         let backlog = s.pending().iter().map(|p| p.paths.len() as u64 + u64::from(p.full)).sum();
         Some(FsReport {
             backlog,
-            rescans: s.rescans.load(Ordering::Relaxed),
+            rescans: s.passes.load(Ordering::Relaxed),
             overflows: s.overflows.load(Ordering::Relaxed),
             watch_limited: s.watch_limited.load(Ordering::Relaxed),
             bytes: self.bytes(),
