@@ -392,6 +392,65 @@ async fn resync_pulls_everything_with_monotone_progress_in_bytes_and_files() {
     assert!(files_done == files_total && files_total >= 66, "60 files and 6 directories: {last:?}");
 }
 
+/// A resync cancelled half-way (its future dropped, as the driver does) stops the transfer and
+/// leaves neither the file under its final name nor rsync's temporary copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_resync_stops_and_leaves_no_temporary_file() {
+    if !available() {
+        return;
+    }
+    let p = pair("cancel", |c| c.bandwidth_kbps = 200);
+    std::fs::write(p.b_dir.join("big"), vec![7u8; 1_000_000]).expect("write");
+    let mut pull = Box::pin(p.a.resync_from(B, Arc::new(|_| {})));
+    let t = Instant::now();
+    loop {
+        tokio::select! {
+            r = &mut pull => panic!("at 200 KiB/s a 1 MB pull cannot have ended: {r:?}"),
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+        if p.a.bytes() > 300_000 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "the pull never started");
+    }
+    let during = std::fs::read_dir(&p.a_dir).expect("list").count();
+    assert_eq!(during, 1, "rsync's temporary file is there while it receives");
+    drop(pull);
+    let t = Instant::now();
+    while !snapshot(&p.a_dir).is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(5), "left behind: {:#?}", snapshot(&p.a_dir));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let bytes = p.a.bytes();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(p.a.bytes() <= bytes + 16_384, "the transfer stopped: {} more bytes", p.a.bytes() - bytes);
+}
+
+/// A peer whose rsync daemon does not answer: the status says that, not rsync's "connection
+/// reset" from the relay, and the changes wait for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_peer_is_named_and_the_changes_wait() {
+    if !available() {
+        return;
+    }
+    let base = std::env::temp_dir().join(format!("ridondato-fs-down-{}", std::process::id()));
+    let _dirs = Dirs(base.clone());
+    std::fs::create_dir_all(base.join("a")).expect("mkdir");
+    let nobody = free_addr();
+    let a =
+        RsyncFsSync::new(FsSyncConfig::new(vec![base.join("a")], [(B, nobody)].into_iter().collect(), 1000, SECRET.into(), base.join("w"))).expect("adapter");
+    a.push_start(B).await.expect("push");
+    std::fs::write(base.join("a/waiting"), b"x").expect("write");
+    let t = Instant::now();
+    while report(&a).last_error.is_none() && t.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rep = report(&a);
+    let e = rep.last_error.clone().unwrap_or_default();
+    assert!(e.contains(&format!("the peer's rsync daemon at {nobody} is unreachable")), "{rep:?}");
+    assert!(rep.backlog >= 1 && rep.rescans == 0, "the pass is owed still: {rep:?}");
+}
+
 #[test]
 fn bad_configuration_is_refused_with_the_field_named() {
     let base = std::env::temp_dir().join(format!("ridondato-fs-bad-{}", std::process::id()));

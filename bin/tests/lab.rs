@@ -478,8 +478,14 @@ fn files_follow_the_master_across_a_switchover_and_a_failover() {
     assert!(wait_content(&dir("b").join("before"), b"on a before the cluster started", Duration::from_secs(5)), "the Master's first full pass");
     std::fs::write(dir("a").join("recording.wav"), b"RIFF from a").expect("write");
     assert!(wait_content(&dir("b").join("recording.wav"), b"RIFF from a", Duration::from_secs(3)), "a change reaches the Slave");
-    let fs = lab.status("a").map(|s| s["fs"].clone()).unwrap_or_default();
-    assert!(fs["bytes"].as_u64().unwrap_or(0) > 0 && fs["backlog"] == 0, "the Master reports its file sync: {fs}");
+    // The status is refreshed every 250 ms: the report catches up with the transfer.
+    let fs = || lab.status("a").map(|s| s["fs"].clone()).unwrap_or_default();
+    let drained = |f: &Value| f["bytes"].as_u64().unwrap_or(0) > 0 && f["backlog"] == 0 && f["last_error"].is_null() && f["rescans"].as_u64() >= Some(1);
+    let t = Instant::now();
+    while !drained(&fs()) && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(drained(&fs()), "the Master reports its file sync: {}", fs());
 
     // Planned switch-over: b pushes now, and a refuses pushes no more.
     let sock = lab.work.join("a.sock");
@@ -496,7 +502,25 @@ fn files_follow_the_master_across_a_switchover_and_a_failover() {
     lab.lab(&["link-up", "b"]);
     assert!(lab.wait_role("b", "slave", Duration::from_secs(5)), "b returns as Slave");
     assert!(wait_content(&dir("b").join("during-outage"), b"written while b was away", Duration::from_secs(10)), "b catches up");
-    let s = String::from_utf8_lossy(&Command::new(BIN).args(["status", "--socket", sock.to_str().unwrap_or_default()]).output().expect("status").stdout)
-        .to_string();
-    assert!(s.contains("fs backlog 0"), "the operator sees the file sync:\n{s}");
+    let human = || {
+        String::from_utf8_lossy(&Command::new(BIN).args(["status", "--socket", sock.to_str().unwrap_or_default()]).output().expect("status").stdout).to_string()
+    };
+    let t = Instant::now();
+    while !human().contains("fs backlog 0") && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(human().contains("fs backlog 0"), "the operator sees the file sync drained:\n{}", human());
+
+    // Forced FS resync on the Slave (S11): what it lost or gained behind the sync's back is put
+    // right from the Master, with the job's progress in files.
+    std::fs::remove_file(dir("b").join("recording.wav")).expect("lose a file on the Slave");
+    std::fs::write(dir("b").join("stray"), b"only on the Slave").expect("write");
+    let sock_b = lab.work.join("b.sock");
+    let (ok, out) = sh(&[BIN, "resync", "fs", "--socket", sock_b.to_str().unwrap_or_default()]);
+    assert!(ok && out.contains("resync fs done"), "resync: {out}");
+    assert!(wait_content(&dir("b").join("recording.wav"), b"RIFF from a", Duration::from_secs(1)), "the lost file is back");
+    assert!(!dir("b").join("stray").exists(), "the stray file is gone");
+    let job = lab.status("b").map(|s| s["job"].clone()).unwrap_or_default();
+    assert_eq!(job["state"], "Done", "{job}");
+    assert!(job["files"][1].as_u64().unwrap_or(0) >= 4 && job["files"][0] == job["files"][1], "files counted: {job}");
 }

@@ -243,13 +243,26 @@ impl Inner {
                         s.error(None);
                     }
                     Err(e) => {
-                        s.error(Some(e.0));
+                        let unreachable = self.relays.lock().await.get(&peer).and_then(shaper::Relay::unreachable);
+                        s.error(Some(unreachable.unwrap_or(e.0)));
                         s.pending()[i].restore(p, self.cfg.max_batch);
                         failed = true;
                     }
                 }
             }
             backoff = if failed { (backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(5)) } else { Duration::ZERO };
+        }
+    }
+}
+
+/// Cancelling a resync drops its future: the relays' connections go with it, so what the peer
+/// had already sent stops there (the pulling rsync itself is stopped by `rsync::pull`).
+struct CutOnDrop<'a>(&'a tokio::sync::Mutex<BTreeMap<NodeId, shaper::Relay>>);
+
+impl Drop for CutOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Ok(relays) = self.0.try_lock() {
+            relays.values().for_each(shaper::Relay::cut);
         }
     }
 }
@@ -310,6 +323,7 @@ impl FsSync for RsyncFsSync {
 
     async fn resync_from(&self, peer: NodeId, progress: ProgressFn) -> AdapterResult<()> {
         let inner = &self.inner;
+        let _cut = CutOnDrop(&inner.relays);
         // Sizes first, so bytes and files have a true total from the start.
         let mut sizes = Vec::new();
         for i in 0..inner.cfg.paths.len() {

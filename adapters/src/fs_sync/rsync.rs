@@ -120,9 +120,28 @@ pub fn parse_line(line: &[u8]) -> Option<Line> {
 }
 
 /// Pulls `url` into `dst` (deleting what the peer lacks), calling `on_line` per progress line.
+/// A cancelled pull (the future dropped) must not leave the receiving rsync's temporary file in
+/// the synced directory, which a SIGKILL would: its process group gets SIGTERM, on which rsync
+/// removes it.
+struct TermOnDrop(Option<tokio::process::Child>);
+
+impl Drop for TermOnDrop {
+    fn drop(&mut self) {
+        let Some(mut child) = self.0.take() else { return };
+        // The whole group: the receiving half of a pull is a child of the process we started.
+        let term = child.id().and_then(|pid| tokio::process::Command::new("kill").args(["-TERM", "--", &format!("-{pid}")]).spawn().ok());
+        if term.is_none() {
+            let _ = child.start_kill();
+        }
+        // Dropped without kill_on_drop, tokio reaps it when it exits.
+    }
+}
+
 pub async fn pull(mut cmd: tokio::process::Command, url: &str, dst: &Path, mut on_line: impl FnMut(Line)) -> AdapterResult<()> {
     cmd.args(["--delete", "--info=progress2", "--no-inc-recursive"]).arg(url).arg(format!("{}/", dst.display())).stdout(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| AdapterError::new(format!("rsync: {e}")))?;
+    cmd.kill_on_drop(false).process_group(0);
+    let mut guard = TermOnDrop(Some(cmd.spawn().map_err(|e| AdapterError::new(format!("rsync: {e}")))?));
+    let child = guard.0.as_mut().ok_or_else(|| AdapterError::new("rsync: gone"))?;
     let mut out = child.stdout.take().ok_or_else(|| AdapterError::new("rsync: no output"))?;
     let mut buf = [0u8; 4096];
     let mut line = Vec::new();
@@ -143,6 +162,7 @@ pub async fn pull(mut cmd: tokio::process::Command, url: &str, dst: &Path, mut o
             }
         }
     }
+    let child = guard.0.take().ok_or_else(|| AdapterError::new("rsync: gone"))?;
     let out = child.wait_with_output().await.map_err(|e| AdapterError::new(format!("rsync: {e}")))?;
     check(out.status, &out.stderr)
 }

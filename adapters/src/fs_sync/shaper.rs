@@ -80,6 +80,9 @@ pub struct Relay {
     pub addr: SocketAddr,
     accept: tokio::task::JoinHandle<()>,
     conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// Why the last connection to the target failed, if it did: rsync itself only sees its
+    /// connection to us reset, which tells an operator nothing.
+    unreachable: Arc<Mutex<Option<String>>>,
 }
 
 impl Relay {
@@ -87,12 +90,13 @@ impl Relay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Default::default();
-        let held = conns.clone();
+        let unreachable: Arc<Mutex<Option<String>>> = Default::default();
+        let (held, why) = (conns.clone(), unreachable.clone());
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let shaper = shaper.clone();
+                let (shaper, why) = (shaper.clone(), why.clone());
                 let conn = tokio::spawn(async move {
-                    if let Err(e) = pipe(client, target, shaper).await {
+                    if let Err(e) = pipe(client, target, shaper, &why).await {
                         tracing::debug!("file sync relay to {target}: {e}");
                     }
                 });
@@ -101,7 +105,12 @@ impl Relay {
                 c.push(conn);
             }
         });
-        Ok(Relay { addr, accept, conns })
+        Ok(Relay { addr, accept, conns, unreachable })
+    }
+
+    /// The reason the target could not be reached on the last attempt, if it could not.
+    pub fn unreachable(&self) -> Option<String> {
+        self.unreachable.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Drops every connection now. Killing an rsync is not enough to stop its transfer: what it
@@ -121,7 +130,7 @@ impl Drop for Relay {
     }
 }
 
-async fn pipe(client: tokio::net::TcpStream, target: SocketAddr, shaper: Arc<Shaper>) -> std::io::Result<()> {
+async fn pipe(client: tokio::net::TcpStream, target: SocketAddr, shaper: Arc<Shaper>, why: &Mutex<Option<String>>) -> std::io::Result<()> {
     let socket = if target.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
     // Small kernel buffers: what the peer may push ahead of the bucket on a pull is bounded by
     // the receive window, and what sits unsent on a push by the send buffer.
@@ -129,7 +138,10 @@ async fn pipe(client: tokio::net::TcpStream, target: SocketAddr, shaper: Arc<Sha
     socket.set_send_buffer_size(64 * 1024)?;
     let upstream = tokio::time::timeout(Duration::from_secs(5), socket.connect(target))
         .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connecting to {target}")))??;
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in 5 s"))
+        .and_then(|r| r);
+    *why.lock().unwrap_or_else(|p| p.into_inner()) = upstream.as_ref().err().map(|e| format!("the peer's rsync daemon at {target} is unreachable: {e}"));
+    let upstream = upstream?;
     upstream.set_nodelay(true)?;
     client.set_nodelay(true)?;
     let (cr, cw) = client.into_split();
