@@ -426,6 +426,26 @@ async fn a_cancelled_resync_stops_and_leaves_no_temporary_file() {
     assert!(p.a.bytes() <= bytes + 16_384, "the transfer stopped: {} more bytes", p.a.bytes() - bytes);
 }
 
+/// The synced directory itself replaced (moved away, made again): its watch is gone, which is
+/// reported, and periodic full passes carry on from the new directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_synced_directory_is_reported_and_still_synced() {
+    if !available() {
+        return;
+    }
+    let p = pair("replaced", |c| c.rescan_every = Duration::from_millis(300));
+    std::fs::write(p.a_dir.join("old"), b"in the first directory").expect("write");
+    p.a.push_start(B).await.expect("push");
+    wait_same(&p.a_dir, &p.b_dir, &p.a).await;
+    std::fs::rename(&p.a_dir, p.a_dir.with_extension("old")).expect("move away");
+    std::fs::create_dir(&p.a_dir).expect("make again");
+    std::fs::write(p.a_dir.join("new"), b"in the second directory").expect("write");
+    wait_same(&p.a_dir, &p.b_dir, &p.a).await;
+    let rep = report(&p.a);
+    assert!(rep.watch_limited, "the lost watch is in the status: {rep:?}");
+    let _ = std::fs::remove_dir_all(p.a_dir.with_extension("old"));
+}
+
 /// A peer whose rsync daemon does not answer: the status says that, not rsync's "connection
 /// reset" from the relay, and the changes wait for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -449,6 +469,89 @@ async fn an_unreachable_peer_is_named_and_the_changes_wait() {
     let e = rep.last_error.clone().unwrap_or_default();
     assert!(e.contains(&format!("the peer's rsync daemon at {nobody} is unreachable")), "{rep:?}");
     assert!(rep.backlog >= 1 && rep.rescans == 0, "the pass is owed still: {rep:?}");
+}
+
+/// Our matching of exclusion patterns agrees with rsync's own, path by path: for each pattern,
+/// what `rsync --list-only` leaves out is exactly what `excluded` says (ours decides what goes in
+/// a `--files-from` list; the daemon refuses a whole transfer naming an excluded path).
+#[test]
+fn exclusions_match_as_rsync_matches_them() {
+    if !available() {
+        return;
+    }
+    use ridondato_adapters::fs_sync::exclude::excluded;
+    let base = std::env::temp_dir().join(format!("ridondato-fs-excl-{}", std::process::id()));
+    let _dirs = Dirs(base.clone());
+    let files = [
+        "a.tmp",
+        "d/e/a.tmp",
+        "d/a.tmpx",
+        "cache/x/y",
+        "d/cache",
+        "spool/x",
+        "d/spool/y",
+        "a/b/c",
+        "a/bc",
+        "q/a/b/x",
+        "a/x",
+        "run/pid",
+        "d/run",
+        "f1.log",
+        "d/f12.log",
+        "fa.log",
+        "d/f7.log",
+        "b/c/deep/z",
+        "tmp.d/k",
+    ];
+    for f in files {
+        let p = base.join(f);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, b"x").expect("write");
+    }
+    let all = rsync_listing(&base, None);
+    assert!(all.len() > files.len(), "files and their directories: {all:?}");
+    for pat in [
+        "*.tmp",
+        "cache",
+        "/spool",
+        "b/c",
+        "a/*",
+        "a/**/x",
+        "run/",
+        "f[0-9].log",
+        "f?.log",
+        "*/x",
+        "tmp.*",
+        "[!a-c]*",
+        "/a/b",
+        "d/",
+        "**.tmp",
+        "?/x",
+        "**/x",
+        "x/y",
+    ] {
+        let kept = rsync_listing(&base, Some(pat));
+        for (path, is_dir) in &all {
+            let ours = excluded(Path::new(path), *is_dir, &[pat.to_string()]);
+            assert_eq!(ours, !kept.contains_key(path), "pattern {pat:?} on {path:?} (dir: {is_dir})");
+        }
+    }
+}
+
+/// Every path rsync would send from `root` (relative, whether a directory), with one exclusion.
+fn rsync_listing(root: &Path, exclude: Option<&str>) -> BTreeMap<String, bool> {
+    let mut c = std::process::Command::new("rsync");
+    c.args(["-r", "--list-only", "--no-human-readable"]);
+    if let Some(x) = exclude {
+        c.arg(format!("--exclude={x}"));
+    }
+    let out = c.arg(format!("{}/", root.display())).output().expect("rsync");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| Some((l.split_whitespace().nth(4)?.to_string(), l.starts_with('d'))))
+        .filter(|(p, _)| p != ".")
+        .collect()
 }
 
 #[test]

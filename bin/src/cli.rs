@@ -99,7 +99,7 @@ pub fn render_status(s: &Status) -> String {
     if let Some(fs) = &s.fs {
         out += &format!("fs backlog {}  full passes {}  queue overflows {}  traffic {}\n", fs.backlog, fs.rescans, fs.overflows, size(fs.bytes));
         if fs.watch_limited {
-            out += "fs: inotify watch limit reached, changes found by periodic full passes (raise fs.inotify.max_user_watches)\n";
+            out += "fs: inotify cannot see every change (watch limit reached, or a synced directory replaced): periodic full passes; raise fs.inotify.max_user_watches or restart\n";
         }
         if let Some(e) = &fs.last_error {
             out += &format!("fs error: {}\n", e.lines().next().unwrap_or_default());
@@ -194,7 +194,7 @@ mod tests {
         });
         let out = render_status(&s);
         assert!(out.contains("fs backlog 3  full passes 2  queue overflows 1  traffic 5.0 MiB"), "{out}");
-        assert!(out.contains("inotify watch limit reached") && out.contains("fs error: rsync failed\n"), "{out}");
+        assert!(out.contains("watch limit reached") && out.contains("fs error: rsync failed\n"), "{out}");
         assert!(out.contains("files 10/40  1.5 KiB of 4.0 KiB"), "{out}");
         assert_eq!(size(1023), "1023 B");
     }

@@ -110,7 +110,7 @@ impl Shared {
                     // Shown by `watch_limited` in the status for as long as it lasts; not an
                     // error that the next good transfer would clear.
                     self.watch_limited.store(true, Ordering::Relaxed);
-                    tracing::warn!("file sync: {msg}; changes are found by periodic full passes (raise fs.inotify.max_user_watches)");
+                    tracing::warn!("file sync: {msg}; changes are found by periodic full passes");
                     pending[i].overflow();
                 }
             }

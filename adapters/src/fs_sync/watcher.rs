@@ -16,7 +16,8 @@ pub enum Change {
     Path { rel: PathBuf, subtree: bool },
     /// The kernel queue overflowed: events were lost.
     Overflow,
-    /// A directory could not be watched (watch limit): its changes would go unseen.
+    /// A directory could not be watched (watch limit), or the synced directory's own watch is
+    /// gone: changes would go unseen.
     WatchLimit(String),
 }
 
@@ -36,6 +37,8 @@ fn mask() -> WatchMask {
         | WatchMask::MOVED_TO
         | WatchMask::CREATE
         | WatchMask::DELETE
+        | WatchMask::MOVE_SELF
+        | WatchMask::DELETE_SELF
         | WatchMask::DONT_FOLLOW
         | WatchMask::ONLYDIR
         | WatchMask::EXCL_UNLINK
@@ -67,7 +70,7 @@ impl TreeWatcher {
                 }
                 Err(e) if e.raw_os_error() == Some(28) => {
                     // ENOSPC: out of watches; the rest of this subtree stays unwatched.
-                    out.push(Change::WatchLimit(format!("inotify watch limit reached at {}", abs.display())));
+                    out.push(Change::WatchLimit(format!("inotify watch limit reached at {} (raise fs.inotify.max_user_watches)", abs.display())));
                     return Ok(());
                 }
                 // Gone meanwhile, or not a directory any more: its parent's event covers it.
@@ -114,6 +117,15 @@ impl TreeWatcher {
             }
             if mask.contains(EventMask::IGNORED) {
                 self.dirs.remove(&wd);
+                continue;
+            }
+            if mask.intersects(EventMask::MOVE_SELF | EventMask::DELETE_SELF) {
+                // The synced directory itself moved away or removed: what is at its path now is
+                // not watched, so say so (periodic full passes) rather than go quietly blind.
+                // (A subdirectory's own move is seen, by path, in its parent's events.)
+                if self.dirs.get(&wd).is_some_and(|d| d.as_os_str().is_empty()) {
+                    out.push(Change::WatchLimit(format!("{} was moved or removed: its inotify watch is lost", self.root.display())));
+                }
                 continue;
             }
             let Some(dir) = self.dirs.get(&wd).cloned() else { continue };
