@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 /// One directory's pending changes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Pending {
-    /// Relative path -> whether its whole subtree must be listed (a directory that appeared by
-    /// creation or rename: files made in it before its watch existed raised no event).
+    /// Relative path -> whether it is a directory to send as a whole, with deletions inside (it
+    /// appeared by creation or rename: files made in it before its watch existed raised no
+    /// event, and one made again at a path may differ from what the replica holds there).
     pub paths: BTreeMap<PathBuf, bool>,
     /// A full pass over the directory is owed (overflow, watch error, too many paths).
     pub full: bool,
