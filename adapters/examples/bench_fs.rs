@@ -12,8 +12,8 @@
 //!     machine's speed) against plain rsync to an rsync daemon on loopback, and to a local path.
 
 use ridondato_adapters::fs_sync::shaper::{Relay, Shaper};
+use ridondato_adapters::fs_sync::testkit::{self, free_addr};
 use ridondato_adapters::fs_sync::watcher::{Change, TreeWatcher};
-use ridondato_adapters::fs_sync::{FsSyncConfig, RsyncFsSync};
 use ridondato_adapters::FsSync;
 use ridondato_core::NodeId;
 use std::collections::HashMap;
@@ -23,8 +23,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const SECRET: &str = "bench-secret-0123456789abcdef";
-const A: NodeId = NodeId(1);
 const B: NodeId = NodeId(2);
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -36,21 +34,6 @@ fn fresh(dir: &Path) -> PathBuf {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).expect("mkdir");
     dir.to_path_buf()
-}
-
-fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port")
-}
-
-/// Sender adapter on `src`, receiver adapter (its rsync daemon) on `dst`.
-fn pair(base: &Path, src: &Path, dst: &Path, kbps: u64) -> (RsyncFsSync, RsyncFsSync) {
-    let (a_addr, b_addr) = (free_addr(), free_addr());
-    let node = |dir: &Path, me: &str, listen, peer: NodeId, peer_addr| {
-        let mut c = FsSyncConfig::new(vec![dir.to_path_buf()], [(peer, peer_addr)].into_iter().collect(), kbps, SECRET.into(), base.join(me));
-        c.listen = Some(listen);
-        RsyncFsSync::new(c).expect("adapter")
-    };
-    (node(src, "wa", a_addr, B, b_addr), node(dst, "wb", b_addr, A, a_addr))
 }
 
 fn count_files(dir: &Path) -> usize {
@@ -235,7 +218,7 @@ async fn main() {
     };
     {
         let (src, dst) = (fresh(&base.join("l-src")), fresh(&base.join("l-dst")));
-        let (a, _b) = pair(&base.join("l"), &src, &dst, 100_000);
+        let (a, _b) = testkit::pair(&base.join("l"), &src, &dst, 100_000, |_| {});
         a.push_start(B).await.expect("push");
         std::fs::write(src.join("ready"), b"1").expect("ready");
         assert!(appears(&dst.join("ready"), Duration::from_secs(10)).await, "ridondato never synced");
@@ -270,7 +253,7 @@ async fn main() {
         };
         {
             let (empty, dst) = (fresh(&base.join(format!("c{cap}-empty"))), fresh(&base.join(format!("c{cap}-dst"))));
-            let (a, _b) = pair(&base.join(format!("c{cap}")), &empty, &dst, cap);
+            let (a, _b) = testkit::pair(&base.join(format!("c{cap}")), &empty, &dst, cap, |_| {});
             a.push_start(B).await.expect("push");
             tokio::time::sleep(Duration::from_millis(500)).await;
             std::fs::rename(src.join("big.bin"), empty.join("big.bin")).expect("move in");
@@ -309,10 +292,10 @@ async fn main() {
     let mut runs: [Vec<f64>; 3] = Default::default();
     for round in 0..3 {
         let dst = fresh(&base.join(format!("i-dst{round}")));
-        let (a, _b) = pair(&base.join(format!("i{round}")), &src, &dst, 10_000_000);
+        let (a, _b) = testkit::pair(&base.join(format!("i{round}")), &src, &dst, 10_000_000, |_| {});
         let t = Instant::now();
         a.push_start(B).await.expect("push");
-        while a.passes_done() == 0 && t.elapsed() < Duration::from_secs(300) {
+        while a.report().map_or(0, |r| r.rescans) == 0 && t.elapsed() < Duration::from_secs(300) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         runs[0].push(t.elapsed().as_secs_f64());

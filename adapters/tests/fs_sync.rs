@@ -2,7 +2,8 @@
 //! trees compared entry by entry (content, mode, owner, mtime, symlinks, deletions). Needs rsync
 //! and, for the watch-limit test, `unshare`; under CI=true their absence is a failure.
 
-use ridondato_adapters::fs_sync::{FsSyncConfig, RsyncFsSync};
+use ridondato_adapters::fs_sync::testkit::{free_addr, SECRET};
+use ridondato_adapters::fs_sync::{testkit, FsSyncConfig, RsyncFsSync};
 use ridondato_adapters::FsSync;
 use ridondato_core::{FsReport, NodeId, Progress};
 use std::collections::BTreeMap;
@@ -11,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-const SECRET: &str = "cluster-secret-0123456789";
 const A: NodeId = NodeId(1);
 const B: NodeId = NodeId(2);
 
@@ -30,10 +30,6 @@ impl Drop for Dirs {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port")
 }
 
 /// Every entry under `root` but `*.tmp` (excluded): kind, content or link target, mode, owner, mtime.
@@ -82,16 +78,11 @@ fn pair(tag: &str, tune: impl Fn(&mut FsSyncConfig)) -> Pair {
     let (a_dir, b_dir) = (base.join("a"), base.join("b"));
     std::fs::create_dir_all(&a_dir).expect("a");
     std::fs::create_dir_all(&b_dir).expect("b");
-    let (a_addr, b_addr) = (free_addr(), free_addr());
-    let node = |dir: &Path, me: &str, listen, peer: NodeId, peer_addr| {
-        let mut c = FsSyncConfig::new(vec![dir.to_path_buf()], [(peer, peer_addr)].into_iter().collect(), 100_000, SECRET.into(), base.join(me));
-        c.listen = Some(listen);
+    let (a, b) = testkit::pair(&base, &a_dir, &b_dir, 100_000, |c| {
         c.excludes = vec!["*.tmp".into()];
-        tune(&mut c);
-        Arc::new(RsyncFsSync::new(c).expect("adapter"))
-    };
-    let a = node(&a_dir, "wa", a_addr, B, b_addr);
-    let b = node(&b_dir, "wb", b_addr, A, a_addr);
+        tune(c);
+    });
+    let (a, b) = (Arc::new(a), Arc::new(b));
     Pair { _dirs: Dirs(base), a_dir, b_dir, a, b }
 }
 

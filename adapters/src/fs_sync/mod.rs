@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod exclude;
 pub mod rsync;
 pub mod shaper;
+pub mod testkit;
 pub mod watcher;
 
 use crate::traits::{AdapterError, AdapterResult, FsSync, ProgressFn};
@@ -167,11 +168,6 @@ impl RsyncFsSync {
     /// Bytes through the relay so far (both directions).
     pub fn bytes(&self) -> u64 {
         self.inner.shaper.bytes.load(Ordering::Relaxed)
-    }
-
-    /// Full passes completed so far (the first one ends the initial sync).
-    pub fn passes_done(&self) -> u64 {
-        self.inner.shared.passes.load(Ordering::Relaxed)
     }
 
     fn stop_tasks(&self) {

@@ -33,23 +33,15 @@ pub async fn push(cmd: impl Fn() -> tokio::process::Command, root: &Path, url: &
     let subs = subtrees(pending);
     // Many new directories at once (an unpacked archive): one pass costs less than a run each.
     if pending.full || subs.len() > MAX_SUBTREE_RUNS {
-        return run(cmd().arg("--delete").arg(&src).arg(url)).await;
+        return run(cmd().arg("--delete").arg(&src).arg(url), None).await;
     }
     let list = file_list(pending, excludes, |rel| root.join(rel).is_dir());
-    let mut c = cmd();
-    c.args(["--from0", "--files-from=-", "--delete-missing-args", "--force"]).arg(&src).arg(url).stdin(Stdio::piped());
-    let mut child = c.spawn().map_err(|e| AdapterError::new(format!("rsync: {e}")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A failure here shows up as rsync's own exit status below.
-        let _ = stdin.write_all(&list).await;
-    }
-    let out = child.wait_with_output().await.map_err(|e| AdapterError::new(format!("rsync: {e}")))?;
-    check(out.status, &out.stderr)?;
+    run(cmd().args(["--from0", "--files-from=-", "--delete-missing-args", "--force"]).arg(&src).arg(url), Some(&list)).await?;
     for rel in subs {
         let dir = root.join(&rel);
         // Gone again meanwhile: the list above has deleted it there.
         if dir.is_dir() && !super::exclude::excluded(&rel, true, excludes) {
-            run(cmd().arg("--delete").arg(format!("{}/", dir.display())).arg(format!("{url}{}/", rel.display()))).await?;
+            run(cmd().arg("--delete").arg(format!("{}/", dir.display())).arg(format!("{url}{}/", rel.display())), None).await?;
         }
     }
     Ok(())
@@ -67,8 +59,20 @@ pub fn subtrees(pending: &Pending) -> Vec<PathBuf> {
     out
 }
 
-async fn run(cmd: &mut tokio::process::Command) -> AdapterResult<()> {
-    let out = cmd.output().await.map_err(|e| AdapterError::new(format!("rsync: {e}")))?;
+/// Runs one rsync to its end, `input` on its standard input if given.
+async fn run(cmd: &mut tokio::process::Command, input: Option<&[u8]>) -> AdapterResult<()> {
+    let e = |e: std::io::Error| AdapterError::new(format!("rsync: {e}"));
+    let out = match input {
+        None => cmd.output().await.map_err(e)?,
+        Some(bytes) => {
+            let mut child = cmd.stdin(Stdio::piped()).spawn().map_err(e)?;
+            if let Some(mut stdin) = child.stdin.take() {
+                // A failure here shows up as rsync's own exit status below.
+                let _ = stdin.write_all(bytes).await;
+            }
+            child.wait_with_output().await.map_err(e)?
+        }
+    };
     check(out.status, &out.stderr)
 }
 
@@ -119,7 +123,6 @@ pub fn parse_line(line: &[u8]) -> Option<Line> {
     Some(Line { percent, checked })
 }
 
-/// Pulls `url` into `dst` (deleting what the peer lacks), calling `on_line` per progress line.
 /// A cancelled pull (the future dropped) must not leave the receiving rsync's temporary file in
 /// the synced directory, which a SIGKILL would: its process group gets SIGTERM, on which rsync
 /// removes it.
@@ -137,6 +140,7 @@ impl Drop for TermOnDrop {
     }
 }
 
+/// Pulls `url` into `dst` (deleting what the peer lacks), calling `on_line` per progress line.
 pub async fn pull(mut cmd: tokio::process::Command, url: &str, dst: &Path, mut on_line: impl FnMut(Line)) -> AdapterResult<()> {
     cmd.args(["--delete", "--info=progress2", "--no-inc-recursive"]).arg(url).arg(format!("{}/", dst.display())).stdout(Stdio::piped());
     cmd.kill_on_drop(false).process_group(0);
