@@ -50,6 +50,9 @@ pub struct DriverConfig {
     pub op_deadline: Duration,
     /// Deadline of a copy phase of a resync (DB, Mongo, files): long, they move data.
     pub copy_deadline: Duration,
+    /// Deadline of a database catch-up or promotion: they wait for the relay log to be applied
+    /// (the adapter's own bound), so they get that bound plus a margin, not `op_deadline`.
+    pub db_apply_deadline: Duration,
     /// How often the database is asked for its position, replication health and lag.
     pub report_every: Duration,
     /// Whether to ask the database for reports at all (a node without a DB).
@@ -65,6 +68,7 @@ impl Default for DriverConfig {
         DriverConfig {
             op_deadline: Duration::from_secs(3),
             copy_deadline: Duration::from_secs(6 * 3600),
+            db_apply_deadline: Duration::from_secs(3),
             report_every: Duration::from_millis(250),
             db_reports: true,
             vip_watch: true,
@@ -255,6 +259,7 @@ impl Driver {
         let db = self.backends.db.clone();
         let vip = self.backends.vip.clone();
         let (want_db, want_vip) = (self.cfg.db_reports, self.cfg.vip_watch);
+        let db_deadline = self.cfg.report_every.max(Duration::from_millis(500)) * 4;
         let tx = self.results_tx.clone();
         if self.cfg.fs_reports {
             if let Some(r) = self.backends.fs.report() {
@@ -273,16 +278,20 @@ impl Driver {
             if !want_db {
                 return;
             }
-            if let Ok(r) = db.report().await {
-                let _ = tx.send(Input::DbReport {
-                    position: r.position,
-                    writable: r.writable,
-                    replicating: r.replicating,
-                    lag_ms: r.lag_ms,
-                    semi_sync: r.semi_sync,
-                });
-                if r.errant > 0 {
-                    let _ = tx.send(Input::DbErrant { count: r.errant });
+            // A report that fails is a fact too (the database is down or unreachable): the core
+            // must never go on showing, or deciding on, the last good values.
+            match tokio::time::timeout(db_deadline, db.report()).await {
+                Ok(Ok(r)) => {
+                    let _ = tx.send(Input::DbReport(r.facts));
+                    if let Some((count, gtids)) = r.errant {
+                        let _ = tx.send(Input::DbErrant { count, gtids });
+                    }
+                }
+                Ok(Err(e)) => {
+                    let _ = tx.send(Input::DbUnreachable { error: e.0 });
+                }
+                Err(_) => {
+                    let _ = tx.send(Input::DbUnreachable { error: format!("no answer within {} ms", db_deadline.as_millis()) });
                 }
             }
         });
@@ -290,7 +299,11 @@ impl Driver {
 
     fn spawn_op(&mut self, id: OpId, op: Op) {
         let long = matches!(op, Op::Resync { phase, .. } if phase != ResyncPhase::DbReplicate);
-        let deadline = if long { self.cfg.copy_deadline } else { self.cfg.op_deadline };
+        let deadline = match op {
+            _ if long => self.cfg.copy_deadline,
+            Op::CatchUpDb { .. } | Op::PromoteDb { .. } => self.cfg.db_apply_deadline.max(self.cfg.op_deadline),
+            _ => self.cfg.op_deadline,
+        };
         let b = self.backends.clone();
         let tx = self.results_tx.clone();
         let peer = self.node.config().peer;

@@ -5,7 +5,7 @@
 //! twice after a crash or a timeout, and the second call must succeed without harm.
 
 use async_trait::async_trait;
-use ridondato_core::{FsReport, NodeId, PersistedState, Position, Progress};
+use ridondato_core::{DbFacts, FsReport, NodeId, PersistedState, Position, Progress};
 use std::sync::Arc;
 
 /// An adapter failure: what failed and why, for the log and the status.
@@ -56,14 +56,9 @@ pub trait Witness: Send + Sync {
 /// What the DB adapter reports periodically.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DbReport {
-    pub position: Position,
-    /// read_only is off.
-    pub writable: bool,
-    pub replicating: bool,
-    pub lag_ms: Option<u64>,
-    pub semi_sync: bool,
-    /// Transactions here that the Master lacks (errant GTIDs), when known.
-    pub errant: u64,
+    pub facts: DbFacts,
+    /// Transactions here that the Master lacks (errant GTIDs): how many, and which.
+    pub errant: Option<(u64, String)>,
 }
 
 /// The MariaDB database (S5, S8, B4).

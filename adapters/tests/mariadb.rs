@@ -4,7 +4,7 @@
 
 use ridondato_adapters::mariadb::testkit::{app_insert, available, pair, wait_count};
 use ridondato_adapters::Db;
-use ridondato_core::NodeId;
+use ridondato_core::{NodeId, Replication};
 use sqlx::{Connection, Executor, MySqlConnection, Row};
 use std::time::{Duration, Instant};
 
@@ -19,9 +19,10 @@ async fn replicate_fence_promote_repoint_and_detect_errant_transactions() {
         app_insert(&sa).await.expect("write on the Master");
     }
     wait_count(&sb, 20).await;
-    let rb = b.report().await.expect("report");
-    assert!(rb.replicating && !rb.writable, "{rb:?}");
-    assert_eq!(rb.position, a.report().await.expect("report").position, "same GTID position once caught up");
+    let rb = b.report().await.expect("report").facts;
+    assert!(rb.replication == Replication::Running && !rb.writable, "{rb:?}");
+    assert_eq!(rb.position, a.report().await.expect("report").facts.position, "same GTID position once caught up");
+    assert_eq!(a.report().await.expect("report").facts.replicas, 1, "the Master sees its replica");
     assert!(app_insert(&sb).await.is_err(), "the read-only Slave refuses the application's writes (S8)");
     assert_eq!(a.check_app_account().await.expect("check"), None);
     // An account with ALL PRIVILEGES holds READ ONLY ADMIN in 10.11 and writes through read_only.
@@ -31,16 +32,19 @@ async fn replicate_fence_promote_repoint_and_detect_errant_transactions() {
         peers: Default::default(),
         repl_user: "repl".into(),
         repl_password: "replpw".into(),
+        peer_admin: ("peeradmin".into(), "peeradminpw".into()),
         app_user: Some("boss".into()),
         semi_sync: false,
+        semi_sync_timeout: Duration::from_secs(1),
         apply_timeout: Duration::from_secs(1),
+        backup_dir: None,
     });
     let warning = boss.check_app_account().await.expect("check").expect("a warning");
     assert!(warning.contains("boss") && warning.contains("errant"), "{warning}");
 
     let refused = b.promote(None).await.expect_err("a promotion beside a writable peer");
     assert!(refused.0.contains("still takes writes"), "{refused}");
-    assert!(b.report().await.expect("report").replicating, "a refused promotion leaves replication alone");
+    assert_eq!(b.report().await.expect("report").facts.replication, Replication::Running, "a refused promotion leaves replication alone");
 
     // Planned switch-over: fence a, b catches up and promotes, a re-points to b.
     let fenced_at = a.fence().await.expect("fence a");
@@ -53,12 +57,17 @@ async fn replicate_fence_promote_repoint_and_detect_errant_transactions() {
     }
     wait_count(&sa, 25).await;
     assert_eq!(sb.count().await, 25);
-    assert_eq!(a.report().await.expect("report").errant, 0);
+    assert_eq!(a.report().await.expect("report").errant, None);
 
-    // An errant transaction on a (someone wrote with binary logging on the replica): a refuses
-    // the stream from b, and the report says so instead of rejoining silently.
+    // A replica stopped by hand says so; stopped on an error it says which.
     sa.sql("STOP SLAVE").await.expect("stop");
-    sa.sql("SET GLOBAL read_only = 0; INSERT INTO app.t (v) VALUES (99); SET GLOBAL read_only = 1").await.expect("errant write");
+    assert_eq!(a.report().await.expect("report").facts.replication, Replication::Stopped);
+
+    // Three errant transactions on a (someone wrote with binary logging on the replica): a
+    // refuses the stream from b, and the report counts them exactly instead of rejoining.
+    sa.sql("SET GLOBAL read_only = 0; INSERT INTO app.t (v) VALUES (97); INSERT INTO app.t (v) VALUES (98); INSERT INTO app.t (v) VALUES (99); SET GLOBAL read_only = 1")
+        .await
+        .expect("errant writes");
     for _ in 0..3 {
         app_insert(&sb).await.expect("write on b");
     }
@@ -66,8 +75,10 @@ async fn replicate_fence_promote_repoint_and_detect_errant_transactions() {
     let t = Instant::now();
     loop {
         let r = a.report().await.expect("report");
-        if r.errant > 0 {
-            assert!(!r.replicating);
+        if let Some((n, ranges)) = &r.errant {
+            assert_eq!(*n, 3, "exactly three errant transactions: {ranges}");
+            assert!(ranges.starts_with("0-1-") && ranges.contains(".."), "their GTID range: {ranges}");
+            assert!(matches!(&r.facts.replication, Replication::Broken(e) if e.contains("1236")), "{r:?}");
             break;
         }
         assert!(t.elapsed() < Duration::from_secs(10), "errant transaction not detected: {r:?}");
@@ -143,7 +154,7 @@ async fn a_resync_rebuilds_a_diverged_replica_with_monotone_progress() {
     }
     b.replicate_from(NodeId(1)).await.expect("re-point");
     let t = Instant::now();
-    while b.report().await.expect("report").errant == 0 {
+    while b.report().await.expect("report").errant.is_none() {
         assert!(t.elapsed() < Duration::from_secs(10), "divergence not detected");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -161,8 +172,15 @@ async fn a_resync_rebuilds_a_diverged_replica_with_monotone_progress() {
     }
     wait_count(&sb, 65).await;
     let r = b.report().await.expect("report");
-    assert!(r.replicating && r.errant == 0 && !r.writable, "a replicating, aligned Slave: {r:?}");
-    assert_eq!(r.position, a.report().await.expect("report").position);
+    assert!(r.facts.replication == Replication::Running && r.errant.is_none() && !r.facts.writable, "a replicating, aligned Slave: {r:?}");
+    assert_eq!(r.facts.position, a.report().await.expect("report").facts.position);
+    // What the resync overwrote was saved first: the errant row and a report counting it.
+    let saved: Vec<_> = std::fs::read_dir(sb.dir.join("backups")).expect("backup dir").filter_map(Result::ok).map(|e| e.path()).collect();
+    assert_eq!(saved.len(), 1, "{saved:?}");
+    let report = std::fs::read_to_string(saved[0].join("report.txt")).expect("report");
+    assert!(report.contains("errant transactions (here, not on the Master): 1 (0-22-53)"), "exactly one, named: {report}");
+    let dump = std::fs::read_to_string(saved[0].join("local.sql")).expect("dump");
+    assert!(dump.contains(",7)"), "the errant row (v = 7, every other row has 1) is in the saved dump: {}", &dump[dump.len().saturating_sub(1500)..]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,7 +191,7 @@ async fn with_semi_sync_active_a_master_crash_loses_no_acknowledged_row() {
     // a is Master with the app schema, b replicates from it.
     let (mut sa, sb, a, b) = pair(41, true).await;
     let t = Instant::now();
-    while !a.report().await.expect("report").semi_sync {
+    while !a.report().await.expect("report").facts.semi_sync {
         assert!(t.elapsed() < Duration::from_secs(10), "semi-sync never became active");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -186,5 +204,5 @@ async fn with_semi_sync_active_a_master_crash_loses_no_acknowledged_row() {
     sa.kill9();
     b.promote(None).await.expect("promote b after the crash");
     assert_eq!(sb.count().await, acked, "no acknowledged row lost with semi-sync active");
-    assert!(b.report().await.expect("report").writable);
+    assert!(b.report().await.expect("report").facts.writable);
 }

@@ -28,11 +28,16 @@ pub fn socket_and_words(args: &[String]) -> Result<(PathBuf, Vec<String>), Strin
 
 pub fn parse_command(verb: &str, words: &[String]) -> Result<Command, String> {
     let arg = words.first().map(String::as_str);
+    let forced = words.len() == 2 && words[1] == "--accept-data-loss";
+    if words.len() > 1 && !(verb == "set-state" && arg == Some("master") && forced) {
+        return Err(format!("`{verb}`: unexpected `{}`", words[1..].join(" ")));
+    }
     Ok(match (verb, arg) {
+        ("set-state", Some("master")) if forced => Command::ForceMaster,
         ("set-state", Some("master")) => Command::SetState(Target::Master),
         ("set-state", Some("slave")) => Command::SetState(Target::Slave),
         ("set-state", Some("off")) => Command::SetState(Target::Off),
-        ("set-state", _) => return Err("usage: ridondato set-state master|slave|off".into()),
+        ("set-state", _) => return Err("usage: ridondato set-state master [--accept-data-loss] | slave | off".into()),
         ("switchover", None) => Command::Switchover,
         ("maintenance", Some("on")) => Command::Maintenance(true),
         ("maintenance", Some("off")) => Command::Maintenance(false),
@@ -85,16 +90,25 @@ pub fn render_status(s: &Status) -> String {
     out += &format!("peer {}  {}{}{}\n", s.peer.id, peer_role, if s.peer.alive { "" } else { " (silent)" }, silent);
     out += &format!("vip {}  services {}  fs-push {}\n", yes(s.vip_held), yes(s.services_running), yes(s.fs_pushing));
     // A node without a database reports nothing about one: no line for it.
-    let db_seen = s.db_writable || s.db_replicating || s.db_position.0 > 0 || s.db_lag_ms.is_some();
+    let db_seen = s.db_writable || s.db_replicating || s.db_position.0 > 0 || s.db_lag_ms.is_some() || s.db_error.is_some();
     if db_seen {
+        let stale = if s.db_error.is_some() { " (last known)" } else { "" };
         out += &format!(
-            "db {} at {}  replicating {}  lag {}  semi-sync {}\n",
+            "db {} at {}{stale}  replication {}  lag {}{}  semi-sync {}  replicas {}\n",
             if s.db_writable { "read-write" } else { "read-only" },
             s.db_position.0,
-            yes(s.db_replicating),
+            s.db_replication.as_str(),
             s.db_lag_ms.map_or("-".into(), |l| format!("{l} ms")),
-            yes(s.semi_sync_active)
+            s.db_lag_tx.map_or(String::new(), |n| format!(" / {n} transactions")),
+            yes(s.semi_sync_active),
+            s.db_replicas,
         );
+        if let Some(e) = &s.db_error {
+            out += &format!("db error: {e}\n");
+        }
+        if let Some(b) = &s.promotion_blocker {
+            out += &format!("not promotable: {b}\n");
+        }
     }
     if let Some(fs) = &s.fs {
         out += &format!("fs backlog {}  full passes {}  queue overflows {}  traffic {}\n", fs.backlog, fs.rescans, fs.overflows, size(fs.bytes));
@@ -134,7 +148,12 @@ pub fn command(verb: &str, args: &[String]) -> Result<(), String> {
     let (socket, words) = socket_and_words(args)?;
     let no_wait = words.iter().any(|w| w == "--no-wait");
     let words: Vec<String> = words.into_iter().filter(|w| w != "--no-wait").collect();
+    let yes = words.iter().any(|w| w == "--yes");
+    let words: Vec<String> = words.into_iter().filter(|w| w != "--yes").collect();
     let cmd = parse_command(verb, &words)?;
+    if let Command::Resync(kind @ (ResyncKind::Db | ResyncKind::All)) = cmd {
+        confirm_db_resync(&socket, kind, yes)?;
+    }
     let follow = matches!(cmd, Command::Resync(_)) && !no_wait;
     match request(&socket, &Request::Command(cmd))? {
         Response::Reply(Ok(m)) => println!("{m}"),
@@ -145,6 +164,40 @@ pub fn command(verb: &str, args: &[String]) -> Result<(), String> {
         follow_job(&socket)?;
     }
     Ok(())
+}
+
+/// A database resync replaces this node's data: say what will be discarded, and where it is
+/// saved first, then ask (`--yes` answers for scripts).
+fn confirm_db_resync(socket: &std::path::Path, kind: ResyncKind, yes: bool) -> Result<(), String> {
+    let s = fetch_status(socket)?;
+    let errant: u64 = s.alarms.iter().map(|a| if let ridondato_core::Alarm::ErrantTransactions { count } = a { *count } else { 0 }).sum();
+    let mut plan = format!(
+        "resync {}: this node's database (position {}) is replaced by a copy of the Master's ({}, position {}).\n",
+        kind.as_str(),
+        s.db_position.0,
+        s.peer.id,
+        s.peer.position.0
+    );
+    if errant > 0 {
+        plan += &format!("It holds {errant} transactions the Master does not have: they will be discarded.\n");
+    }
+    plan += "Before anything is overwritten, this node's schemas and a report of its errant transactions are saved under <state_dir>/db-backups/.\n";
+    eprint!("{plan}");
+    if yes {
+        return Ok(());
+    }
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return Err("not confirmed: run it from a terminal, or add --yes".into());
+    }
+    eprint!("Continue? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).map_err(|e| e.to_string())?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err("not confirmed: nothing done".into())
+    }
 }
 
 fn follow_job(socket: &std::path::Path) -> Result<(), String> {

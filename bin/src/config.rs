@@ -105,12 +105,39 @@ pub struct DbSection {
     pub repl_password_file: PathBuf,
     #[serde(default = "default_db_port")]
     pub peer_port: u16,
+    /// The account ridondato uses on the peer's server, always over TCP to `peer_ip:peer_port`
+    /// (the "is the peer still writable?" check, errant-set comparison, resync dumps).
+    pub peer_admin_user: String,
+    pub peer_admin_password_file: PathBuf,
     /// The application's account, checked for privileges that bypass read_only.
     pub app_user: Option<String>,
-    #[serde(default)]
+    /// Lossless semi-synchronous replication (AFTER_SYNC): on by default; off trades
+    /// acknowledged writes at a power loss for commit latency.
+    #[serde(default = "yes")]
     pub semi_sync: bool,
+    /// How long a commit waits for the replica before the Master falls back to asynchronous
+    /// replication (alarmed).
+    #[serde(default = "default_semi_sync_timeout")]
+    pub semi_sync_timeout_ms: u64,
     #[serde(default = "default_promote_timeout")]
     pub promote_timeout_ms: u64,
+    /// Promotion policy: transactions a Slave may be known to lack and still take over
+    /// automatically when the Master did not have semi-sync active.
+    #[serde(default)]
+    pub max_lag_on_failover: u64,
+    /// A Master whose database stays unreachable this long hands over to a caught-up Slave.
+    #[serde(default = "default_db_down_handover")]
+    pub down_handover_ms: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_semi_sync_timeout() -> u64 {
+    1000
+}
+fn default_db_down_handover() -> u64 {
+    10_000
 }
 
 fn default_db_port() -> u16 {
@@ -379,6 +406,20 @@ pub fn parse(text: &str) -> Result<NodeConfig, Vec<ConfigProblem>> {
         if db.repl_user.is_empty() {
             problems.push(problem("db.repl_user", "must not be empty"));
         }
+        if db.peer_admin_user.is_empty() {
+            problems.push(problem("db.peer_admin_user", "must not be empty"));
+        }
+        for (field, path) in [("db.repl_password_file", &db.repl_password_file), ("db.peer_admin_password_file", &db.peer_admin_password_file)] {
+            if let Err(e) = std::fs::metadata(path) {
+                problems.push(problem(field, format!("{}: {e}", path.display())));
+            }
+        }
+        if db.semi_sync_timeout_ms == 0 || db.semi_sync_timeout_ms > 60_000 {
+            problems.push(problem("db.semi_sync_timeout_ms", "must be between 1 and 60000"));
+        }
+        if db.promote_timeout_ms == 0 {
+            problems.push(problem("db.promote_timeout_ms", "must be greater than 0"));
+        }
     }
     let t = &file.timing;
     let d = Timing::default();
@@ -389,6 +430,7 @@ pub fn parse(text: &str) -> Result<NodeConfig, Vec<ConfigProblem>> {
         discovery_window: t.discovery_window_ms.unwrap_or(d.discovery_window),
         lone_slave_wait: t.lone_slave_wait_ms.unwrap_or(d.lone_slave_wait),
         handover_timeout: t.handover_timeout_ms.unwrap_or(d.handover_timeout),
+        db_down_handover: file.db.as_ref().map_or(d.db_down_handover, |db| db.down_handover_ms),
         ..d
     };
     if file.garp.count == 0 {
@@ -413,6 +455,8 @@ pub fn parse(text: &str) -> Result<NodeConfig, Vec<ConfigProblem>> {
         arp_probe: mode == Mode::Lan,
         cloud_auto_failover: file.cloud.as_ref().is_some_and(|c| c.auto_failover),
         max_retries: 3,
+        max_lag_on_failover: file.db.as_ref().map_or(0, |db| db.max_lag_on_failover),
+        semi_sync: file.db.as_ref().is_some_and(|db| db.semi_sync),
     };
     if let Err(e) = core.validate() {
         problems.push(problem(e.field, e.reason));

@@ -79,20 +79,45 @@ fn backends(cfg: &NodeConfig, local_ip: IpAddr, key: &Key) -> Result<Backends, S
             .map_err(|e| format!("db.repl_password_file: {}: {e}", db.repl_password_file.display()))?
             .trim_end()
             .to_string();
+        let peer_admin_password = std::fs::read_to_string(&db.peer_admin_password_file)
+            .map_err(|e| format!("db.peer_admin_password_file: {}: {e}", db.peer_admin_password_file.display()))?
+            .trim_end()
+            .to_string();
         let peers = [(cfg.core.peer, (f.node.peer_ip.to_string(), db.peer_port))].into_iter().collect();
         let maria = Arc::new(MariaDb::new(MariaDbConfig {
             local,
             peers,
             repl_user: db.repl_user.clone(),
             repl_password,
+            peer_admin: (db.peer_admin_user.clone(), peer_admin_password),
             app_user: db.app_user.clone(),
             semi_sync: db.semi_sync,
+            semi_sync_timeout: Duration::from_millis(db.semi_sync_timeout_ms),
             apply_timeout: Duration::from_millis(db.promote_timeout_ms),
+            backup_dir: Some(f.node.state_dir.join("db-backups")),
         }));
-        // An application account that bypasses read_only would create errant transactions on
-        // the Slave (S8): say so loudly at start, once the database answers.
+        // Settings the failover relies on, and an application account that bypasses read_only
+        // (it would create errant transactions on the Slave, S8): said loudly at start, once
+        // the database answers.
         let check = maria.clone();
+        let peer = cfg.core.peer;
         tokio::spawn(async move {
+            for _ in 0..120 {
+                match ridondato_adapters::mariadb::prereq::check(&check, peer).await {
+                    Ok(findings) => {
+                        for f in findings {
+                            if f.fatal {
+                                tracing::error!("{f}");
+                            } else {
+                                tracing::warn!("{f}");
+                            }
+                        }
+                        break;
+                    }
+                    Err(e) => tracing::debug!("MariaDB prerequisites not checked yet: {e}"),
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
             match check.check_app_account().await {
                 Ok(Some(warning)) => tracing::warn!("{warning}"),
                 Ok(None) => {}
@@ -141,6 +166,9 @@ async fn serve(cfg: NodeConfig) -> Result<(), String> {
         db_reports: f.db.is_some(),
         vip_watch: !f.shared_ips.is_empty(),
         fs_reports: f.fs.is_some(),
+        // Catch-up and promotion wait up to promote_timeout_ms for the relay log: the driver's
+        // deadline must not cut them shorter.
+        db_apply_deadline: Duration::from_millis(f.db.as_ref().map_or(0, |d| d.promote_timeout_ms) + 2000),
         ..DriverConfig::default()
     };
     let handover_wait = Duration::from_millis(cfg.core.timing.handover_timeout + 2000);

@@ -15,9 +15,12 @@ usage:
   ridondato check-config FILE               validate a node configuration
   ridondato status [--json]                 this node's state, peer, VIP, replication, job, alarms
   ridondato set-state master|slave|off      change this node's state (S15)
+  ridondato set-state master --accept-data-loss
+                                            promote past the promotion policy (logged)
   ridondato switchover                      planned switch-over: the Slave becomes Master
   ridondato maintenance on|off              pause automatic failover (both nodes)
-  ridondato resync db|fs|all|cancel         forced resync from the Master, with progress
+  ridondato resync db|fs|all|cancel [--yes] forced resync from the Master, with progress
+                                            (db/all: asks first; this node's data is saved)
   ridondato sim FILE... [--seed S]          run scenario files in the simulator
   ridondato sim --sweep N [--seed S]        run N random fault schedules
   ridondato sim --bench                     simulator speed

@@ -10,7 +10,8 @@ use crate::types::Role;
 impl Node {
     pub(crate) fn on_command(&mut self, req: u64, cmd: Command) {
         let result = match cmd {
-            Command::SetState(target) => self.set_state(target),
+            Command::SetState(target) => self.set_state(target, false),
+            Command::ForceMaster => self.set_state(Target::Master, true),
             Command::Switchover => self.switchover(req),
             Command::Maintenance(on) => {
                 self.maintenance = Maintenance { on, version: self.maintenance.version + 1 };
@@ -34,7 +35,7 @@ impl Node {
             .or_else(|| self.handover.as_ref().map(|_| "busy: a switch-over is under way".into()))
     }
 
-    fn set_state(&mut self, target: Target) -> Result<Option<String>, String> {
+    fn set_state(&mut self, target: Target, force: bool) -> Result<Option<String>, String> {
         let want = match target {
             Target::Master => Role::Master,
             Target::Slave => Role::Slave,
@@ -62,9 +63,21 @@ impl Node {
                         "the peer was last seen as Master in maintenance mode and, if only cut off, keeps the VIP for another {wait} ms: power it off or wait"
                     ));
                 }
+                let blocker = self.promotion_blocker();
+                let why = match (&blocker, force) {
+                    (Some(b), false) => return Err(format!("refused by the promotion policy: {b}; {}", crate::policy::OVERRIDE)),
+                    (Some(b), true) => {
+                        let loss = self.known_gap();
+                        self.emit(crate::event::Event::PromotionForced { why: format!("{b}; up to {loss} transactions of the peer may be lost") });
+                        "operator: set-state master --accept-data-loss"
+                    }
+                    (None, _) => "operator: set-state master",
+                };
                 self.recheck_at = None;
-                self.start_plan(Plan::promote(self, Via::Operator, "operator: set-state master", None));
-                Ok(Some("promoting".into()))
+                let mut plan = Plan::promote(self, Via::Operator, why, None);
+                plan.forced = force && blocker.is_some();
+                self.start_plan(plan);
+                Ok(Some(if plan_forced(blocker.as_deref(), force) { "promoting (forced: possible data loss logged)".into() } else { "promoting".into() }))
             }
             Target::Slave => {
                 if self.role == Role::Master {
@@ -116,9 +129,32 @@ impl Node {
         if self.cfg.components.db && !hb.replicating {
             return Err("the peer's database does not replicate from this Master: nothing would guarantee it has every write".into());
         }
-        self.handover = Some(Handover { deadline: self.now.after(self.cfg.timing.handover_timeout), req, position: None, sent: false });
+        self.handover = Some(Handover { deadline: self.now.after(self.cfg.timing.handover_timeout), req, position: None, sent: false, db_down: false });
         self.clear(&Alarm::SwitchoverFailed);
         self.set_role(Role::Slave, "planned switch-over");
+        let plan = Plan::handover(self);
+        self.start_plan(plan);
+        Ok(())
+    }
+
+    /// A Master whose database stays down hands the role over without fencing it (it cannot
+    /// answer; it restarts read-only, per the prerequisites) at the last position it reported.
+    /// The caller checked that the Slave is healthy and holds that position.
+    pub(crate) fn begin_handover_db_down(&mut self) -> Result<(), String> {
+        if let Some(b) = self.busy() {
+            return Err(b);
+        }
+        if !self.peer_alive() {
+            return Err(format!("the peer {} is silent", self.cfg.peer));
+        }
+        self.handover = Some(Handover {
+            deadline: self.now.after(self.cfg.timing.handover_timeout),
+            req: None,
+            position: Some(self.db_position),
+            sent: false,
+            db_down: true,
+        });
+        self.set_role(Role::Slave, "the database is down: handing over");
         let plan = Plan::handover(self);
         self.start_plan(plan);
         Ok(())
@@ -155,4 +191,8 @@ impl Node {
         self.start_plan(plan);
         Ok(None)
     }
+}
+
+fn plan_forced(blocker: Option<&str>, force: bool) -> bool {
+    force && blocker.is_some()
 }

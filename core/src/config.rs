@@ -51,6 +51,12 @@ pub struct Timing {
     /// upgrade) before stepping down all the same; a Slave that saw it in maintenance waits this
     /// long, and a failover timeout more, before taking over once maintenance ends.
     pub maintenance_isolation_timeout: u64,
+    /// A database condition (replication stopped, no replica connected, semi-sync off) must
+    /// last this long before it is alarmed and acted on: reports lag behind restarts.
+    pub db_grace: u64,
+    /// A Master whose own database stays unreachable this long hands the role to a healthy,
+    /// caught-up Slave (as a planned switch-over would).
+    pub db_down_handover: u64,
 }
 
 impl Default for Timing {
@@ -68,6 +74,8 @@ impl Default for Timing {
             cloud_check_interval: 1000,
             conflict_check_interval: 1000,
             maintenance_isolation_timeout: 30_000,
+            db_grace: 2000,
+            db_down_handover: 10_000,
         }
     }
 }
@@ -88,6 +96,12 @@ pub struct Config {
     /// Non-critical actions are retried this many times before the node raises an alarm and
     /// goes on without them (critical ones, such as persisting the epoch, retry forever).
     pub max_retries: u32,
+    /// Promotion policy: the most transactions a node may be *known* to lack (the Master's
+    /// last reported position minus what this node received) and still become Master
+    /// automatically, when the Master did not report semi-sync active. Default 0.
+    pub max_lag_on_failover: u64,
+    /// The database is configured for semi-sync: its absence on a Master is an alarm.
+    pub semi_sync: bool,
 }
 
 impl Config {
@@ -103,6 +117,8 @@ impl Config {
             arp_probe: true,
             cloud_auto_failover: false,
             max_retries: 3,
+            max_lag_on_failover: 0,
+            semi_sync: true,
         }
     }
 
@@ -144,6 +160,8 @@ impl Config {
             ("timing.cloud_check_interval_ms", t.cloud_check_interval),
             ("timing.conflict_check_interval_ms", t.conflict_check_interval),
             ("timing.maintenance_isolation_timeout_ms", t.maintenance_isolation_timeout),
+            ("timing.db_grace_ms", t.db_grace),
+            ("timing.db_down_handover_ms", t.db_down_handover),
         ] {
             if v == 0 {
                 return bad(field, "must be greater than 0".into());

@@ -19,6 +19,7 @@ impl Node {
         if self.exiting {
             return;
         }
+        self.watch_db();
         self.preempt_plan();
         if self.alarms.contains(&Alarm::LinkDown) && self.role != Role::Master {
             return; // nothing to take over through a dead link
@@ -122,6 +123,10 @@ impl Node {
         if self.cfg.components.db && !self.db_reported && !window_over {
             return; // the tie-break needs our real position
         }
+        let peer_unreported = self.peer.hb.as_ref().is_some_and(|h| !h.db_ok) && self.peer_alive();
+        if self.cfg.components.db && peer_unreported && !window_over {
+            return; // and the peer's: its claim is not known before its database reported
+        }
         if self.recheck_at.is_some_and(|r| self.now < r) {
             return;
         }
@@ -144,7 +149,17 @@ impl Node {
                 // The documented lone-node rule (S10): a fresh install or a former Master takes
                 // the role; a former Slave waits longer, since the absent Master may hold newer data.
                 let former_master = self.durable.last_role == Some(Role::Master);
-                if self.fresh || former_master {
+                // No state file but a database with data: a lost state file, not a fresh
+                // install. The absent peer may have newer data, as for a former Slave.
+                let has_data = self.cfg.components.db && self.db_position.0 > 0;
+                if self.fresh && has_data && self.now.since(self.boot_started) < t.lone_slave_wait {
+                    self.note_refusal(&format!(
+                        "start-up: no state file, but the database holds {} transactions: waiting lone_slave_wait as a former Slave would",
+                        self.db_position.0
+                    ));
+                    return;
+                }
+                if (self.fresh && !has_data) || former_master {
                     let why = if self.fresh { "start-up: first node, nobody else heard" } else { "start-up: former Master, nobody else heard" };
                     self.promote(Via::Arbiter, why);
                 } else if self.now.since(self.boot_started) >= t.lone_slave_wait {
@@ -236,7 +251,7 @@ impl Node {
         self.promote(Via::Arbiter, why);
     }
 
-    fn note_refusal(&mut self, why: &str) {
+    pub(crate) fn note_refusal(&mut self, why: &str) {
         if self.refused.as_deref() != Some(why) {
             self.emit(Event::TakeoverRefused { why: why.to_string() });
             self.refused = Some(why.to_string());
@@ -245,8 +260,8 @@ impl Node {
 
     fn wins_tie_break(&self) -> bool {
         let Some(hb) = self.peer.hb.as_ref() else { return true };
-        let mine = claim_key(self.needs_resync, self.db_position, self.epoch, self.cfg.node);
-        let theirs = claim_key(hb.needs_resync, hb.position, hb.epoch, hb.from);
+        let mine = claim_key(self.promotion_blocker().is_none(), self.needs_resync, self.db_holds(), self.epoch, self.cfg.node);
+        let theirs = claim_key(hb.promotable, hb.needs_resync, hb.received.max(hb.position), hb.epoch, hb.from);
         mine > theirs
     }
 
@@ -372,6 +387,12 @@ impl Node {
             // The claim must follow the arbiter's answer at once; a state write still running
             // would hold it back, so ask the arbiter once that write is done.
             return;
+        }
+        if via == Via::Arbiter {
+            if let Some(why) = self.promotion_blocker() {
+                self.refuse_promotion(why);
+                return;
+            }
         }
         let plan = Plan::promote(self, via, why, None);
         self.start_plan(plan);

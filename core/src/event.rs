@@ -1,7 +1,7 @@
 //! Notable things a node decided, for logs and simulator timelines.
 
 use crate::status::Alarm;
-use crate::types::{ResyncKind, ResyncPhase, Role};
+use crate::types::{Position, ResyncKind, ResyncPhase, Role};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +38,27 @@ pub enum Event {
     HandoverSent {
         epoch: u64,
     },
+    /// The local database stopped or started answering, or its replication changed.
+    DbHealth {
+        what: String,
+    },
+    /// Transactions here that the Master lacks, exactly: how many and which.
+    ErrantFound {
+        count: u64,
+        gtids: String,
+    },
+    /// A node became Master: what it held, what the old Master last reported, how many
+    /// transactions may be missing, and whether every acknowledged one is known to be here.
+    Promoted {
+        at: Position,
+        master_last: Position,
+        missing: u64,
+        lossless: bool,
+    },
+    /// An operator forced a promotion the policy refused.
+    PromotionForced {
+        why: String,
+    },
 }
 
 impl std::fmt::Display for Event {
@@ -52,6 +73,17 @@ impl std::fmt::Display for Event {
             Event::JobPhase { job, phase } => write!(f, "job {job} phase {}", phase.as_str()),
             Event::JobFinished { job, result } => write!(f, "job {job} {result}"),
             Event::HandoverSent { epoch } => write!(f, "handover sent at epoch {epoch}"),
+            Event::DbHealth { what } => write!(f, "database: {what}"),
+            Event::ErrantFound { count, gtids } => write!(f, "errant transactions: {count} here that the Master lacks ({gtids})"),
+            Event::Promoted { at, master_last, missing, lossless } => {
+                write!(f, "promoted at position {}; the old Master last reported {}; ", at.0, master_last.0)?;
+                match (missing, lossless) {
+                    (0, _) => f.write_str("nothing known missing"),
+                    (n, true) => write!(f, "{n} transactions may be missing, none acknowledged (semi-sync was active)"),
+                    (n, false) => write!(f, "{n} transactions may be missing (semi-sync was off: acknowledged writes may be lost)"),
+                }
+            }
+            Event::PromotionForced { why } => write!(f, "operator forced a promotion past the policy: {why}"),
         }
     }
 }

@@ -3,7 +3,7 @@
 use crate::action::OpId;
 use crate::message::Message;
 use crate::persist::PersistedState;
-use crate::types::{FsReport, NodeId, Position, Progress, ResyncKind};
+use crate::types::{DbFacts, FsReport, NodeId, Position, Progress, ResyncKind};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,10 +17,12 @@ pub enum Input {
     /// An operation the node asked for has finished (or its deadline passed).
     Done { id: OpId, result: Result<Done, OpError> },
     /// Periodic report of the local database: position, replication health, lag.
-    /// `writable` is what the database says (read_only off), whoever set it.
-    DbReport { position: Position, writable: bool, replicating: bool, lag_ms: Option<u64>, semi_sync: bool },
-    /// The DB adapter found transactions here that the Master does not have.
-    DbErrant { count: u64 },
+    DbReport(DbFacts),
+    /// The periodic report failed: the local database is down or unreachable.
+    DbUnreachable { error: String },
+    /// The DB adapter found transactions here that the Master does not have: how many, and
+    /// which (GTID ranges), when it could compare with the Master.
+    DbErrant { count: u64, gtids: String },
     /// A running resync phase made progress.
     JobProgress { job: u64, progress: Progress },
     /// Periodic report of the file-sync adapter.
@@ -89,6 +91,9 @@ pub enum Target {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     SetState(Target),
+    /// `set-state master --accept-data-loss`: promote although the promotion policy refuses
+    /// (flagged, behind, unreachable database); what may be lost is logged.
+    ForceMaster,
     /// Planned switch-over (B4/B5): the Slave becomes Master with nothing lost.
     Switchover,
     Maintenance(bool),

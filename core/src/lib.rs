@@ -15,6 +15,7 @@ mod node;
 mod peer;
 mod persist;
 mod plan;
+mod policy;
 mod resync;
 mod status;
 mod time;
@@ -29,7 +30,9 @@ pub use node::Node;
 pub use persist::{Maintenance, PersistedState};
 pub use status::{Alarm, JobState, JobStatus, PeerStatus, Status};
 pub use time::Millis;
-pub use types::{FsReport, Mode, NodeId, Position, Progress, ResyncKind, ResyncPhase, Role};
+pub use types::{DbFacts, FsReport, Mode, NodeId, Position, Progress, Replication, ResyncKind, ResyncPhase, Role};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_policy;

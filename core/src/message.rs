@@ -27,8 +27,18 @@ pub struct Heartbeat {
     /// The sender is in the middle of a transition (releasing or taking resources): a peer
     /// waits for it to finish before taking what it is letting go.
     pub busy: bool,
-    /// The sender's database replicates from the Master (a hand-over needs it).
+    /// The sender's database replicates from the Master (a hand-over needs it), as the
+    /// database itself said in its last report.
     pub replicating: bool,
+    /// Transactions the sender's database has received (applied or in its relay log).
+    pub received: Position,
+    /// The sender's database answers.
+    pub db_ok: bool,
+    /// As a Master: semi-sync is active, so every acknowledged write is on the Slave too and a
+    /// failover now is lossless.
+    pub semi_sync: bool,
+    /// The sender's promotion policy would let it become Master now.
+    pub promotable: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

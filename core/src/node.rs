@@ -11,7 +11,7 @@ use crate::plan::Plan;
 use crate::resync::Job;
 use crate::status::{Alarm, PeerStatus, Status};
 use crate::time::Millis;
-use crate::types::{FsReport, NodeId, Position, Role};
+use crate::types::{DbFacts, FsReport, NodeId, Position, Replication, Role};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A pair member's state machine. Feed it inputs with `handle`; carry out the actions it returns.
@@ -78,9 +78,17 @@ pub struct Node {
     pub(crate) db_writable: bool,
     pub(crate) db_position: Position,
     pub(crate) db_reported: bool,
-    pub(crate) db_replicating: bool,
     pub(crate) db_lag_ms: Option<u64>,
     pub(crate) semi_sync: bool,
+    pub(crate) db_received: Position,
+    pub(crate) db_replication: Replication,
+    pub(crate) db_replicas: u32,
+    /// The last DB report failed: why (the other `db_` values are then only the last known).
+    pub(crate) db_error: Option<String>,
+    /// Since when the database health has been wrong in a way that waits out `db_grace`.
+    pub(crate) db_health: crate::policy::HealthClock,
+    /// The Master's reported positions and when each was first heard: measured lag.
+    pub(crate) master_marks: std::collections::VecDeque<(Position, Millis)>,
     pub(crate) fs_pushing: bool,
     pub(crate) fs_report: Option<FsReport>,
     pub(crate) services_running: bool,
@@ -97,6 +105,8 @@ pub(crate) struct Handover {
     pub req: Option<u64>,
     pub position: Option<Position>,
     pub sent: bool,
+    /// The database is down: the hand-over does not fence it and promises `position`.
+    pub db_down: bool,
 }
 
 impl Node {
@@ -147,9 +157,14 @@ impl Node {
             db_writable: false,
             db_position: Position(0),
             db_reported: false,
-            db_replicating: false,
             db_lag_ms: None,
             semi_sync: false,
+            db_received: Position(0),
+            db_replication: Replication::NotReplica,
+            db_replicas: 0,
+            db_error: None,
+            db_health: Default::default(),
+            master_marks: Default::default(),
             fs_pushing: false,
             fs_report: None,
             services_running: false,
@@ -193,20 +208,9 @@ impl Node {
             Input::Tick => {}
             Input::Peer(msg) => self.on_message(msg),
             Input::Done { id, result } => self.on_done(id, result),
-            Input::DbReport { position, writable, replicating, lag_ms, semi_sync } => {
-                // The database is the authority on its own read-only flag: the peer may have
-                // fenced it over the network while promoting.
-                if self.db_writable && !writable && self.role == Role::Master && self.plan.is_none() {
-                    self.emit(Event::OpFailed { op: "db-report".into(), error: "the database was made read-only behind our back".into(), attempt: 1 });
-                }
-                self.db_writable = writable;
-                self.db_position = self.db_position.max(position);
-                self.db_reported = true;
-                self.db_replicating = replicating;
-                self.db_lag_ms = lag_ms;
-                self.semi_sync = semi_sync;
-            }
-            Input::DbErrant { count } => self.on_errant(count),
+            Input::DbReport(facts) => self.on_db_report(facts),
+            Input::DbUnreachable { error } => self.on_db_unreachable(error),
+            Input::DbErrant { count, gtids } => self.on_errant(count, &gtids),
             Input::JobProgress { job, progress } => self.on_job_progress(job, progress),
             Input::FsReport(r) => self.fs_report = Some(r),
             Input::VipObserved { held } => self.on_vip_observed(held),
@@ -218,6 +222,7 @@ impl Node {
             self.decide();
             self.advance_plan();
             self.maybe_persist();
+            self.pump_job();
             self.maybe_heartbeat();
         }
         Output { actions: std::mem::take(&mut self.out), next_wakeup: self.next_wakeup() }
@@ -283,6 +288,9 @@ impl Node {
         if hb.maintenance.version > self.maintenance.version {
             self.maintenance = hb.maintenance;
         }
+        if hb.role == Role::Master {
+            self.mark_master_position(hb.position);
+        }
         if hb.role == Role::Master && !hb.handing_over {
             self.last_master_seen = Some(self.now);
             // Adopting the epoch keeps our next claim above every claim we have seen (B1).
@@ -309,7 +317,44 @@ impl Node {
         }
     }
 
-    fn on_errant(&mut self, count: u64) {
+    fn on_db_report(&mut self, f: DbFacts) {
+        // The database is the authority on its own read-only flag: the peer may have fenced it
+        // over the network while promoting.
+        if self.db_writable && !f.writable && self.role == Role::Master && self.plan.is_none() {
+            self.emit(Event::OpFailed { op: "db-report".into(), error: "the database was made read-only behind our back".into(), attempt: 1 });
+        }
+        self.db_writable = f.writable;
+        // What the database holds now, not the highest ever seen: a dropped schema or a resync
+        // must show, and the start-up tie-break must compare real data.
+        self.db_position = f.position;
+        self.db_received = f.received.max(f.position);
+        self.db_reported = true;
+        self.db_lag_ms = f.lag_ms;
+        self.semi_sync = f.semi_sync;
+        self.db_replication = f.replication;
+        self.db_replicas = f.replicas;
+        if self.db_error.take().is_some() {
+            self.emit(Event::DbHealth { what: "the database answers again".into() });
+        }
+        self.clear(&Alarm::DbUnreachable);
+        self.prune_master_marks();
+    }
+
+    fn on_db_unreachable(&mut self, error: String) {
+        if self.db_error.is_none() {
+            self.emit(Event::DbHealth { what: format!("the database does not answer: {error}") });
+        }
+        self.db_error = Some(error);
+        if self.cfg.components.db {
+            self.raise(Alarm::DbUnreachable);
+        }
+    }
+
+    fn on_errant(&mut self, count: u64, gtids: &str) {
+        if !self.alarms.contains(&Alarm::ErrantTransactions { count }) {
+            self.emit(Event::ErrantFound { count, gtids: gtids.to_string() });
+        }
+        self.clear_where(|a| matches!(a, Alarm::ErrantTransactions { count: c } if *c != count));
         self.raise(Alarm::ErrantTransactions { count });
         if !self.needs_resync {
             self.needs_resync = true;
@@ -434,7 +479,7 @@ impl Node {
         self.peer.is_master(self.now, self.cfg.timing.failover_timeout)
     }
 
-    pub(crate) fn heartbeat(&self) -> Heartbeat {
+    pub fn heartbeat(&self) -> Heartbeat {
         Heartbeat {
             from: self.cfg.node,
             boot: self.boots,
@@ -448,7 +493,11 @@ impl Node {
             was_master: self.durable.last_role == Some(Role::Master),
             handing_over: self.handover.is_some(),
             busy: self.plan.is_some() || (self.role != Role::Master && (self.vip_held || self.db_writable || self.services_running)),
-            replicating: self.replicating_from.is_some(),
+            replicating: self.db_says_replicating(),
+            received: self.db_received.max(self.db_position),
+            db_ok: self.db_reported && self.db_error.is_none(),
+            semi_sync: self.role == Role::Master && self.semi_sync && self.db_error.is_none(),
+            promotable: self.promotion_blocker().is_none(),
         }
     }
 
@@ -517,7 +566,7 @@ impl Node {
             Op::FenceDb => {
                 self.db_writable = false;
                 if let Done::Fenced { position } = done {
-                    self.db_position = self.db_position.max(*position);
+                    self.db_position = *position;
                 }
             }
             Op::FsPushStart { .. } => self.fs_pushing = true,
@@ -589,15 +638,22 @@ impl Node {
                 role: hb.map(|h| h.role),
                 epoch: self.peer.epoch(),
                 position: self.peer.position(),
+                semi_sync: hb.is_some_and(|h| h.semi_sync),
                 silent_for_ms: self.peer.silent_for(self.now),
                 alive: self.peer_alive(),
             },
             vip_held: self.vip_held,
             db_writable: self.db_writable,
             db_position: self.db_position,
-            db_replicating: self.db_replicating,
-            db_lag_ms: self.db_lag_ms,
+            db_replicating: self.db_says_replicating(),
+            db_lag_ms: self.measured_lag_ms().or(self.db_lag_ms),
             semi_sync_active: self.semi_sync,
+            db_received: self.db_received,
+            db_replication: self.db_replication.clone(),
+            db_replicas: self.db_replicas,
+            db_error: self.db_error.clone(),
+            db_lag_tx: self.lag_tx(),
+            promotion_blocker: self.promotion_blocker(),
             fs_pushing: self.fs_pushing,
             fs: self.fs_report.clone(),
             services_running: self.services_running,

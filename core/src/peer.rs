@@ -23,7 +23,12 @@ impl PeerView {
     /// Accepts `hb` unless it is older than what we have (replayed or reordered).
     pub fn accept(&mut self, now: Millis, hb: &Heartbeat) -> bool {
         if let Some(prev) = &self.hb {
-            if (hb.boot, hb.seq) <= (prev.boot, prev.seq) {
+            // A lower boot number from a peer silent for a failover timeout is a peer that
+            // lost its state file and started over, not a replay: the transport's own replay
+            // protection has already vetted the frame. Ignoring it would leave it unheard for
+            // ever.
+            let restarted_fresh = self.lost && hb.boot <= prev.boot;
+            if (hb.boot, hb.seq) <= (prev.boot, prev.seq) && !restarted_fresh {
                 return false;
             }
             if hb.boot != prev.boot {
@@ -78,10 +83,17 @@ impl PeerView {
     }
 }
 
-/// The start-up and no-master tie-break (S10): cleaner data first, then more recent data,
-/// then the higher epoch, then the lower node id. Both nodes compute the same winner.
-pub(crate) fn claim_key(needs_resync: bool, position: Position, epoch: u64, id: NodeId) -> (bool, Position, u64, std::cmp::Reverse<NodeId>) {
-    (!needs_resync, position, epoch, std::cmp::Reverse(id))
+/// The start-up and no-master tie-break (S10): a node the promotion policy accepts first, then
+/// cleaner data, then more recent data, then the higher epoch, then the lower node id. Both
+/// nodes compute the same winner.
+pub(crate) fn claim_key(
+    promotable: bool,
+    needs_resync: bool,
+    position: Position,
+    epoch: u64,
+    id: NodeId,
+) -> (bool, bool, Position, u64, std::cmp::Reverse<NodeId>) {
+    (promotable, !needs_resync, position, epoch, std::cmp::Reverse(id))
 }
 
 /// Two Masters met (B1): the higher epoch keeps the role; on a tie, the lower node id.

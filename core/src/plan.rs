@@ -61,6 +61,8 @@ pub(crate) struct Plan {
     pub retry_at: Option<Millis>,
     /// A hand-over: if the database cannot catch up (`CatchUpDb`), the promotion is abandoned.
     pub strict_db: bool,
+    /// An operator forced this promotion past the promotion policy (`--accept-data-loss`).
+    pub forced: bool,
 }
 
 impl Plan {
@@ -77,6 +79,7 @@ impl Plan {
             attempts: 0,
             retry_at: None,
             strict_db: false,
+            forced: false,
         }
     }
 
@@ -194,7 +197,8 @@ impl Plan {
         if c.services {
             ops.push(Op::StopServices);
         }
-        if c.db {
+        // A database that does not answer cannot be fenced; it restarts read-only.
+        if c.db && !n.handover.as_ref().is_some_and(|h| h.db_down) {
             ops.push(Op::FenceDb);
         }
         if c.vip {
@@ -382,6 +386,13 @@ impl Node {
                     (Op::Persist(s), _) if plan.goal == Goal::Master && s.last_role == Some(Role::Master) => {
                         self.epoch = s.epoch;
                         self.refused = None;
+                        self.report_promotion();
+                        if plan.forced && self.needs_resync {
+                            // The operator made this node's data the truth: it no longer waits
+                            // for a copy from the peer (whose extra writes are now the errant ones).
+                            self.needs_resync = false;
+                            self.clear_where(|a| matches!(a, Alarm::NeedsResync | Alarm::ErrantTransactions { .. } | Alarm::FencedBySplitBrain));
+                        }
                         self.clear_where(|a| {
                             matches!(
                                 a,

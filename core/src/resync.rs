@@ -80,8 +80,27 @@ impl Node {
         self.job = Some(Job { id, kind, phases, index: 0, done: 0, total: 0, files: None, state: JobState::Running, error: None, op: None, cancelling: false });
         self.clear(&Alarm::ResyncFailed);
         self.emit(Event::JobStarted { job: id, kind });
-        self.run_job_phase();
+        if self.job.as_ref().is_some_and(|j| j.phases.contains(&ResyncPhase::DbCopy)) {
+            // From the first overwritten byte until replication runs again this node holds a
+            // partial copy: it is flagged, durably, before the copy starts (see `pump_job`), so
+            // that a failure, a cancel or a crash leaves it unpromotable.
+            self.needs_resync = true;
+        }
+        self.pump_job();
         Ok(Some(format!("resync job {id} started")))
+    }
+
+    /// Starts the job's current phase when it may start: a database copy only once the resync
+    /// flag is durable.
+    pub(crate) fn pump_job(&mut self) {
+        let Some(job) = self.job.as_ref() else { return };
+        if !job.running() || job.op.is_some() || job.cancelling {
+            return;
+        }
+        if job.phases[job.index] == ResyncPhase::DbCopy && !self.durable.needs_resync {
+            return;
+        }
+        self.run_job_phase();
     }
 
     fn run_job_phase(&mut self) {
@@ -121,7 +140,7 @@ impl Node {
                 let job = self.job.as_mut().expect("checked above");
                 if job.index + 1 < job.phases.len() {
                     job.index += 1;
-                    self.run_job_phase();
+                    self.pump_job();
                     return;
                 }
                 job.state = JobState::Done;
@@ -137,6 +156,7 @@ impl Node {
                 job.state = JobState::Cancelled;
                 let id = job.id;
                 self.emit(Event::JobFinished { job: id, result: "cancelled".into() });
+                self.flag_unfinished_copy();
             }
             Err(e) => {
                 job.state = JobState::Failed;
@@ -144,7 +164,18 @@ impl Node {
                 let id = job.id;
                 self.raise(Alarm::ResyncFailed);
                 self.emit(Event::JobFinished { job: id, result: format!("failed: {e}") });
+                self.flag_unfinished_copy();
             }
+        }
+    }
+
+    /// A database copy that did not finish leaves a node that must not serve: say so.
+    fn flag_unfinished_copy(&mut self) {
+        if self.needs_resync && self.cfg.components.db {
+            self.raise(Alarm::NeedsResync);
+            self.emit(Event::DbHealth {
+                what: "the database resync did not finish: this node stays flagged for resync and will not become Master automatically".into(),
+            });
         }
     }
 
@@ -170,5 +201,6 @@ impl Node {
             self.out.push(Action::Cancel { id: op });
         }
         self.emit(Event::JobFinished { job: id, result: format!("cancelled: {why}") });
+        self.flag_unfinished_copy();
     }
 }

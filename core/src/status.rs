@@ -2,7 +2,7 @@
 
 use crate::persist::Maintenance;
 use crate::time::Millis;
-use crate::types::{FsReport, NodeId, Position, ResyncKind, ResyncPhase, Role};
+use crate::types::{FsReport, NodeId, Position, Replication, ResyncKind, ResyncPhase, Role};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -41,6 +41,27 @@ pub enum Alarm {
     PeerInstanceRunning,
     SwitchoverFailed,
     ResyncFailed,
+    /// The promotion policy would refuse this node as Master now: why, and how to override.
+    NotPromotable {
+        why: String,
+    },
+    /// The local database does not answer.
+    DbUnreachable,
+    /// A Slave's replication is stopped although it should run (being restarted).
+    ReplicationStopped,
+    /// A Slave's replication stopped on an error: MariaDB's message.
+    ReplicationBroken {
+        error: String,
+    },
+    /// A Master's Slave does not replicate (silent peer, stopped or broken replica, dead DB):
+    /// a failure now has no up-to-date copy to fail over to.
+    RedundancyLost,
+    /// Semi-sync expected but inactive on the Master: a failover now may lose acknowledged writes.
+    SemiSyncInactive,
+    /// This node became Master knowing that transactions of the old Master may be missing.
+    PossibleLoss {
+        count: u64,
+    },
 }
 
 impl fmt::Display for Alarm {
@@ -61,6 +82,13 @@ impl fmt::Display for Alarm {
             Alarm::PeerInstanceRunning => f.write_str("peer-instance-running"),
             Alarm::SwitchoverFailed => f.write_str("switchover-failed"),
             Alarm::ResyncFailed => f.write_str("resync-failed"),
+            Alarm::NotPromotable { why } => write!(f, "not-promotable({why})"),
+            Alarm::DbUnreachable => f.write_str("db-unreachable"),
+            Alarm::ReplicationStopped => f.write_str("replication-stopped"),
+            Alarm::ReplicationBroken { error } => write!(f, "replication-broken({error})"),
+            Alarm::RedundancyLost => f.write_str("redundancy-lost"),
+            Alarm::SemiSyncInactive => f.write_str("semi-sync-inactive(a failover now may lose writes)"),
+            Alarm::PossibleLoss { count } => write!(f, "possible-loss({count} transactions of the old Master may be missing)"),
         }
     }
 }
@@ -71,6 +99,9 @@ pub struct PeerStatus {
     pub role: Option<Role>,
     pub epoch: u64,
     pub position: Position,
+    /// The peer's last heartbeat said semi-sync was active on its database.
+    #[serde(default)]
+    pub semi_sync: bool,
     /// Milliseconds since the last message, `None` if never heard.
     pub silent_for_ms: Option<u64>,
     pub alive: bool,
@@ -129,6 +160,24 @@ pub struct Status {
     pub db_replicating: bool,
     pub db_lag_ms: Option<u64>,
     pub semi_sync_active: bool,
+    /// Transactions received (applied or in the relay log).
+    #[serde(default)]
+    pub db_received: Position,
+    /// What the database says of its replication.
+    #[serde(default)]
+    pub db_replication: Replication,
+    /// Replicas connected to this database (as a Master).
+    #[serde(default)]
+    pub db_replicas: u32,
+    /// The last report failed: why. The other `db_` fields are then the last known values.
+    #[serde(default)]
+    pub db_error: Option<String>,
+    /// As a Slave: transactions the Master reported that this node has not applied yet.
+    #[serde(default)]
+    pub db_lag_tx: Option<u64>,
+    /// Why the promotion policy would refuse this node as Master now (`None`: it would not).
+    #[serde(default)]
+    pub promotion_blocker: Option<String>,
     pub fs_pushing: bool,
     /// The file-sync adapter's last report, if it has one.
     #[serde(default)]

@@ -91,6 +91,10 @@ fn a_master_hearing_a_higher_epoch_master_fences_itself_at_once() {
         handing_over: false,
         busy: false,
         replicating: false,
+        received: Position(0),
+        db_ok: true,
+        semi_sync: false,
+        promotable: true,
     };
     let out = n.handle(Millis(1600), Input::Peer(Message::Heartbeat(hb)));
     assert_eq!(n.role(), Role::Slave);
@@ -122,6 +126,10 @@ fn a_replayed_heartbeat_is_ignored() {
         handing_over: false,
         busy: false,
         replicating: false,
+        received: Position(0),
+        db_ok: true,
+        semi_sync: false,
+        promotable: true,
     };
     let _ = n.handle(Millis(10), Input::Peer(Message::Heartbeat(hb.clone())));
     assert!(n.status().maintenance.on);

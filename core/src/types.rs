@@ -47,11 +47,13 @@ pub enum Mode {
     Cloud,
 }
 
-/// How far a node's database has come: the sequence number of the last transaction it holds.
+/// How far a node's database has come: how many transactions it holds, counted over every
+/// replication domain (MariaDB: the sum of each domain's last sequence number).
 ///
-/// MariaDB numbers GTIDs per replication domain and a promoted replica continues the numbering,
-/// so within the single domain a pair uses, a larger `seq` is more recent data. Divergence
-/// (errant transactions) is detected by the DB adapter, which compares the GTID sets themselves.
+/// A promoted replica continues the numbering of each domain, so between the two nodes of a
+/// pair a larger count is more recent data and the difference is how many transactions one
+/// lacks. Divergence (errant transactions) is found by the DB adapter, which compares the GTID
+/// sets themselves, domain by domain.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Position(pub u64);
 
@@ -126,4 +128,51 @@ pub struct FsReport {
     /// Bytes sent and received for file sync so far (real-time and resync).
     pub bytes: u64,
     pub last_error: Option<String>,
+}
+
+/// What the database says of its own replication (not what the node asked of it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Replication {
+    /// Not configured as a replica (a Master, a fresh server).
+    #[default]
+    NotReplica,
+    /// Receiving and applying, connected to its Master.
+    Running,
+    /// Both threads on, the receiving side (re)connecting to its Master.
+    Connecting,
+    /// Configured but stopped without an error (STOP SLAVE, a restarted server).
+    Stopped,
+    /// Stopped on an error: MariaDB's own message.
+    Broken(String),
+}
+
+impl Replication {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Replication::NotReplica => "not a replica",
+            Replication::Running => "running",
+            Replication::Connecting => "connecting",
+            Replication::Stopped => "stopped",
+            Replication::Broken(e) => e,
+        }
+    }
+}
+
+/// One report of the local database, as it describes itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbFacts {
+    /// Transactions applied here.
+    pub position: Position,
+    /// Transactions received from the Master (applied or still in the relay log); at least
+    /// `position`. What a promotion will hold once the relay log is applied.
+    pub received: Position,
+    /// read_only is off, whoever set it.
+    pub writable: bool,
+    pub replication: Replication,
+    /// The database's own estimate (`Seconds_Behind_Master`); the core measures its own too.
+    pub lag_ms: Option<u64>,
+    /// As a Master: semi-synchronous replication is active (a commit waits for the replica).
+    pub semi_sync: bool,
+    /// As a Master: replicas connected and receiving.
+    pub replicas: u32,
 }

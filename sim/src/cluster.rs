@@ -223,20 +223,16 @@ impl Sim {
             Ev::Fault(f) => self.apply_fault(f),
             Ev::Replicate => {
                 for (ix, count) in self.world.replicate() {
-                    self.feed(ix, Input::DbErrant { count });
+                    self.feed(ix, Input::DbErrant { count, gtids: format!("{count} modelled") });
                 }
                 self.push(self.now + REPLICATE_EVERY, Ev::Replicate);
             }
             Ev::Report => {
                 for ix in 0..2 {
                     if self.cfg.components.db && self.world.hosts[ix].powered {
-                        let db = &self.world.hosts[ix].db;
-                        let input = Input::DbReport {
-                            position: db.position(),
-                            writable: db.writable,
-                            replicating: db.source.is_some(),
-                            lag_ms: db.source.map(|_| 0),
-                            semi_sync: false,
+                        let input = match self.world.db_facts(ix) {
+                            Ok(facts) => Input::DbReport(facts),
+                            Err(error) => Input::DbUnreachable { error },
                         };
                         self.feed(ix, input);
                     }
@@ -313,12 +309,13 @@ impl Sim {
         self.world.hosts[ix].daemon = true;
         self.nodes[ix] = Some(Node::new(self.cfg.node_config(ix)));
         let persisted = self.world.hosts[ix].store.clone();
+        let fresh = persisted.is_none();
         self.feed(ix, Input::Start { persisted });
         if !self.world.hosts[ix].link {
             self.feed(ix, Input::LinkObserved { up: false });
         }
         if let Some(n) = self.nodes[ix].as_ref() {
-            self.checker.on_start(ix, n.epoch());
+            self.checker.on_start(ix, n.epoch(), fresh);
         }
     }
 

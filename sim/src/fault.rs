@@ -62,6 +62,14 @@ pub enum Fault {
     Writer(bool),
     /// An operator moves the cloud public IP by hand (S14 step 2).
     CloudMove(Ix),
+    /// The node's database server dies (the daemon and the host stay up).
+    DbDown(Ix),
+    /// The database server comes back: read-only, replication configured but not started.
+    DbUp(Ix),
+    /// Someone stops the node's replication (`STOP SLAVE` by hand).
+    StopReplication(Ix),
+    /// The node's state file is deleted (the next start finds none).
+    LoseState(Ix),
 }
 
 impl fmt::Display for Fault {
@@ -90,6 +98,10 @@ impl fmt::Display for Fault {
             Fault::Cmd(i, c) => write!(f, "{} {}", n(i), command_text(c)),
             Fault::Writer(on) => write!(f, "writer {}", if *on { "on" } else { "off" }),
             Fault::CloudMove(i) => write!(f, "cloud-move {}", n(i)),
+            Fault::DbDown(i) => write!(f, "db-down {}", n(i)),
+            Fault::DbUp(i) => write!(f, "db-up {}", n(i)),
+            Fault::StopReplication(i) => write!(f, "stop-replication {}", n(i)),
+            Fault::LoseState(i) => write!(f, "lose-state {}", n(i)),
         }
     }
 }
@@ -99,6 +111,7 @@ pub fn command_text(c: &Command) -> String {
         Command::SetState(Target::Master) => "set-state master".into(),
         Command::SetState(Target::Slave) => "set-state slave".into(),
         Command::SetState(Target::Off) => "set-state off".into(),
+        Command::ForceMaster => "set-state master --accept-data-loss".into(),
         Command::Switchover => "switchover".into(),
         Command::Maintenance(on) => format!("maintenance {}", if *on { "on" } else { "off" }),
         Command::Resync(k) => format!("resync {}", k.as_str()),
@@ -113,6 +126,7 @@ pub fn parse_command(words: &[&str]) -> Result<Command, String> {
         ["set-state", "master"] => Command::SetState(Target::Master),
         ["set-state", "slave"] => Command::SetState(Target::Slave),
         ["set-state", "off"] => Command::SetState(Target::Off),
+        ["set-state", "master", "--accept-data-loss"] => Command::ForceMaster,
         ["switchover"] => Command::Switchover,
         ["maintenance", "on"] => Command::Maintenance(true),
         ["maintenance", "off"] => Command::Maintenance(false),
@@ -161,6 +175,10 @@ impl std::str::FromStr for Fault {
             "drift" => Fault::Drift(node(1)?, num(arg(2)?, "drift in ppm")?),
             "writer" => Fault::Writer(arg(1)? == "on"),
             "cloud-move" => Fault::CloudMove(node(1)?),
+            "db-down" => Fault::DbDown(node(1)?),
+            "db-up" => Fault::DbUp(node(1)?),
+            "stop-replication" => Fault::StopReplication(node(1)?),
+            "lose-state" => Fault::LoseState(node(1)?),
             "a" | "b" => Fault::Cmd(node(0)?, parse_command(&w[1..])?),
             other => return Err(format!("unknown operation `{other}` in `{line}`")),
         })

@@ -1,4 +1,7 @@
-//! Safety properties checked after every simulation step (I1–I4, I6), and liveness (I5) at the end.
+//! Safety properties checked after every simulation step (I1–I4, I6–I8), and liveness (I5) at
+//! the end. I7: a node flagged for resync (errant transactions, a lost split brain, a resync
+//! that did not finish) never becomes Master unless an operator forced it. I8 (in the world
+//! model): a write acknowledged under semi-sync is never lost by a promotion.
 
 use crate::fault::{node_name, Fault};
 use crate::world::{AdapterFault, World};
@@ -11,15 +14,16 @@ pub struct View {
     pub role: Role,
     pub epoch: u64,
     pub in_transition: bool,
+    pub needs_resync: bool,
 }
 
 impl View {
     pub fn of(n: &Node) -> View {
-        View { role: n.role(), epoch: n.epoch(), in_transition: n.in_transition() }
+        View { role: n.role(), epoch: n.epoch(), in_transition: n.in_transition(), needs_resync: n.status().needs_resync }
     }
 
     pub fn of_status(s: &Status) -> View {
-        View { role: s.role, epoch: s.epoch, in_transition: s.transition.is_some() }
+        View { role: s.role, epoch: s.epoch, in_transition: s.transition.is_some(), needs_resync: s.needs_resync }
     }
 }
 
@@ -37,6 +41,9 @@ pub struct Checker {
     pub max_dual_ms: u64,
     epoch: [u64; 2],
     claimed: [u64; 2],
+    /// The node's state file was deleted: its next epoch may start lower.
+    state_lost: [bool; 2],
+    role: [Option<Role>; 2],
     pub violations: Vec<String>,
 }
 
@@ -57,7 +64,10 @@ impl Checker {
     }
 
     /// Called after every fault: a blinding fault that just ended opens the grace window.
-    pub fn after_fault(&mut self, now: u64, w: &World, _f: &Fault) {
+    pub fn after_fault(&mut self, now: u64, w: &World, f: &Fault) {
+        if let Fault::LoseState(ix) = f {
+            self.state_lost[*ix] = true;
+        }
         let blind = Self::blind_now(w);
         if self.blind && !blind {
             self.grace_until = now + self.grace_ms;
@@ -105,10 +115,16 @@ impl Checker {
                     self.violations.push(format!("{what} ({}) at {}.{:03}s", node_name(i), now / 1000, now % 1000));
                 }
             }
-            if n.epoch < self.epoch[i] {
+            if n.epoch < self.epoch[i] && std::mem::take(&mut self.state_lost[i]) {
+                self.claimed[i] = 0;
+            } else if n.epoch < self.epoch[i] {
                 self.violations.push(format!("I3: {} epoch went from {} to {}", node_name(i), self.epoch[i], n.epoch));
             }
             self.epoch[i] = n.epoch;
+            if n.role == Role::Master && self.role[i] != Some(Role::Master) && n.needs_resync {
+                self.violations.push(format!("I7: {} became Master while flagged for resync at {}.{:03}s", node_name(i), now / 1000, now % 1000));
+            }
+            self.role[i] = Some(n.role);
             if n.role == Role::Master {
                 self.claimed[i] = self.claimed[i].max(n.epoch);
             }
@@ -116,7 +132,12 @@ impl Checker {
     }
 
     /// A node (re)started: its epoch restarts from its store, which must cover every claim.
-    pub fn on_start(&mut self, ix: usize, epoch: u64) {
+    pub fn on_start(&mut self, ix: usize, epoch: u64, fresh: bool) {
+        if fresh {
+            // No state file (deleted, see `Fault::LoseState`): its claims went with it.
+            self.claimed[ix] = 0;
+            self.state_lost[ix] = false;
+        }
         if epoch < self.claimed[ix] {
             self.violations.push(format!("I3: {} restarted at epoch {} below its claim {}", node_name(ix), epoch, self.claimed[ix]));
         }

@@ -5,7 +5,7 @@ use crate::cluster::{Sim, SimConfig};
 use crate::fault::{Fault, Ix};
 use crate::invariants::settled;
 use crate::rng::Rng;
-use ridondato_core::{Command, Mode, Role, Target};
+use ridondato_core::{Command, Mode, Node, Role, Target};
 
 /// Faults happen in `[FAULTS_FROM, heal_at)`; `heal_at` is 20–40 s.
 const FAULTS_FROM: u64 = 3000;
@@ -39,7 +39,7 @@ pub fn random_schedule(seed: u64) -> Schedule {
         let ix: Ix = r.range(0, 1) as usize;
         let op = (*r.pick(&FAULTY_OPS)).to_string();
         let any_op = if r.chance(20) { "*".to_string() } else { op.clone() };
-        let f = match r.range(0, 27) {
+        let f = match r.range(0, 31) {
             0 => Fault::Crash(ix),
             1 => Fault::Start(ix),
             2 => Fault::PowerOff(ix),
@@ -66,6 +66,18 @@ pub fn random_schedule(seed: u64) -> Schedule {
             23 => Fault::Cmd(ix, Command::Maintenance(r.chance(50))),
             24 => Fault::Cmd(ix, Command::Resync(ridondato_core::ResyncKind::All)),
             25 => Fault::Cmd(ix, Command::Shutdown),
+            26 => Fault::StopReplication(ix),
+            27 => {
+                ops.push((t + r.range(500, 15_000), Fault::DbUp(ix)));
+                Fault::DbDown(ix)
+            }
+            28 => {
+                // The state file lost while the daemon is down.
+                let back = t + r.range(100, 5000);
+                ops.push((back - 1, Fault::LoseState(ix)));
+                ops.push((back, Fault::Start(ix)));
+                Fault::Crash(ix)
+            }
             _ => {
                 // A crash followed by a restart, the most common real event.
                 ops.push((t + r.range(100, 5000), Fault::Start(ix)));
@@ -103,7 +115,7 @@ pub fn run_schedule(s: &Schedule, verbose: bool) -> (Result<RunStats, String>, S
         sim.schedule(*t, f.clone());
     }
     let h = s.heal_at;
-    for f in [Fault::Heal, Fault::Fix(0), Fault::Fix(1), Fault::Drift(0, 0), Fault::Drift(1, 0)] {
+    for f in [Fault::Heal, Fault::Fix(0), Fault::Fix(1), Fault::Drift(0, 0), Fault::Drift(1, 0), Fault::DbUp(0), Fault::DbUp(1)] {
         sim.schedule(h, f);
     }
     for ix in 0..2 {
@@ -135,6 +147,10 @@ pub fn run_schedule(s: &Schedule, verbose: bool) -> (Result<RunStats, String>, S
                 Some(n) if n.role() == Role::Off && !n.in_transition() && t % 1000 == h % 1000 => {
                     sim.schedule(t, Fault::Cmd(ix, Command::SetState(Target::Slave)));
                 }
+                Some(n) if t % 1000 == h % 1000 && operator_must_force(&sim, ix) => {
+                    let _ = n;
+                    sim.schedule(t, Fault::Cmd(ix, Command::ForceMaster));
+                }
                 Some(_) => {}
             }
         }
@@ -145,7 +161,12 @@ pub fn run_schedule(s: &Schedule, verbose: bool) -> (Result<RunStats, String>, S
         t += 100;
     }
     let result = match settled_at {
-        None => Err(format!("I5: not settled {} ms after the heal: {}", bound, settled(&sim.world, &sim.nodes, false).err().unwrap_or_default())),
+        None => Err(format!(
+            "I5: not settled {} ms after the heal: {} [{}]",
+            bound,
+            settled(&sim.world, &sim.nodes, false).err().unwrap_or_default(),
+            sim.nodes.iter().flatten().map(|n| format!("{:?}", n.status())).collect::<Vec<_>>().join(" | ")
+        )),
         Some(at) => {
             // A node flagged for resync is rebuilt by the operator, then must replicate.
             let m = settled(&sim.world, &sim.nodes, false).unwrap_or(0);
@@ -229,4 +250,14 @@ pub fn sweep(first: u64, n: u64, threads: usize) -> SweepReport {
     let mut r = report.into_inner().unwrap_or_else(|p| p.into_inner());
     r.failures.sort();
     r
+}
+
+/// Both nodes are Slaves that the promotion policy refuses (both flagged after two lost split
+/// brains, say): nothing moves by itself, as designed. An operator then forces the node with
+/// the more recent data, accepting the other's extra writes as lost; `ix` is that node.
+fn operator_must_force(sim: &Sim, ix: Ix) -> bool {
+    let st: Vec<Option<ridondato_core::Status>> = sim.nodes.iter().map(|n| n.as_ref().map(Node::status)).collect();
+    let (Some(me), Some(other)) = (&st[ix], &st[1 - ix]) else { return false };
+    let stuck = |s: &ridondato_core::Status| s.role == Role::Slave && s.transition.is_none() && s.promotion_blocker.is_some() && s.peer.alive;
+    stuck(me) && stuck(other) && (me.db_position, std::cmp::Reverse(ix)) > (other.db_position, std::cmp::Reverse(1 - ix))
 }

@@ -128,15 +128,9 @@ impl Db for SimBackend {
     }
     async fn report(&self) -> AdapterResult<DbReport> {
         let w = lock(&self.world);
-        let db = &w.hosts[self.ix].db;
-        Ok(DbReport {
-            position: db.position(),
-            writable: db.writable,
-            replicating: db.source.is_some(),
-            lag_ms: db.source.map(|_| 0),
-            semi_sync: false,
-            errant: db.errant,
-        })
+        let facts = w.db_facts(self.ix).map_err(AdapterError::new)?;
+        let errant = w.hosts[self.ix].db.errant;
+        Ok(DbReport { facts, errant: (errant > 0).then(|| (errant, format!("{errant} modelled"))) })
     }
     async fn copy_from_peer(&self, _peer: NodeId, progress: ProgressFn) -> AdapterResult<()> {
         self.copy(ResyncPhase::DbCopy, progress).await

@@ -25,6 +25,10 @@ pub struct DbModel {
     pub source: Option<Ix>,
     /// Errant transactions found when replication last compared histories.
     pub errant: u64,
+    /// The database server is down (killed, crashed): reports and operations fail.
+    pub down: bool,
+    /// Replication configured but stopped (STOP SLAVE by hand, a restarted server).
+    pub stopped: bool,
 }
 
 impl DbModel {
@@ -102,6 +106,8 @@ pub struct World {
     next_txn: u64,
     /// Writes the client saw committed, in order, with the host that committed them.
     pub acked: Vec<(u64, Ix)>,
+    /// For each of `acked`: committed under semi-sync (the replica had it before the ack).
+    pub acked_semi: Vec<bool>,
     /// Where in `acked` each host's current stretch as the writable one began.
     writable_from: [usize; 2],
     /// Each host's last finished stretch as the writable one (`acked` indices), closed by a fence.
@@ -135,6 +141,7 @@ impl World {
             writer: false,
             next_txn: 1,
             acked: Vec::new(),
+            acked_semi: Vec::new(),
             writable_from: [0, 0],
             last_stretch: [(0, 0); 2],
             eip: None,
@@ -233,6 +240,10 @@ impl World {
             return Finish::Done(Err(OpError::Failed("injected failure".into())));
         }
         let peer = other(ix);
+        let db_op = matches!(op, Op::CatchUpDb { .. } | Op::PromoteDb { .. } | Op::FenceDb | Op::ReplicateDb { .. });
+        if db_op && self.hosts[ix].db.down {
+            return Finish::Done(Err(OpError::Failed("modelled: the database server is down".into())));
+        }
         let done = match op {
             Op::Persist(s) => {
                 let before = self.hosts[ix].store.as_ref().map_or(0, |p| p.epoch);
@@ -281,7 +292,7 @@ impl World {
                 // Before opening writes, the adapter asks the peer's database over the LAN: while
                 // it answers and is writable (an old Master slow to fence itself), wait. It never
                 // fences the peer itself: it cannot know whose claim is the newer one.
-                if self.same_domain() && self.hosts[peer].powered && self.hosts[peer].db.writable {
+                if self.same_domain() && self.hosts[peer].powered && !self.hosts[peer].db.down && self.hosts[peer].db.writable {
                     return Finish::Again(20);
                 }
                 if !self.hosts[ix].db.writable {
@@ -289,6 +300,13 @@ impl World {
                 }
                 self.hosts[ix].db.writable = true;
                 self.hosts[ix].db.source = None;
+                // I8: a write acknowledged under semi-sync is on the replica: no promotion, planned
+                // or not, may lose it (what async replication may lose is reported instead).
+                let have: std::collections::HashSet<u64> = self.hosts[ix].db.log.iter().copied().collect();
+                let lost = self.acked.iter().zip(&self.acked_semi).find(|((t, by), semi)| **semi && *by == peer && !have.contains(t));
+                if let Some(((lost, _), _)) = lost {
+                    self.violations.push(format!("I8: write #{lost} acknowledged under semi-sync missing on the new Master {}", node_name(ix)));
+                }
                 if wait_for.is_some() {
                     // A hand-over: everything the old Master acknowledged in its stretch as
                     // Master must be here (I4). Writes lost to an earlier, unplanned failover
@@ -309,6 +327,7 @@ impl World {
                 Done::Fenced { position: self.hosts[ix].db.position() }
             }
             Op::ReplicateDb { from } => {
+                self.hosts[ix].db.stopped = false;
                 self.hosts[ix].db.writable = false;
                 self.hosts[ix].db.source = Some(ix_of(*from));
                 Done::Ok
@@ -373,7 +392,7 @@ impl World {
         let mut errant = Vec::new();
         for ix in 0..2 {
             let Some(src) = self.hosts[ix].db.source else { continue };
-            if src == ix || !self.same_domain() {
+            if !self.replicates_from(ix, src) {
                 continue;
             }
             let theirs = &self.hosts[src].db.log;
@@ -395,13 +414,57 @@ impl World {
         errant
     }
 
+    /// What host `ix`'s database says of itself (its adapter's report), or why it cannot.
+    pub fn db_facts(&self, ix: Ix) -> Result<ridondato_core::DbFacts, String> {
+        use ridondato_core::{DbFacts, Replication};
+        let db = &self.hosts[ix].db;
+        if db.down {
+            return Err("modelled: the database server is down".into());
+        }
+        let replication = match (db.source, db.stopped) {
+            (None, _) => Replication::NotReplica,
+            (Some(_), true) => Replication::Stopped,
+            (Some(src), false) if self.hosts[src].powered && !self.hosts[src].db.down && self.same_domain() => Replication::Running,
+            (Some(_), false) => Replication::Connecting,
+        };
+        let other = 1 - ix;
+        let replicas = u32::from(self.replicates_from(other, ix));
+        Ok(DbFacts {
+            position: db.position(),
+            received: db.position(),
+            writable: db.writable,
+            lag_ms: db.source.map(|_| 0),
+            replication,
+            semi_sync: db.writable && replicas > 0,
+            replicas,
+        })
+    }
+
+    /// `r`'s database receives `src`'s transactions right now (semi-sync acknowledges them).
+    pub fn replicates_from(&self, r: Ix, src: Ix) -> bool {
+        let d = &self.hosts[r].db;
+        r != src && d.source == Some(src) && !d.stopped && !d.down && self.hosts[r].powered && !self.hosts[src].db.down && self.same_domain()
+    }
+
     /// One client write through the front door; acknowledged only if committed.
     pub fn client_write(&mut self) {
         let Some(ix) = (0..2).find(|&i| self.front_door(i) && self.hosts[i].db.writable) else { return };
+        if self.hosts[ix].db.down {
+            return;
+        }
         let t = self.next_txn;
         self.next_txn += 1;
+        // Semi-sync (the default): while the replica receives, a commit is acknowledged only
+        // once the replica has it. The replica is caught up whenever it receives (modelled
+        // replication is immediate), so it simply gets the transaction too.
+        let other = 1 - ix;
+        let semi = self.replicates_from(other, ix) && self.hosts[other].db.log.len() == self.hosts[ix].db.log.len();
         self.hosts[ix].db.log.push(t);
+        if semi {
+            self.hosts[other].db.log.push(t);
+        }
         self.acked.push((t, ix));
+        self.acked_semi.push(semi);
     }
 
     /// The daemon dies. The application units are `PartOf=` the daemon's unit, so systemd stops
@@ -433,6 +496,24 @@ impl World {
             Fault::Fix(ix) => self.hosts[*ix].faults.clear(),
             Fault::Writer(on) => self.writer = *on,
             Fault::CloudMove(ix) => self.eip = Some(*ix),
+            Fault::DbDown(ix) => {
+                let db = &mut self.hosts[*ix].db;
+                db.down = true;
+                if db.writable {
+                    db.writable = false;
+                    self.last_stretch[*ix] = (self.writable_from[*ix], self.acked.len());
+                }
+            }
+            Fault::DbUp(ix) => {
+                let db = &mut self.hosts[*ix].db;
+                if db.down {
+                    // Restarted by systemd: read_only=1 and --skip-slave-start, as configured.
+                    db.down = false;
+                    db.stopped = db.source.is_some();
+                }
+            }
+            Fault::StopReplication(ix) => self.hosts[*ix].db.stopped = self.hosts[*ix].db.source.is_some(),
+            Fault::LoseState(ix) => self.hosts[*ix].store = None,
             Fault::Start(_) | Fault::Crash(_) | Fault::PowerOff(_) | Fault::PowerOn(_) | Fault::Drift(..) | Fault::Cmd(..) => {}
         }
     }

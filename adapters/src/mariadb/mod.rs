@@ -6,34 +6,40 @@
 //! creates a local GTID that would later be errant.
 
 pub mod gtid;
+pub mod prereq;
 mod resync;
 pub mod testkit;
 
 use crate::traits::{AdapterError, AdapterResult, Db, DbReport, ProgressFn};
 use async_trait::async_trait;
 use gtid::GtidPos;
-use ridondato_core::{NodeId, Position};
+use ridondato_core::{DbFacts, NodeId, Position, Replication};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::{Connection, MySqlConnection, MySqlPool, Row};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-/// The replication domain the pair writes in.
-const DOMAIN: u32 = 0;
-
 #[derive(Clone, Debug)]
 pub struct MariaDbConfig {
-    /// The local server, as an administrator.
+    /// The local server, as an administrator (socket or TCP).
     pub local: MySqlConnectOptions,
     /// Where each node's server listens, as seen from here (management network).
     pub peers: BTreeMap<NodeId, (String, u16)>,
     pub repl_user: String,
     pub repl_password: String,
+    /// The account used on the peer's server (checks before promotion, errant-set comparison,
+    /// resync dumps): user and password. Always over TCP to the peer's address.
+    pub peer_admin: (String, String),
     /// The application's account, checked for privileges that bypass read_only.
     pub app_user: Option<String>,
     pub semi_sync: bool,
+    /// How long a Master's commit waits for the replica's acknowledgement before falling back
+    /// to asynchronous replication (an alarm says so).
+    pub semi_sync_timeout: Duration,
     /// How long promotion and catch-up wait for the relay log to be applied.
     pub apply_timeout: Duration,
+    /// Where a resync saves what it is about to overwrite (under the state directory).
+    pub backup_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug)]
@@ -67,6 +73,36 @@ impl MariaDb {
 
     async fn pos(&self, c: &mut MySqlConnection, name: &str) -> AdapterResult<GtidPos> {
         GtidPos::parse(&self.var(c, name).await?).map_err(AdapterError::new)
+    }
+
+    /// How to reach a peer's server: built afresh (never derived from the local options, whose
+    /// Unix socket would win over any host), over TCP, as the peer-admin account.
+    pub fn peer_opts(&self, peer: NodeId) -> AdapterResult<MySqlConnectOptions> {
+        let (host, port) = self.cfg.peers.get(&peer).cloned().ok_or_else(|| AdapterError::new(format!("no database address for {peer}")))?;
+        let (user, password) = &self.cfg.peer_admin;
+        Ok(MySqlConnectOptions::new().host(&host).port(port).username(user).password(password))
+    }
+
+    /// A connection to a peer's server, bounded in time.
+    pub(crate) async fn connect_peer(&self, peer: NodeId, within: Duration) -> AdapterResult<MySqlConnection> {
+        let opts = self.peer_opts(peer)?;
+        let (host, port) = (opts.get_host().to_string(), opts.get_port());
+        match tokio::time::timeout(within, MySqlConnection::connect_with(&opts)).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(AdapterError::new(format!("connecting to {peer}'s database at {host}:{port} as {}: {e}", self.cfg.peer_admin.0))),
+            Err(_) => Err(AdapterError::new(format!("{peer}'s database at {host}:{port} did not answer within {} ms", within.as_millis()))),
+        }
+    }
+
+    /// Errant transactions: what this server's binary log holds beyond the peer's position,
+    /// domain by domain (exact count and GTID ranges).
+    pub async fn errant_against(&self, peer: NodeId) -> AdapterResult<(u64, String)> {
+        let mut pc = self.connect_peer(peer, Duration::from_secs(2)).await?;
+        let theirs = gtid::parse_state(&self.var(&mut pc, "gtid_binlog_state").await?).map_err(AdapterError::new)?;
+        let mut c = self.admin().await?;
+        let mine = gtid::parse_state(&self.var(&mut c, "gtid_binlog_state").await?).map_err(AdapterError::new)?;
+        let me: u32 = self.var(&mut c, "server_id").await?.parse().map_err(|_| AdapterError::new("server_id is not a number"))?;
+        Ok(gtid::errant(&mine, &theirs, me))
     }
 
     /// read_only is off (a boolean in some versions, an enum — OFF, ON, NO_LOCK... — in others).
@@ -105,16 +141,17 @@ impl MariaDb {
             let current = self.pos(c, "gtid_current_pos").await?;
             let st = self.slave_status(c).await?;
             let received = st.get("Gtid_IO_Pos").map(|s| GtidPos::parse(s).unwrap_or_default()).unwrap_or_default();
-            let applied = slave.seq(DOMAIN).max(current.seq(DOMAIN));
-            if applied >= at_least && applied >= received.seq(DOMAIN) {
+            let applied = slave.merged(&current);
+            // Every domain received must be applied, and the total must reach `at_least`.
+            let behind = received.ahead_of(&applied);
+            if applied.total() >= at_least && behind == 0 {
                 return Ok(());
             }
             if start.elapsed() > self.cfg.apply_timeout {
                 return Err(AdapterError::new(format!(
-                    "after {} ms the database holds {applied}, needs {} (received {})",
+                    "after {} ms the database holds {applied} ({} transactions), needs {at_least}; {behind} received but not applied",
                     self.cfg.apply_timeout.as_millis(),
-                    at_least.max(received.seq(DOMAIN)),
-                    received.seq(DOMAIN)
+                    applied.total(),
                 )));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -147,10 +184,11 @@ impl Db for MariaDb {
     async fn promote(&self, wait_for: Option<Position>) -> AdapterResult<()> {
         // Never open writes beside a peer database that still takes them (an old Master slow
         // to fence itself). It is not fenced from here: which claim is newer is the core's call.
-        for (peer, (host, port)) in &self.cfg.peers {
-            let opts = self.cfg.local.clone().host(host).port(*port);
-            let probe = tokio::time::timeout(Duration::from_millis(300), MySqlConnection::connect_with(&opts)).await;
-            if let Ok(Ok(mut pc)) = probe {
+        // A peer that cannot be reached (powered off, its server down) takes no writes either;
+        // a peer that answers and is writable does. The question goes to the peer's address
+        // over TCP as the peer-admin account (`peer_opts`), never to the local socket.
+        for peer in self.cfg.peers.keys() {
+            if let Ok(mut pc) = self.connect_peer(*peer, Duration::from_millis(300)).await {
                 if self.writable(&mut pc).await.unwrap_or(false) {
                     return Err(AdapterError::new(format!("the database of {peer} still takes writes; waiting for it to be fenced")));
                 }
@@ -160,17 +198,32 @@ impl Db for MariaDb {
         let replica = !self.slave_status(&mut c).await?.is_empty();
         if replica {
             self.wait_applied(&mut c, wait_for.map_or(0, |p| p.0)).await?;
+            // The receiving thread may be stuck connecting to a dead Master; a short network
+            // timeout (set by `replicate_from`) bounds how long STOP SLAVE waits for it.
             for q in ["STOP SLAVE", "RESET SLAVE ALL"] {
                 sqlx::query(q).execute(&mut *c).await.map_err(db_err(q))?;
             }
         } else if let Some(p) = wait_for {
-            let have = self.pos(&mut c, "gtid_current_pos").await?.seq(DOMAIN);
+            let have = self.pos(&mut c, "gtid_current_pos").await?.total();
             if have < p.0 {
                 return Err(AdapterError::new(format!("not a replica and at {have}, below the required {}", p.0)));
             }
         }
         if self.cfg.semi_sync {
-            sqlx::query("SET GLOBAL rpl_semi_sync_master_enabled = ON").execute(&mut *c).await.map_err(db_err("semi-sync"))?;
+            // Lossless semi-sync (AFTER_SYNC: a commit is visible to nobody before the replica
+            // has it). With no replica connected the Master does not wait at all (wait_no_slave
+            // OFF), so a fresh Master whose peer is dead serves at once; MariaDB switches semi-sync
+            // back on by itself when the replica connects and catches up. The fall-back is
+            // reported (`semi_sync` in the report) and alarmed by the core.
+            let timeout = self.cfg.semi_sync_timeout.as_millis();
+            for q in [
+                "SET GLOBAL rpl_semi_sync_master_wait_point = AFTER_SYNC".to_string(),
+                "SET GLOBAL rpl_semi_sync_master_wait_no_slave = OFF".to_string(),
+                format!("SET GLOBAL rpl_semi_sync_master_timeout = {timeout}"),
+                "SET GLOBAL rpl_semi_sync_master_enabled = ON".to_string(),
+            ] {
+                sqlx::query(&q).execute(&mut *c).await.map_err(db_err("semi-sync"))?;
+            }
         }
         sqlx::query("SET GLOBAL read_only = 0").execute(&mut *c).await.map_err(db_err("read_only = 0"))?;
         Ok(())
@@ -200,7 +253,7 @@ impl Db for MariaDb {
         if self.writable(&mut c).await? {
             return Err(AdapterError::new("read_only did not stick"));
         }
-        Ok(Position(self.pos(&mut c, "gtid_current_pos").await?.seq(DOMAIN)))
+        Ok(Position(self.pos(&mut c, "gtid_current_pos").await?.total()))
     }
 
     async fn replicate_from(&self, peer: NodeId) -> AdapterResult<()> {
@@ -211,8 +264,11 @@ impl Db for MariaDb {
         // A former Master's own transactions are in its binary log, not in gtid_slave_pos:
         // start replicating from everything it holds, or it would fetch them twice.
         sqlx::query("SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_current_pos").execute(&mut *c).await.map_err(db_err("gtid_slave_pos"))?;
+        // A dead Master is noticed within a few seconds (heartbeat period, network timeout),
+        // not after the 60 s default, so that STOP SLAVE at a promotion does not wait on it.
+        sqlx::query("SET GLOBAL slave_net_timeout = 4").execute(&mut *c).await.map_err(db_err("slave_net_timeout"))?;
         let change = format!(
-            "CHANGE MASTER TO MASTER_HOST = '{}', MASTER_PORT = {port}, MASTER_USER = '{}', MASTER_PASSWORD = '{}', MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1",
+            "CHANGE MASTER TO MASTER_HOST = '{}', MASTER_PORT = {port}, MASTER_USER = '{}', MASTER_PASSWORD = '{}', MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1, MASTER_HEARTBEAT_PERIOD = 1",
             host.replace('\'', ""),
             self.cfg.repl_user.replace('\'', ""),
             self.cfg.repl_password.replace('\'', "")
@@ -227,14 +283,12 @@ impl Db for MariaDb {
 
     async fn report(&self) -> AdapterResult<DbReport> {
         let mut c = self.admin().await?;
-        let position = Position(self.pos(&mut c, "gtid_current_pos").await?.seq(DOMAIN));
+        let current = self.pos(&mut c, "gtid_current_pos").await?;
         let writable = self.writable(&mut c).await?;
         let st = self.slave_status(&mut c).await?;
-        let replicating = st.get("Slave_IO_Running").is_some_and(|v| v == "Yes") && st.get("Slave_SQL_Running").is_some_and(|v| v == "Yes");
+        let received = st.get("Gtid_IO_Pos").and_then(|s| GtidPos::parse(s).ok()).unwrap_or_default().merged(&current);
+        let replication = replication_of(&st);
         let lag_ms = st.get("Seconds_Behind_Master").and_then(|v| v.parse::<u64>().ok()).map(|s| s * 1000);
-        // Under gtid_strict_mode the Master refuses a replica holding transactions it lacks
-        // (error 1236): MariaDB's own detection of errant GTIDs.
-        let errant = u64::from(st.get("Last_IO_Errno").is_some_and(|v| v == "1236"));
         let semi = sqlx::query("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_status'")
             .fetch_optional(&mut *c)
             .await
@@ -242,11 +296,60 @@ impl Db for MariaDb {
             .flatten()
             .and_then(|r| r.try_get::<String, _>(1).ok())
             .is_some_and(|v| v == "ON");
-        Ok(DbReport { position, writable, replicating, lag_ms, semi_sync: semi, errant })
+        let replicas: i64 = sqlx::query("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'")
+            .fetch_one(&mut *c)
+            .await
+            .and_then(|r| r.try_get(0))
+            .unwrap_or(0);
+        drop(c);
+        // Under gtid_strict_mode the Master refuses a replica holding transactions it lacks
+        // (error 1236): MariaDB's own detection of errant GTIDs. Which ones, exactly, is the
+        // set difference against the Master's position, asked of the Master itself.
+        let mut errant = None;
+        if st.get("Last_IO_Errno").is_some_and(|v| v == "1236") {
+            if let Some(peer) = self.cfg.peers.keys().next() {
+                match self.errant_against(*peer).await {
+                    Ok((n, ranges)) if n > 0 => errant = Some((n, ranges)),
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!("errant transactions not counted yet: {e}"),
+                }
+            }
+        }
+        let facts = DbFacts {
+            position: Position(current.total()),
+            received: Position(received.total()),
+            writable,
+            replication,
+            lag_ms,
+            semi_sync: semi,
+            replicas: u32::try_from(replicas).unwrap_or(0),
+        };
+        Ok(DbReport { facts, errant })
     }
 
     async fn copy_from_peer(&self, peer: NodeId, progress: ProgressFn) -> AdapterResult<()> {
         resync::rebuild(self, peer, progress).await
+    }
+}
+
+/// What `SHOW SLAVE STATUS` says of replication, in the core's terms.
+fn replication_of(st: &BTreeMap<String, String>) -> Replication {
+    if st.is_empty() {
+        return Replication::NotReplica;
+    }
+    let get = |k: &str| st.get(k).map(String::as_str).unwrap_or("");
+    let (io, sql) = (get("Slave_IO_Running"), get("Slave_SQL_Running"));
+    let errno = |k: &str| get(k).parse::<u64>().unwrap_or(0);
+    if sql != "Yes" && errno("Last_SQL_Errno") != 0 {
+        return Replication::Broken(format!("SQL error {}: {}", get("Last_SQL_Errno"), get("Last_SQL_Error")));
+    }
+    if io == "No" && errno("Last_IO_Errno") != 0 {
+        return Replication::Broken(format!("IO error {}: {}", get("Last_IO_Errno"), get("Last_IO_Error")));
+    }
+    match (io, sql) {
+        ("Yes", "Yes") => Replication::Running,
+        ("Connecting", "Yes") => Replication::Connecting,
+        _ => Replication::Stopped,
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 /// One mariadbd, killed (by PID) and its datadir removed on drop.
 #[derive(Debug)]
 pub struct Server {
-    dir: PathBuf,
+    pub dir: PathBuf,
     pub port: u16,
     child: Child,
 }
@@ -132,13 +132,16 @@ pub fn adapter(me: &Server, peers: &[(u8, &Server)]) -> MariaDb {
 pub fn adapter_with(me: &Server, peers: &[(u8, &Server)], semi_sync: bool) -> MariaDb {
     let peers: BTreeMap<NodeId, (String, u16)> = peers.iter().map(|(id, s)| (NodeId(*id), ("127.0.0.1".to_string(), s.port))).collect();
     MariaDb::new(MariaDbConfig {
-        local: me.tcp_opts(),
+        local: me.opts(),
         peers,
         repl_user: "repl".into(),
         repl_password: "replpw".into(),
+        peer_admin: ("peeradmin".into(), "peeradminpw".into()),
         app_user: Some("app".into()),
         semi_sync,
+        semi_sync_timeout: Duration::from_millis(1000),
         apply_timeout: Duration::from_secs(5),
+        backup_dir: Some(me.dir.join("backups")),
     })
 }
 
@@ -148,6 +151,8 @@ pub async fn prepare(s: &Server) {
         "SET SESSION sql_log_bin = 0",
         "CREATE USER 'repl'@'%' IDENTIFIED BY 'replpw'",
         "GRANT REPLICATION SLAVE, REPLICATION SLAVE ADMIN, BINLOG MONITOR ON *.* TO 'repl'@'%'",
+        "CREATE USER 'peeradmin'@'%' IDENTIFIED BY 'peeradminpw'",
+        "GRANT ALL PRIVILEGES ON *.* TO 'peeradmin'@'%'",
         "CREATE USER 'app'@'%' IDENTIFIED BY 'apppw'",
         "GRANT SELECT, INSERT, UPDATE, DELETE ON app.* TO 'app'@'%'",
     ] {
