@@ -76,8 +76,9 @@ impl Node {
                 self.recheck_at = None;
                 let mut plan = Plan::promote(self, Via::Operator, why, None);
                 plan.forced = force && blocker.is_some();
+                let reply = if plan.forced { "promoting (forced: possible data loss logged)" } else { "promoting" };
                 self.start_plan(plan);
-                Ok(Some(if plan_forced(blocker.as_deref(), force) { "promoting (forced: possible data loss logged)".into() } else { "promoting".into() }))
+                Ok(Some(reply.into()))
             }
             Target::Slave => {
                 if self.role == Role::Master {
@@ -191,8 +192,4 @@ impl Node {
         self.start_plan(plan);
         Ok(None)
     }
-}
-
-fn plan_forced(blocker: Option<&str>, force: bool) -> bool {
-    force && blocker.is_some()
 }

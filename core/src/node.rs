@@ -479,7 +479,7 @@ impl Node {
         self.peer.is_master(self.now, self.cfg.timing.failover_timeout)
     }
 
-    pub fn heartbeat(&self) -> Heartbeat {
+    pub(crate) fn heartbeat(&self) -> Heartbeat {
         Heartbeat {
             from: self.cfg.node,
             boot: self.boots,
@@ -494,7 +494,7 @@ impl Node {
             handing_over: self.handover.is_some(),
             busy: self.plan.is_some() || (self.role != Role::Master && (self.vip_held || self.db_writable || self.services_running)),
             replicating: self.db_says_replicating(),
-            received: self.db_received.max(self.db_position),
+            received: self.db_holds(),
             db_ok: self.db_reported && self.db_error.is_none(),
             semi_sync: self.role == Role::Master && self.semi_sync && self.db_error.is_none(),
             promotable: self.promotion_blocker().is_none(),

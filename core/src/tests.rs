@@ -8,6 +8,29 @@ fn cfg() -> Config {
     c
 }
 
+/// A heartbeat from the peer with everything at its plain default; tests change what matters.
+pub(crate) fn peer_heartbeat(from: NodeId, role: Role) -> Heartbeat {
+    Heartbeat {
+        from,
+        boot: 1,
+        seq: 1,
+        sent_at: Millis(0),
+        epoch: 0,
+        role,
+        position: Position(0),
+        needs_resync: false,
+        maintenance: Maintenance::default(),
+        was_master: false,
+        handing_over: false,
+        busy: false,
+        replicating: false,
+        received: Position(0),
+        db_ok: true,
+        semi_sync: false,
+        promotable: true,
+    }
+}
+
 fn run_ops(out: &Output) -> Vec<(OpId, Op)> {
     out.actions.iter().filter_map(|a| if let Action::Run { id, op } = a { Some((*id, op.clone())) } else { None }).collect()
 }
@@ -77,25 +100,7 @@ fn a_master_hearing_a_higher_epoch_master_fences_itself_at_once() {
     let (persist, _) = run_ops(&out)[0].clone();
     let out = n.handle(Millis(1583), Input::Done { id: persist, result: Ok(Done::Ok) });
     let (raise, _) = run_ops(&out)[0].clone();
-    let hb = Heartbeat {
-        from: NodeId(2),
-        boot: 1,
-        seq: 1,
-        sent_at: Millis(0),
-        epoch: 5,
-        role: Role::Master,
-        position: Position(0),
-        needs_resync: false,
-        maintenance: Maintenance::default(),
-        was_master: true,
-        handing_over: false,
-        busy: false,
-        replicating: false,
-        received: Position(0),
-        db_ok: true,
-        semi_sync: false,
-        promotable: true,
-    };
+    let hb = Heartbeat { epoch: 5, was_master: true, ..peer_heartbeat(NodeId(2), Role::Master) };
     let out = n.handle(Millis(1600), Input::Peer(Message::Heartbeat(hb)));
     assert_eq!(n.role(), Role::Slave);
     assert!(n.status().needs_resync);
@@ -112,25 +117,7 @@ fn a_master_hearing_a_higher_epoch_master_fences_itself_at_once() {
 #[test]
 fn a_replayed_heartbeat_is_ignored() {
     let (mut n, _) = started();
-    let hb = Heartbeat {
-        from: NodeId(2),
-        boot: 3,
-        seq: 10,
-        sent_at: Millis(0),
-        epoch: 0,
-        role: Role::Booting,
-        position: Position(0),
-        needs_resync: false,
-        maintenance: Maintenance { on: true, version: 4 },
-        was_master: false,
-        handing_over: false,
-        busy: false,
-        replicating: false,
-        received: Position(0),
-        db_ok: true,
-        semi_sync: false,
-        promotable: true,
-    };
+    let hb = Heartbeat { boot: 3, seq: 10, maintenance: Maintenance { on: true, version: 4 }, ..peer_heartbeat(NodeId(2), Role::Booting) };
     let _ = n.handle(Millis(10), Input::Peer(Message::Heartbeat(hb.clone())));
     assert!(n.status().maintenance.on);
     let older = Heartbeat { seq: 9, maintenance: Maintenance { on: false, version: 9 }, ..hb };

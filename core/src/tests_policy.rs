@@ -1,5 +1,6 @@
 //! The promotion policy and the database watch, input by input.
 
+use crate::tests::peer_heartbeat;
 use crate::*;
 
 /// A node with a database only (no VIP: no ARP probe in the way), driven by hand: every
@@ -73,23 +74,14 @@ impl H {
     fn master_hb(&mut self, position: u64, semi_sync: bool) {
         self.seq += 1;
         let hb = Heartbeat {
-            from: NodeId(1),
-            boot: 1,
             seq: self.seq,
             sent_at: Millis(self.t),
             epoch: 1,
-            role: Role::Master,
             position: Position(position),
-            needs_resync: false,
-            maintenance: Maintenance::default(),
             was_master: true,
-            handing_over: false,
-            busy: false,
-            replicating: false,
             received: Position(position),
-            db_ok: true,
             semi_sync,
-            promotable: true,
+            ..peer_heartbeat(NodeId(1), Role::Master)
         };
         self.feed(Input::Peer(Message::Heartbeat(hb)));
         self.settle();
@@ -221,23 +213,12 @@ fn a_master_whose_database_stays_down_hands_over_to_a_caught_up_slave() {
     h.at(1600);
     assert_eq!(h.n.role(), Role::Master);
     let slave_hb = |seq: u64, t: u64| Heartbeat {
-        from: NodeId(2),
-        boot: 1,
         seq,
         sent_at: Millis(t),
         epoch: 1,
-        role: Role::Slave,
         position: Position(700),
-        needs_resync: false,
-        maintenance: Maintenance::default(),
-        was_master: false,
-        handing_over: false,
-        busy: false,
-        replicating: false,
         received: Position(700),
-        db_ok: true,
-        semi_sync: false,
-        promotable: true,
+        ..peer_heartbeat(NodeId(2), Role::Slave)
     };
     h.feed(Input::DbUnreachable { error: "connection refused".into() });
     assert!(h.n.status().alarms.contains(&Alarm::DbUnreachable), "alarmed at once");

@@ -147,8 +147,7 @@ pub fn run_schedule(s: &Schedule, verbose: bool) -> (Result<RunStats, String>, S
                 Some(n) if n.role() == Role::Off && !n.in_transition() && t % 1000 == h % 1000 => {
                     sim.schedule(t, Fault::Cmd(ix, Command::SetState(Target::Slave)));
                 }
-                Some(n) if t % 1000 == h % 1000 && operator_must_force(&sim, ix) => {
-                    let _ = n;
+                Some(_) if t % 1000 == h % 1000 && operator_must_force(&sim, ix) => {
                     sim.schedule(t, Fault::Cmd(ix, Command::ForceMaster));
                 }
                 Some(_) => {}
@@ -165,7 +164,8 @@ pub fn run_schedule(s: &Schedule, verbose: bool) -> (Result<RunStats, String>, S
             "I5: not settled {} ms after the heal: {} [{}]",
             bound,
             settled(&sim.world, &sim.nodes, false).err().unwrap_or_default(),
-            sim.nodes.iter().flatten().map(|n| format!("{:?}", n.status())).collect::<Vec<_>>().join(" | ")
+            // What each node would say for itself: the first thing to look at when it is stuck.
+            sim.nodes.iter().flatten().map(|n| format!("{} {} blocker {:?}", n.id(), n.role(), n.status().promotion_blocker)).collect::<Vec<_>>().join("; ")
         )),
         Some(at) => {
             // A node flagged for resync is rebuilt by the operator, then must replicate.

@@ -19,15 +19,7 @@ impl GtidPos {
     /// Parses `@@gtid_current_pos` and friends; an empty string is the empty position.
     pub fn parse(s: &str) -> Result<GtidPos, String> {
         let mut m = BTreeMap::new();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let f: Vec<&str> = part.split('-').collect();
-            let [d, sv, sq] = f[..] else { return Err(format!("`{part}` is not a GTID (domain-server-seq)")) };
-            let bad = |what: &str| format!("`{part}`: bad {what}");
-            let g = Gtid {
-                domain: d.parse().map_err(|_| bad("domain"))?,
-                server: sv.parse().map_err(|_| bad("server id"))?,
-                seq: sq.parse().map_err(|_| bad("sequence number"))?,
-            };
+        for g in parse_list(s)? {
             if m.insert(g.domain, g).is_some() {
                 return Err(format!("domain {} appears twice in `{s}`", g.domain));
             }
@@ -82,9 +74,24 @@ impl GtidPos {
     }
 }
 
+/// A comma-separated list of GTIDs, as every MariaDB GTID variable prints them.
+fn parse_list(s: &str) -> Result<Vec<Gtid>, String> {
+    let one = |part: &str| {
+        let f: Vec<&str> = part.split('-').collect();
+        let [d, sv, sq] = f[..] else { return Err(format!("`{part}` is not a GTID (domain-server-seq)")) };
+        let bad = |what: &str| format!("`{part}`: bad {what}");
+        Ok(Gtid {
+            domain: d.parse().map_err(|_| bad("domain"))?,
+            server: sv.parse().map_err(|_| bad("server id"))?,
+            seq: sq.parse().map_err(|_| bad("sequence number"))?,
+        })
+    };
+    s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(one).collect()
+}
+
 /// `@@gtid_binlog_state`: the last GTID of every (domain, server) pair in a binary log.
 pub fn parse_state(s: &str) -> Result<Vec<Gtid>, String> {
-    s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(|p| GtidPos::parse(p).map(|g| g.0.into_values().next().expect("one GTID"))).collect()
+    parse_list(s)
 }
 
 /// Errant transactions of server `me`: in each domain, its own transactions after the last
