@@ -28,9 +28,9 @@ bench:
 bench-failover TRIALS="5" SOAK="300":
     bash scripts/bench-failover.sh {{TRIALS}} {{SOAK}}
 
-# MariaDB: planned switch-over write outage, replication lag p50/p99
-bench-db:
-    bash scripts/bench-db.sh
+# MariaDB: planned switch-over write outage, replication lag p50/p99, power-loss failover semi-sync vs async
+bench-db TRIALS="5":
+    bash scripts/bench-db.sh {{TRIALS}}
 
 # file sync: latency vs lsyncd, the cap in 1-s windows vs rsync --bwlimit, initial sync vs rsync
 bench-fs:

@@ -39,7 +39,7 @@ impl StateStore for FileStateStore {
             Err(e) => Err(AdapterError::new(format!("{}: {e}", self.path.display()))),
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
-                .map_err(|e| AdapterError::new(format!("{}: not a ridondato state file ({e}); refusing to guess the epoch", self.path.display()))),
+                .map_err(|e| AdapterError::new(format!("{}: not a ridondato state file ({e}); refusing to guess the epoch. To recover: stop ridondato on this node, move the file aside (`mv {0} {0}.corrupt`) and start it again: it starts as a new node would, except that a node whose database holds data waits for its peer like a former Slave and takes the epoch from it", self.path.display()))),
         }
     }
 

@@ -25,6 +25,20 @@ async fn replicate_fence_promote_repoint_and_detect_errant_transactions() {
     assert_eq!(a.report().await.expect("report").facts.replicas, 1, "the Master sees its replica");
     assert!(app_insert(&sb).await.is_err(), "the read-only Slave refuses the application's writes (S8)");
     assert_eq!(a.check_app_account().await.expect("check"), None);
+    // Prerequisites: these servers run without sync_binlog = 1 (a warning, not fatal); a fatal
+    // setting changed at run time is found by the next check and carried in every report.
+    use ridondato_adapters::mariadb::prereq;
+    let found = prereq::check(&a, NodeId(2)).await.expect("check");
+    assert!(found.iter().all(|f| !f.fatal) && found.iter().any(|f| f.setting == "sync_binlog"), "{found:?}");
+    assert!(a.report().await.expect("report").facts.misconfigured.is_empty());
+    sa.sql("SET GLOBAL gtid_strict_mode = 0").await.expect("set");
+    let found = prereq::check(&a, NodeId(2)).await.expect("check");
+    assert!(found.iter().any(|f| f.fatal && f.setting == "gtid_strict_mode" && f.to_string().contains("wanted ON")), "{found:?}");
+    let m = a.report().await.expect("report").facts.misconfigured;
+    assert!(m.len() == 1 && m[0].starts_with("gtid_strict_mode is OFF, wanted ON"), "{m:?}");
+    sa.sql("SET GLOBAL gtid_strict_mode = 1").await.expect("set");
+    prereq::check(&a, NodeId(2)).await.expect("check");
+    assert!(a.report().await.expect("report").facts.misconfigured.is_empty(), "cleared once fixed");
     // An account with ALL PRIVILEGES holds READ ONLY ADMIN in 10.11 and writes through read_only.
     sa.sql("SET SESSION sql_log_bin = 0; CREATE USER 'boss'@'%' IDENTIFIED BY 'x'; GRANT ALL PRIVILEGES ON *.* TO 'boss'@'%'").await.expect("boss");
     let boss = ridondato_adapters::mariadb::MariaDb::new(ridondato_adapters::mariadb::MariaDbConfig {

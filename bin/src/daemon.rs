@@ -24,10 +24,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
     };
     let cfg = config::load(std::path::Path::new(path))?;
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,netlink_packet_route=error,netlink_packet_core=error".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(
+            |_| // sqlx's pool reports, at warn, the idle sessions our own fence ends (it ends
+            // every session but its own); the pool reconnects and nothing is lost.
+            "info,netlink_packet_route=error,netlink_packet_core=error,sqlx::pool=error".into(),
+        ))
         .with_target(false)
+        // Colour codes only for a person at a terminal, never into a file or the journal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| format!("starting the runtime: {e}"))?;
@@ -102,26 +106,35 @@ fn backends(cfg: &NodeConfig, local_ip: IpAddr, key: &Key) -> Result<Backends, S
         let check = maria.clone();
         let peer = cfg.core.peer;
         tokio::spawn(async move {
-            for _ in 0..120 {
+            // Once a second until the server answers, then every five minutes (someone may
+            // change a setting at run time); each finding is logged when it first appears.
+            let mut logged = std::collections::BTreeSet::new();
+            let mut account_checked = false;
+            loop {
                 match ridondato_adapters::mariadb::prereq::check(&check, peer).await {
                     Ok(findings) => {
                         for f in findings {
-                            if f.fatal {
-                                tracing::error!("{f}");
-                            } else {
-                                tracing::warn!("{f}");
+                            match (logged.insert(f.to_string()), f.fatal) {
+                                (false, _) => {}
+                                (true, true) => tracing::error!("{f}"),
+                                (true, false) => tracing::warn!("{f}"),
                             }
                         }
-                        break;
+                        if !account_checked {
+                            account_checked = true;
+                            match check.check_app_account().await {
+                                Ok(Some(warning)) => tracing::warn!("{warning}"),
+                                Ok(None) => {}
+                                Err(e) => tracing::info!("application account not checked: {e}"),
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_secs(300)).await;
                     }
-                    Err(e) => tracing::debug!("MariaDB prerequisites not checked yet: {e}"),
+                    Err(e) => {
+                        tracing::debug!("MariaDB prerequisites not checked yet: {e}");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            match check.check_app_account().await {
-                Ok(Some(warning)) => tracing::warn!("{warning}"),
-                Ok(None) => {}
-                Err(e) => tracing::info!("application account not checked yet: {e}"),
             }
         });
         b.db = maria;

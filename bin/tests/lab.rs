@@ -2,188 +2,12 @@
 //! real VIPs and real ARP. Root, iproute2, nftables and ping are needed; under CI=true their
 //! absence fails the test, elsewhere the test says why it skipped.
 
+mod support;
+
 use serde_json::Value;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_ridondato");
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn sh(args: &[&str]) -> (bool, String) {
-    match Command::new(args[0]).args(&args[1..]).output() {
-        Ok(o) => (o.status.success(), String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)),
-        Err(e) => (false, e.to_string()),
-    }
-}
-
-/// Whether the lab can run here; under CI a missing piece is a failure.
-fn lab_available() -> bool {
-    let root = sh(&["id", "-u"]).1.trim() == "0";
-    let tools = ["ip", "nft", "ping"].iter().all(|t| sh(&["which", t]).0);
-    if root && tools {
-        return true;
-    }
-    let why = format!("lab tests need root and ip, nft, ping (root: {root}, tools: {tools})");
-    assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{why}");
-    eprintln!("SKIP: {why}");
-    false
-}
-
-/// A lab and its daemons; everything is torn down on drop, even when the test fails.
-struct Lab {
-    name: String,
-    work: PathBuf,
-    env: std::collections::BTreeMap<String, String>,
-    daemons: Vec<(String, Child)>,
-}
-
-impl Lab {
-    fn up(tag: &str) -> Lab {
-        let name = format!("t{}{tag}", std::process::id() % 10000);
-        let script = repo().join("scripts/lab.sh");
-        let _ = sh(&["bash", script.to_str().unwrap_or_default(), "down", &name]);
-        let (ok, out) = sh(&["bash", script.to_str().unwrap_or_default(), "up", &name]);
-        assert!(ok, "lab up: {out}");
-        let (_, env_out) = sh(&["bash", script.to_str().unwrap_or_default(), "env", &name]);
-        let env = env_out.split_whitespace().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let work = std::env::temp_dir().join(format!("ridondato-lab-{name}"));
-        let _ = std::fs::remove_dir_all(&work);
-        std::fs::create_dir_all(&work).expect("work dir");
-        let secret = work.join("secret");
-        std::fs::write(&secret, b"lab secret 0123456789abcdef\n").expect("secret");
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        let lab = Lab { name, work, env, daemons: Vec::new() };
-        for n in ["a", "b"] {
-            let (ok, out) = sh(&["bash", repo().join("scripts/lab-node.sh").to_str().unwrap_or_default(), &lab.name, n, lab.work.to_str().unwrap_or_default()]);
-            assert!(ok, "config {n}: {out}");
-        }
-        lab
-    }
-
-    fn var(&self, k: &str) -> &str {
-        self.env.get(k).map(String::as_str).unwrap_or_default()
-    }
-
-    fn ns(&self, node: &str) -> String {
-        format!("rd{}-{node}", self.name)
-    }
-
-    fn exec(&self, node: &str, args: &[&str]) -> (bool, String) {
-        let mut v = vec!["ip", "netns", "exec"];
-        let ns = self.ns(node);
-        v.push(&ns);
-        v.extend_from_slice(args);
-        sh(&v)
-    }
-
-    fn lab(&self, args: &[&str]) {
-        let script = repo().join("scripts/lab.sh");
-        let mut v = vec!["bash", script.to_str().unwrap_or_default()];
-        v.push(args[0]);
-        v.push(&self.name);
-        v.extend_from_slice(&args[1..]);
-        let (ok, out) = sh(&v);
-        assert!(ok, "lab {args:?}: {out}");
-    }
-
-    fn start(&mut self, node: &str) {
-        let log = std::fs::File::create(self.work.join(format!("{node}.log"))).expect("log");
-        let cfg = self.work.join(format!("{node}.toml"));
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns(node), BIN, "run", "--config", cfg.to_str().unwrap_or_default()])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start daemon");
-        self.daemons.push((node.to_string(), child));
-    }
-
-    /// SIGKILL, as a crashed daemon: the kernel keeps its addresses.
-    fn kill9(&mut self, node: &str) {
-        if let Some(i) = self.daemons.iter().position(|(n, _)| n == node) {
-            let (_, mut c) = self.daemons.remove(i);
-            // `ip netns exec` execs the daemon, so this PID is the daemon's.
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn status(&self, node: &str) -> Option<Value> {
-        let sock = self.work.join(format!("{node}.sock"));
-        let out = Command::new(BIN).args(["status", "--json", "--socket", sock.to_str().unwrap_or_default()]).output().ok()?;
-        serde_json::from_slice(&out.stdout).ok()
-    }
-
-    fn role(&self, node: &str) -> String {
-        self.status(node).and_then(|s| s["role"].as_str().map(str::to_lowercase)).unwrap_or_else(|| "down".into())
-    }
-
-    fn wait_role(&self, node: &str, role: &str, within: Duration) -> bool {
-        let t = Instant::now();
-        while t.elapsed() < within {
-            if self.role(node) == role {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-
-    fn holds_vip(&self, node: &str) -> bool {
-        self.exec(node, &["ip", "-o", "addr", "show", "dev", "eth0"]).1.contains(&format!("{}/", self.var("LAB_VIP")))
-    }
-
-    fn mac(&self, node: &str) -> String {
-        self.exec(node, &["cat", "/sys/class/net/eth0/address"]).1.trim().to_string()
-    }
-
-    /// The client pings the VIP; returns the MAC its neighbour table then holds for it.
-    fn client_reaches_vip(&self) -> Option<String> {
-        let vip = self.var("LAB_VIP").to_string();
-        let (ok, _) = self.exec("c", &["ping", "-c1", "-W1", &vip]);
-        if !ok {
-            return None;
-        }
-        let neigh = self.exec("c", &["ip", "neigh", "show", &vip]).1;
-        neigh.split_whitespace().skip_while(|w| *w != "lladdr").nth(1).map(str::to_string)
-    }
-
-    fn log(&self, node: &str) -> String {
-        std::fs::read_to_string(self.work.join(format!("{node}.log"))).unwrap_or_default()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for (_, c) in &mut self.daemons {
-            let _ = Command::new("kill").arg(c.id().to_string()).status();
-        }
-        for (_, c) in &mut self.daemons {
-            let t = Instant::now();
-            while t.elapsed() < Duration::from_secs(15) {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let script = repo().join("scripts/lab.sh");
-        let _ = sh(&["bash", script.to_str().unwrap_or_default(), "down", &self.name]);
-        if std::thread::panicking() {
-            for n in ["a", "b"] {
-                eprintln!("--- log of {n}:\n{}", self.log(n));
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.work);
-    }
-}
+use support::*;
 
 fn a_master_b_slave(lab: &mut Lab) {
     lab.start("a");
@@ -350,86 +174,6 @@ fn forged_and_replayed_frames_are_refused() {
     assert_eq!(log.matches("dropped a datagram").count(), 2, "exactly the forged and the repeated copy:\n{log}");
 }
 
-/// Two real mariadbd (one per node namespace) with the app schema on a, both daemons with a
-/// default `[db]` section: a Master, b a replicating Slave.
-fn db_lab(
-    tag: &str,
-    extra: &str,
-) -> (Lab, ridondato_adapters::mariadb::testkit::Server, ridondato_adapters::mariadb::testkit::Server, tokio::runtime::Runtime) {
-    use ridondato_adapters::mariadb::testkit::{self, Server};
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let mut lab = Lab::up(tag);
-    let (sa, sb) = (Server::start_in(1, Some(&lab.ns("a"))), Server::start_in(2, Some(&lab.ns("b"))));
-    rt.block_on(testkit::prepare(&sa));
-    rt.block_on(testkit::prepare(&sb));
-    let pw = lab.work.join("repl.pw");
-    std::fs::write(&pw, "replpw\n").expect("password file");
-    let peer_pw = lab.work.join("peeradmin.pw");
-    std::fs::write(&peer_pw, "peeradminpw\n").expect("password file");
-    for n in ["a", "b"] {
-        let path = lab.work.join(format!("{n}.toml"));
-        let mut cfg = std::fs::read_to_string(&path).expect("config");
-        cfg.push_str(&format!(
-            "[db]\ndsn = \"mysql://root@127.0.0.1:3306/\"\nrepl_user = \"repl\"\nrepl_password_file = \"{}\"\npeer_admin_user = \"peeradmin\"\npeer_admin_password_file = \"{}\"\napp_user = \"app\"\n",
-            pw.display(),
-            peer_pw.display()
-        ));
-        cfg.push_str(extra);
-        std::fs::write(&path, cfg).expect("config");
-    }
-    let db = |lab: &Lab, n: &str, field: &str| lab.status(n).is_some_and(|s| s[field].as_bool() == Some(true));
-    let wait = |lab: &Lab, n: &str, field: &str| {
-        let t = Instant::now();
-        while !db(lab, n, field) {
-            assert!(t.elapsed() < Duration::from_secs(10), "{n}: {field} never became true: {:?}", lab.status(n));
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
-    lab.start("a");
-    assert!(lab.wait_role("a", "master", Duration::from_secs(5)));
-    wait(&lab, "a", "db_writable");
-    rt.block_on(sa.sql("CREATE DATABASE app; CREATE TABLE app.t (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")).expect("schema");
-    lab.start("b");
-    assert!(lab.wait_role("b", "slave", Duration::from_secs(5)));
-    wait(&lab, "b", "db_replicating");
-    (lab, sa, sb, rt)
-}
-
-fn db_flag(lab: &Lab, n: &str, field: &str) -> bool {
-    lab.status(n).is_some_and(|s| s[field].as_bool() == Some(true))
-}
-
-/// A client in the client namespace inserting through the VIP as fast as the mariadb client
-/// allows, each attempt bounded as a real client's connect/read timeouts are; the file gets the
-/// id of every acknowledged row and the client's clock after it.
-fn start_writer(lab: &Lab) -> (Child, PathBuf) {
-    let ids = lab.work.join("acked.txt");
-    let vip = lab.var("LAB_VIP").to_string();
-    let script = format!(
-        "while :; do timeout 0.15 mariadb --connect-timeout=1 -h {vip} -u app -papppw -N -e 'INSERT INTO app.t (v) VALUES (1); SELECT LAST_INSERT_ID();' 2>>{}.err && date +%s%3N; done >> {}",
-        ids.display(),
-        ids.display()
-    );
-    let writer = Command::new("ip").args(["netns", "exec", &lab.ns("c"), "bash", "-c", &script]).spawn().expect("writer");
-    (writer, ids)
-}
-
-/// Acknowledged ids, and the longest time without an acknowledged write (ms).
-fn acked_and_outage(ids: &std::path::Path) -> (Vec<u64>, u64) {
-    let lines: Vec<u64> = std::fs::read_to_string(ids).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect();
-    let acked: Vec<u64> = lines.iter().copied().filter(|v| *v < 1_000_000_000).collect();
-    let times: Vec<u64> = lines.iter().copied().filter(|v| *v >= 1_000_000_000).collect();
-    (acked, times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0))
-}
-
-fn ids_on(rt: &tokio::runtime::Runtime, s: &ridondato_adapters::mariadb::testkit::Server) -> std::collections::BTreeSet<u64> {
-    rt.block_on(async {
-        use sqlx::{Connection, Row};
-        let mut c = sqlx::MySqlConnection::connect_with(&s.opts()).await.expect("connect");
-        sqlx::query("SELECT id FROM app.t").fetch_all(&mut c).await.expect("ids").iter().map(|r| r.get::<i32, _>(0) as u64).collect()
-    })
-}
-
 #[test]
 fn a_master_power_loss_under_writes_at_the_default_config_loses_no_acknowledged_row() {
     use ridondato_adapters::mariadb::testkit;
@@ -444,6 +188,7 @@ fn a_master_power_loss_under_writes_at_the_default_config_loses_no_acknowledged_
     }
     let (mut writer, ids) = start_writer(&lab);
     std::thread::sleep(Duration::from_millis(1500));
+    let kill_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
     // Power loss: the daemon, the database server and the link, all at once.
     lab.kill9("a");
     sa.kill9();
@@ -464,6 +209,10 @@ fn a_master_power_loss_under_writes_at_the_default_config_loses_no_acknowledged_
     assert!(acked.len() > 10, "the client wrote through the VIP: {} rows", acked.len());
     assert!(lost.is_empty(), "acknowledged rows missing on the new Master: {} of {}: {lost:?}", lost.len(), acked.len());
     assert!(lab.log("b").contains("promoted at position"), "the promotion reports what it held");
+    if std::env::var("LAB_DEBUG").is_ok() {
+        eprintln!("{}\n{}", lab.log("b"), std::fs::read_to_string(&ids).unwrap_or_default().lines().filter(|l| l.len() > 9).collect::<Vec<_>>().join(" "));
+        eprintln!("kill at {}", kill_ms);
+    }
     eprintln!("power loss through the VIP (semi-sync default): {} rows acknowledged, none lost; write outage {outage} ms", acked.len());
 }
 
@@ -624,4 +373,172 @@ fn files_follow_the_master_across_a_switchover_and_a_failover() {
     let job = lab.status("b").map(|s| s["job"].clone()).unwrap_or_default();
     assert_eq!(job["state"], "Done", "{job}");
     assert!(job["files"][1].as_u64().unwrap_or(0) >= 4 && job["files"][0] == job["files"][1], "files counted: {job}");
+}
+
+/// Acknowledged rows of the client missing on S (after the client stopped).
+fn lost_on(rt: &tokio::runtime::Runtime, s: &ridondato_adapters::mariadb::testkit::Server, ids: &std::path::Path) -> (usize, Vec<u64>) {
+    let (acked, _) = acked_and_outage(ids);
+    let present = ids_on(rt, s);
+    (acked.len(), acked.into_iter().filter(|i| !present.contains(i)).collect())
+}
+
+#[test]
+fn a_slave_database_killed_and_restarted_is_alarmed_resumes_and_a_later_power_loss_loses_nothing() {
+    use ridondato_adapters::mariadb::testkit;
+    if !lab_available() || !testkit::available() {
+        return;
+    }
+    let (mut lab, mut sa, mut sb, rt) = db_lab("k", "");
+    wait_for("semi-sync active", Duration::from_secs(10), || db_flag(&lab, "a", "semi_sync_active"));
+    let (mut writer, ids) = start_writer(&lab);
+    wait_for("the client writes", Duration::from_secs(10), || acked_and_outage(&ids).0.len() >= 20);
+    sb.kill9();
+    wait_for("b says its database is down", Duration::from_secs(5), || lab.alarms("b").contains("DbUnreachable"));
+    assert!(!db_flag(&lab, "b", "db_replicating"), "no stale 'replicating' on show: {:?}", lab.status("b"));
+    wait_for("a says redundancy is lost", Duration::from_secs(8), || lab.alarms("a").contains("RedundancyLost"));
+    // A service manager starts it again: read-only, replication not started (skip-slave-start).
+    sb.restart();
+    wait_for("b replicates again", Duration::from_secs(15), || db_flag(&lab, "b", "db_replicating") && !lab.alarms("b").contains("DbUnreachable"));
+    wait_for("semi-sync active again on a", Duration::from_secs(15), || db_flag(&lab, "a", "semi_sync_active") && !lab.alarms("a").contains("RedundancyLost"));
+    let before = acked_and_outage(&ids).0.len();
+    wait_for("the client writes", Duration::from_secs(10), || acked_and_outage(&ids).0.len() >= before + 20);
+    lab.kill9("a");
+    sa.kill9();
+    lab.lab(&["link-down", "a"]);
+    wait_for("b takes over with a writable database", Duration::from_secs(10), || db_flag(&lab, "b", "db_writable"));
+    let before = acked_and_outage(&ids).0.len();
+    wait_for("the client writes on b", Duration::from_secs(10), || acked_and_outage(&ids).0.len() >= before + 20);
+    let _ = writer.kill();
+    let _ = writer.wait();
+    let (acked, lost) = lost_on(&rt, &sb, &ids);
+    assert!(lost.is_empty(), "acknowledged rows missing on the new Master: {} of {acked}: {lost:?}", lost.len());
+    eprintln!("slave DB restart then power loss: {acked} rows acknowledged, none lost");
+}
+
+#[test]
+fn the_masters_database_killed_alone_raises_an_alarm_at_once_and_the_role_moves_to_the_slave() {
+    use ridondato_adapters::mariadb::testkit;
+    if !lab_available() || !testkit::available() {
+        return;
+    }
+    let (lab, mut sa, sb, rt) = db_lab("d", "down_handover_ms = 3000\n");
+    wait_for("semi-sync active", Duration::from_secs(10), || db_flag(&lab, "a", "semi_sync_active"));
+    let (mut writer, ids) = start_writer(&lab);
+    wait_for("the client writes", Duration::from_secs(10), || acked_and_outage(&ids).0.len() >= 20);
+    // Only mariadbd dies: the daemon, the VIP and the link stay up.
+    sa.kill9();
+    let t = Instant::now();
+    wait_for("a raises db-unreachable", Duration::from_secs(2), || lab.alarms("a").contains("DbUnreachable"));
+    let alarm_ms = t.elapsed().as_millis();
+    wait_for("the role moves to b", Duration::from_secs(3 + 5), || lab.role("b") == "master" && db_flag(&lab, "b", "db_writable"));
+    let moved_ms = t.elapsed().as_millis();
+    assert!(lab.holds_vip("b") && !lab.holds_vip("a"), "the VIP moved with the role");
+    assert!(lab.log("a").contains("handing the role to the Slave"), "a says why it hands over:\n{}", lab.log("a"));
+    let before = acked_and_outage(&ids).0.len();
+    wait_for("the client writes on b", Duration::from_secs(10), || acked_and_outage(&ids).0.len() >= before + 20);
+    let _ = writer.kill();
+    let _ = writer.wait();
+    let (acked, lost) = lost_on(&rt, &sb, &ids);
+    assert!(lost.is_empty(), "acknowledged rows missing on b: {} of {acked}: {lost:?}", lost.len());
+    eprintln!("master DB killed alone: alarm after {alarm_ms} ms, role on b after {moved_ms} ms (bound 3000 ms), {acked} acknowledged, none lost");
+}
+
+#[test]
+fn a_returning_masters_errant_transactions_are_counted_exactly_and_saved_before_the_resync() {
+    use ridondato_adapters::mariadb::testkit;
+    if !lab_available() || !testkit::available() {
+        return;
+    }
+    // Async replication: a commits what b never receives.
+    let (mut lab, sa, sb, rt) = db_lab("e", "semi_sync = false\n");
+    const ERRANT: u64 = 7;
+    rt.block_on(sb.sql("STOP SLAVE")).expect("stop slave");
+    for _ in 0..ERRANT {
+        rt.block_on(sa.sql("INSERT INTO app.t (v) VALUES (7)")).expect("insert on a");
+    }
+    // b hears a's position and knows what it lacks (before its daemon restarts replication).
+    let t = Instant::now();
+    while lab.status("b").and_then(|s| s["db_lag_tx"].as_u64()).unwrap_or(0) < ERRANT {
+        let _ = rt.block_on(sb.sql("STOP SLAVE"));
+        assert!(t.elapsed() < Duration::from_secs(5), "b sees the gap: {:?}", lab.status("b"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = rt.block_on(sb.sql("STOP SLAVE"));
+    // a's daemon dies and its cable is pulled; its database keeps the rows b lacks.
+    lab.kill9("a");
+    lab.lab(&["link-down", "a"]);
+    wait_for("b refuses to promote itself", Duration::from_secs(5), || lab.alarms("b").contains("NotPromotable"));
+    let (ok, out) = lab.cli("b", &["set-state", "master", "--accept-data-loss"]);
+    assert!(ok, "forced promotion: {out}");
+    wait_for("b is Master", Duration::from_secs(10), || lab.role("b") == "master" && db_flag(&lab, "b", "db_writable"));
+    // a comes back: it follows b, finds exactly its errant transactions and refuses to replicate.
+    lab.lab(&["link-up", "a"]);
+    lab.start("a");
+    let want = format!("{{\"ErrantTransactions\":{{\"count\":{ERRANT}}}}}");
+    wait_for("a counts its errant transactions", Duration::from_secs(15), || lab.alarms("a").contains(&want));
+    let s = lab.status("a").unwrap_or_default();
+    assert_eq!(s["role"].as_str().map(str::to_lowercase).as_deref(), Some("slave"), "{s:?}");
+    assert_eq!(s["needs_resync"].as_bool(), Some(true), "{s:?}");
+    assert!(lab.log("a").contains(&format!("errant transactions: {ERRANT} here that the Master lacks (0-1-")), "{}", lab.log("a"));
+    // The resync saves them before overwriting anything.
+    let (ok, out) = lab.cli("a", &["resync", "db", "--yes"]);
+    assert!(ok, "resync: {out}");
+    wait_for("a replicates from b", Duration::from_secs(20), || {
+        db_flag(&lab, "a", "db_replicating") && !lab.status("a").is_some_and(|s| s["needs_resync"] == true)
+    });
+    let saved = std::fs::read_dir(lab.work.join("a/db-backups")).expect("backup dir").filter_map(Result::ok).map(|e| e.path()).next().expect("a saved copy");
+    let report = std::fs::read_to_string(saved.join("report.txt")).expect("report");
+    assert!(report.contains(&format!("errant transactions (here, not on the Master): {ERRANT} (0-1-")), "{report}");
+    let dump = std::fs::read_to_string(saved.join("local.sql")).expect("dump");
+    assert!(dump.contains("CREATE DATABASE") && dump.matches(",7)").count() as u64 == ERRANT, "the errant rows are in the copy");
+    assert_eq!(ids_on(&rt, &sa), ids_on(&rt, &sb), "after the resync a holds exactly b's rows");
+}
+
+#[test]
+fn a_resync_failing_half_way_leaves_a_flagged_unpromotable_node_and_the_saved_copy() {
+    use ridondato_adapters::mariadb::testkit;
+    if !lab_available() || !testkit::available() {
+        return;
+    }
+    let (mut lab, mut sa, sb, rt) = db_lab("h", "");
+    // Enough data that the copy takes a while: 2^17 rows of 255 bytes.
+    let mut q =
+        String::from("CREATE TABLE app.big (id INT AUTO_INCREMENT PRIMARY KEY, pad VARCHAR(255)); INSERT INTO app.big (pad) VALUES (REPEAT('x', 255));");
+    for _ in 0..17 {
+        q.push_str("INSERT INTO app.big (pad) SELECT pad FROM app.big;");
+    }
+    rt.block_on(sa.sql(&q)).expect("data");
+    wait_for("b caught up", Duration::from_secs(30), || lab.status("b").is_some_and(|s| s["db_lag_tx"].as_u64() == Some(0) && s["db_replicating"] == true));
+    let (ok, out) = lab.cli("b", &["resync", "db", "--yes", "--no-wait"]);
+    assert!(ok, "resync: {out}");
+    wait_for("the copy is under way", Duration::from_secs(20), || {
+        lab.status("b").is_some_and(|s| s["job"]["phase"] == "DbCopy" && s["job"]["done"].as_u64().unwrap_or(0) > 0)
+    });
+    // Mid-copy, the Master's side goes away for the peer-admin account.
+    rt.block_on(async {
+        use sqlx::{Connection, Executor, Row};
+        let mut c = sqlx::MySqlConnection::connect_with(&sa.opts()).await.expect("connect");
+        c.execute("REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'peeradmin'@'%'").await.expect("revoke");
+        for r in
+            sqlx::query("SELECT CAST(ID AS SIGNED) FROM information_schema.PROCESSLIST WHERE USER = 'peeradmin'").fetch_all(&mut c).await.expect("sessions")
+        {
+            let _ = c.execute(format!("KILL CONNECTION {}", r.get::<i64, _>(0)).as_str()).await;
+        }
+    });
+    wait_for("the job fails", Duration::from_secs(30), || lab.alarms("b").contains("ResyncFailed"));
+    let s = lab.status("b").unwrap_or_default();
+    assert_eq!(s["needs_resync"].as_bool(), Some(true), "still flagged: {s:?}");
+    assert!(s["promotion_blocker"].is_string(), "the policy refuses it: {s:?}");
+    let saved = std::fs::read_dir(lab.work.join("b/db-backups")).expect("backup dir").filter_map(Result::ok).map(|e| e.path()).next().expect("a saved copy");
+    let dump = std::fs::read_to_string(saved.join("local.sql")).expect("dump");
+    assert!(dump.contains("CREATE TABLE `big`") && dump.len() > 1 << 20, "b's data is in the copy ({} bytes)", dump.len());
+    assert!(saved.join("report.txt").exists());
+    // The Master loses power: the half-copied b is not promoted.
+    lab.kill9("a");
+    sa.kill9();
+    lab.lab(&["link-down", "a"]);
+    wait_for("b refuses to promote", Duration::from_secs(5), || lab.alarms("b").contains("NotPromotable"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(lab.role("b"), "slave", "a half-copied node is never promoted automatically");
+    drop(sb);
 }

@@ -333,6 +333,14 @@ impl Node {
         self.semi_sync = f.semi_sync;
         self.db_replication = f.replication;
         self.db_replicas = f.replicas;
+        match f.misconfigured.is_empty() {
+            true => self.clear_where(|a| matches!(a, Alarm::DbMisconfigured { .. })),
+            false => {
+                let alarm = Alarm::DbMisconfigured { what: f.misconfigured.join("; ") };
+                self.clear_where(|a| matches!(a, Alarm::DbMisconfigured { .. }) && *a != alarm);
+                self.raise(alarm);
+            }
+        }
         if self.db_error.take().is_some() {
             self.emit(Event::DbHealth { what: "the database answers again".into() });
         }

@@ -47,6 +47,10 @@ pub enum Alarm {
     },
     /// The local database does not answer.
     DbUnreachable,
+    /// The local database has settings that make a failover unsafe: which, and what is wanted.
+    DbMisconfigured {
+        what: String,
+    },
     /// A Slave's replication is stopped although it should run (being restarted).
     ReplicationStopped,
     /// A Slave's replication stopped on an error: MariaDB's message.
@@ -84,6 +88,7 @@ impl fmt::Display for Alarm {
             Alarm::ResyncFailed => f.write_str("resync-failed"),
             Alarm::NotPromotable { why } => write!(f, "not-promotable({why})"),
             Alarm::DbUnreachable => f.write_str("db-unreachable"),
+            Alarm::DbMisconfigured { what } => write!(f, "db-misconfigured({what})"),
             Alarm::ReplicationStopped => f.write_str("replication-stopped"),
             Alarm::ReplicationBroken { error } => write!(f, "replication-broken({error})"),
             Alarm::RedundancyLost => f.write_str("redundancy-lost"),

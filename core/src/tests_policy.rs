@@ -236,3 +236,14 @@ fn a_master_whose_database_stays_down_hands_over_to_a_caught_up_slave() {
     assert!(h.n.status().transition.as_deref() == Some("handing-over"), "{:?}", h.n.status());
     assert!(!h.pending.iter().any(|(_, o)| matches!(o, Op::FenceDb)), "a dead database is not fenced: {:?}", h.pending);
 }
+
+#[test]
+fn a_misconfigured_database_is_an_alarm_until_fixed() {
+    let mut h = H::slave(10, 10, false);
+    let bad = DbFacts { misconfigured: vec!["gtid_strict_mode is 0, wanted ON".into()], ..facts(10, Replication::Running) };
+    h.feed(Input::DbReport(bad));
+    let alarms = h.n.status().alarms;
+    assert!(alarms.iter().any(|a| matches!(a, Alarm::DbMisconfigured { what } if what.contains("gtid_strict_mode"))), "{alarms:?}");
+    h.feed(Input::DbReport(facts(10, Replication::Running)));
+    assert!(!h.n.status().alarms.iter().any(|a| matches!(a, Alarm::DbMisconfigured { .. })), "cleared once fixed");
+}

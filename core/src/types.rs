@@ -175,4 +175,8 @@ pub struct DbFacts {
     pub semi_sync: bool,
     /// As a Master: replicas connected and receiving.
     pub replicas: u32,
+    /// Settings that make a failover unsafe (the adapter's prerequisite check, re-run now and
+    /// then), each naming the setting and the value wanted; empty when all is well.
+    #[serde(default)]
+    pub misconfigured: Vec<String>,
 }

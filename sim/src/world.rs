@@ -437,6 +437,7 @@ impl World {
             replication,
             semi_sync: db.writable && replicas > 0,
             replicas,
+            misconfigured: Vec::new(),
         })
     }
 

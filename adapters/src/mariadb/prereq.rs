@@ -28,7 +28,8 @@ impl std::fmt::Display for Finding {
 const PEER_PRIVILEGES: [&str; 6] = ["SELECT", "RELOAD", "SHOW VIEW", "EVENT", "TRIGGER", "BINLOG MONITOR"];
 
 /// Checks the local server, and the peer's when it answers. `Err` only when the local server
-/// does not answer (checked again later by the caller).
+/// does not answer (checked again later by the caller). The fatal findings also go into the
+/// adapter's reports from now on (the core shows them as the `db-misconfigured` alarm).
 pub async fn check(db: &MariaDb, peer: NodeId) -> AdapterResult<Vec<Finding>> {
     let mut c = db.admin().await?;
     let mut out = Vec::new();
@@ -92,6 +93,10 @@ pub async fn check(db: &MariaDb, peer: NodeId) -> AdapterResult<Vec<Finding>> {
             );
         }
         Err(e) => want("the peer-admin account", e.0, false, "able to connect to the peer's server over TCP", false),
+    }
+    let fatal = out.iter().filter(|f| f.fatal).map(|f| format!("{} is {}, wanted {}", f.setting, f.found, f.wanted)).collect();
+    if let Ok(mut slot) = db.fatal_findings.lock() {
+        *slot = fatal;
     }
     Ok(out)
 }

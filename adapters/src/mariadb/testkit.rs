@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 pub struct Server {
     pub dir: PathBuf,
     pub port: u16,
-    child: Child,
+    server_id: u32,
+    netns: Option<String>,
+    /// None once killed.
+    child: Option<Child>,
 }
 
 pub fn free_port() -> u16 {
@@ -51,8 +54,16 @@ impl Server {
             .output()
             .expect("mariadb-install-db");
         assert!(out.status.success(), "install-db: {}", String::from_utf8_lossy(&out.stderr));
-        let (port, bind) = if netns.is_some() { (3306, "0.0.0.0") } else { (free_port(), "127.0.0.1") };
-        let mut cmd = match netns {
+        let port = if netns.is_some() { 3306 } else { free_port() };
+        let mut s = Server { dir, port, server_id, netns: netns.map(str::to_string), child: None };
+        s.launch();
+        s
+    }
+
+    /// Starts mariadbd on this server's data directory and waits for its socket.
+    fn launch(&mut self) {
+        let bind = if self.netns.is_some() { "0.0.0.0" } else { "127.0.0.1" };
+        let mut cmd = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", ns, "mariadbd"]);
@@ -60,27 +71,35 @@ impl Server {
             }
             None => Command::new("mariadbd"),
         };
+        let dir = &self.dir;
         let child = cmd
             .arg("--no-defaults")
-            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--datadir={}", dir.join("data").display()))
             .arg(format!("--socket={}", dir.join("sock").display()))
             .arg(format!("--pid-file={}", dir.join("pid").display()))
             .arg(format!("--tmpdir={}", dir.display()))
-            .arg(format!("--port={port}"))
+            .arg(format!("--port={}", self.port))
             .arg(format!("--bind-address={bind}"))
             .args(["--user=root", "--log-bin=binlog", "--gtid-strict-mode=1", "--skip-slave-start", "--log-slave-updates", "--read-only=1"])
-            .arg(format!("--server-id={server_id}"))
+            .arg(format!("--server-id={}", self.server_id))
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("err.log")).expect("log"))
+            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(dir.join("err.log")).expect("log"))
             .spawn()
             .expect("mariadbd");
-        let s = Server { dir, port, child };
+        self.child = Some(child);
         let t = Instant::now();
-        while std::os::unix::net::UnixStream::connect(s.dir.join("sock")).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(20), "mariadbd did not start: {}", std::fs::read_to_string(s.dir.join("err.log")).unwrap_or_default());
+        // A killed server leaves its socket file behind: wait until it accepts.
+        while std::os::unix::net::UnixStream::connect(dir.join("sock")).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(20), "mariadbd did not start: {}", std::fs::read_to_string(dir.join("err.log")).unwrap_or_default());
             std::thread::sleep(Duration::from_millis(50));
         }
-        s
+    }
+
+    /// Starts the server again after `kill9`, on the same data (crash recovery included), as a
+    /// service manager would; like any fresh start it is read-only and does not replicate.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.launch();
     }
 
     /// As root over the server's Unix socket (reachable from outside its namespace too).
@@ -106,13 +125,15 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(10) && matches!(self.child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(10) && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -120,8 +141,10 @@ impl Drop for Server {
 impl Server {
     /// Power loss, as far as the database can tell: SIGKILL, no shutdown.
     pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
