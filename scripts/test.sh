@@ -11,6 +11,13 @@ fi
 for deps in scripts/deps-*.sh; do
     [ -e "$deps" ] && bash "$deps"
 done
+# What a reviewer runs first: formatting and lints (warnings are errors).
+if command -v rustup >/dev/null; then
+    rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+    rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+fi
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 cargo test --workspace --all-features --locked
 # Ten thousand random fault schedules (seeds 1..10000, about 3 s); any failure prints the one
 # command that replays it.

@@ -233,7 +233,7 @@ mod tests {
         let (a, b) = pair();
         let f = a.seal(&msg());
         assert_eq!(b.open(&f), Ok(msg()));
-        assert_eq!(b.open(&f).unwrap_err(), "replayed or reordered");
+        assert_eq!(b.open(&f).expect_err("an error"), "replayed or reordered");
         assert_eq!(b.rejected(Reject::Replayed), 1);
     }
 
@@ -241,17 +241,17 @@ mod tests {
     fn a_forged_frame_is_refused() {
         let (a, b) = pair();
         let other = AuthCodec::new(Key::from_secret(b"another secret of 16+ bytes").expect("key"), 1, 2, 9000);
-        assert_eq!(b.open(&other.seal(&msg())).unwrap_err(), "bad authentication tag");
+        assert_eq!(b.open(&other.seal(&msg())).expect_err("an error"), "bad authentication tag");
         let mut f = a.seal(&msg());
         f[14] ^= 1;
-        assert_eq!(b.open(&f).unwrap_err(), "bad authentication tag");
+        assert_eq!(b.open(&f).expect_err("an error"), "bad authentication tag");
         assert_eq!(b.rejected(Reject::BadTag), 2);
     }
 
     #[test]
     fn frames_from_ourselves_are_refused() {
         let (a, _) = pair();
-        assert_eq!(a.open(&a.seal(&msg())).unwrap_err(), "unexpected sender");
+        assert_eq!(a.open(&a.seal(&msg())).expect_err("an error"), "unexpected sender");
     }
 
     #[test]
@@ -268,14 +268,14 @@ mod tests {
 
     #[test]
     fn short_secrets_and_open_files_are_refused() {
-        assert!(Key::from_secret(b"short").unwrap_err().contains("at least 16"));
+        assert!(Key::from_secret(b"short").expect_err("an error").contains("at least 16"));
         let dir = std::env::temp_dir().join(format!("ridondato-key-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let p = dir.join("secret");
         std::fs::write(&p, b"0123456789abcdef\n").expect("write");
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        assert!(Key::from_file(&p).unwrap_err().contains("chmod 600"));
+        assert!(Key::from_file(&p).expect_err("an error").contains("chmod 600"));
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         assert!(Key::from_file(&p).is_ok());
         let _ = std::fs::remove_dir_all(&dir);

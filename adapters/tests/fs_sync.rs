@@ -15,6 +15,15 @@ use std::time::{Duration, Instant, SystemTime};
 const A: NodeId = NodeId(1);
 const B: NodeId = NodeId(2);
 
+/// The inotify queue size is host-wide: the test that lowers it runs alone (write), every other
+/// test of this file holds a read guard, since an instance created meanwhile would inherit it.
+static HOST_WIDE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// For the tests that are not async.
+fn shared() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    HOST_WIDE.blocking_read()
+}
+
 fn available() -> bool {
     let ok = std::process::Command::new("rsync").arg("--version").output().is_ok_and(|o| o.status.success());
     if !ok {
@@ -164,6 +173,7 @@ fn random_op(root: &Path, r: &mut Rng, step: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_operations_leave_identical_trees_and_a_stopped_node_sends_nothing() {
+    let _host = HOST_WIDE.read().await;
     if !available() {
         return;
     }
@@ -198,6 +208,7 @@ async fn random_operations_leave_identical_trees_and_a_stopped_node_sends_nothin
 /// file's final name on the receiver, and no temporary file behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_transfer_leaves_no_partial_file() {
+    let _host = HOST_WIDE.read().await;
     if !available() {
         return;
     }
@@ -225,6 +236,7 @@ async fn a_cut_transfer_leaves_no_partial_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_reversed_the_new_master_wins_and_a_returning_node_is_refused() {
+    let _host = HOST_WIDE.read().await;
     if !available() {
         return;
     }
@@ -266,6 +278,7 @@ async fn roles_reversed_the_new_master_wins_and_a_returning_node_is_refused() {
 /// created, so it is lowered only around `push_start` (and put back even if that fails).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inotify_overflow_leads_to_a_full_pass_and_identical_trees() {
+    let _alone = HOST_WIDE.write().await;
     if !available() {
         return;
     }
@@ -301,6 +314,7 @@ async fn an_inotify_overflow_leads_to_a_full_pass_and_identical_trees() {
 /// root inside has its capabilities.
 #[test]
 fn out_of_watches_falls_back_to_full_passes() {
+    let _host = shared();
     use std::io::Write;
     if !available() {
         return;
@@ -334,6 +348,7 @@ fn out_of_watches_falls_back_to_full_passes() {
 /// The body of the test above, run only inside its namespace.
 #[test]
 fn watch_limit_child() {
+    let _host = shared();
     if std::env::var("RIDONDATO_WATCH_LIMIT_CHILD").is_err() {
         return;
     }
@@ -359,6 +374,7 @@ fn watch_limit_child() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resync_pulls_everything_with_monotone_progress_in_bytes_and_files() {
+    let _host = HOST_WIDE.read().await;
     if !available() {
         return;
     }
@@ -387,6 +403,7 @@ async fn resync_pulls_everything_with_monotone_progress_in_bytes_and_files() {
 /// leaves neither the file under its final name nor rsync's temporary copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_resync_stops_and_leaves_no_temporary_file() {
+    let _host = HOST_WIDE.read().await;
     if !available() {
         return;
     }
@@ -421,6 +438,7 @@ async fn a_cancelled_resync_stops_and_leaves_no_temporary_file() {
 /// reported, and periodic full passes carry on from the new directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_synced_directory_is_reported_and_still_synced() {
+    let _host = HOST_WIDE.read().await;
     if !available() {
         return;
     }
@@ -441,6 +459,7 @@ async fn a_replaced_synced_directory_is_reported_and_still_synced() {
 /// reset" from the relay, and the changes wait for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_peer_is_named_and_the_changes_wait() {
+    let _host = HOST_WIDE.read().await;
     if !available() {
         return;
     }
@@ -467,6 +486,7 @@ async fn an_unreachable_peer_is_named_and_the_changes_wait() {
 /// a `--files-from` list; the daemon refuses a whole transfer naming an excluded path).
 #[test]
 fn exclusions_match_as_rsync_matches_them() {
+    let _host = shared();
     if !available() {
         return;
     }
@@ -547,6 +567,7 @@ fn rsync_listing(root: &Path, exclude: Option<&str>) -> BTreeMap<String, bool> {
 
 #[test]
 fn bad_configuration_is_refused_with_the_field_named() {
+    let _host = shared();
     let base = std::env::temp_dir().join(format!("ridondato-fs-bad-{}", std::process::id()));
     let _dirs = Dirs(base.clone());
     let cfg = |paths: Vec<PathBuf>, kbps: u64, secret: &str| FsSyncConfig::new(paths, BTreeMap::new(), kbps, secret.into(), base.clone());

@@ -509,9 +509,9 @@ primary = true
 
     #[test]
     fn unknown_keys_and_bad_types_are_named() {
-        let err = parse(&format!("{GOOD}\n[timing]\nheartbeat_ms = 5\n")).err().expect("error");
+        let err = parse(&format!("{GOOD}\n[timing]\nheartbeat_ms = 5\n")).expect_err("error");
         assert!(err[0].reason.contains("heartbeat_ms"), "{err:?}");
-        let err = parse(&GOOD.replace("id = 1", "id = \"one\"")).err().expect("error");
+        let err = parse(&GOOD.replace("id = 1", "id = \"one\"")).expect_err("error");
         assert!(err[0].reason.contains("id"), "{err:?}");
     }
 

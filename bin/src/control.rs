@@ -22,19 +22,45 @@ pub enum Response {
     BadRequest(String),
 }
 
-/// Serves requests until the listener fails. Bad requests get an answer naming what is wrong.
+/// Connections answered at once; more wait in the kernel's backlog. A local flood cannot take
+/// the daemon's file descriptors this way, and the operator's next call still gets through.
+const MAX_CONNECTIONS: usize = 32;
+/// A connection must send its request within this (one line); a silent one is dropped.
+const REQUEST_WITHIN: Duration = Duration::from_secs(5);
+
+/// Serves requests for as long as the daemon runs: an accept error (out of file descriptors,
+/// say) is logged and retried after a pause, never the end of the control channel. Bad
+/// requests get an answer naming what is wrong.
 pub async fn serve(path: &Path, handle: DriverHandle) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    // A socket left by a previous run would make bind fail.
+    // A socket left by a previous run would make bind fail (config validation made sure this
+    // path is not a regular file).
     let _ = std::fs::remove_file(path);
     let listener = tokio::net::UnixListener::bind(path)?;
     set_private(path)?;
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut failures = 0u32;
     loop {
-        let (stream, _) = listener.accept().await?;
+        let Ok(slot) = slots.clone().acquire_owned().await else { return Ok(()) };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                failures = 0;
+                stream
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures.is_power_of_two() {
+                    tracing::warn!("control socket: accept failed ({failures} in a row): {e}; retrying");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let h = handle.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = answer(stream, h).await {
                 tracing::debug!("control connection: {e}");
             }
@@ -52,7 +78,9 @@ async fn answer(stream: tokio::net::UnixStream, h: DriverHandle) -> std::io::Res
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
     let mut reader = tokio::io::BufReader::new(r.take(64 * 1024));
-    reader.read_line(&mut line).await?;
+    tokio::time::timeout(REQUEST_WITHIN, reader.read_line(&mut line))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request within 5 s"))??;
     let response = match serde_json::from_str::<Request>(&line) {
         Err(e) => Response::BadRequest(format!("not a control request: {e}")),
         Ok(Request::Status) => match h.status.borrow().clone() {
@@ -66,16 +94,33 @@ async fn answer(stream: tokio::net::UnixStream, h: DriverHandle) -> std::io::Res
     w.write_all(&out).await
 }
 
-/// Client side: one request, one answer, with a timeout long enough for a switch-over.
+/// Client side: one request, one answer. A status must come within 5 s; a command within
+/// 60 s (a switch-over waits for the peer to catch up). A daemon that does not answer in time,
+/// or a socket only root may open, gets a message that says so.
 pub fn request(path: &Path, req: &Request) -> Result<Response, String> {
-    let mut s = std::os::unix::net::UnixStream::connect(path)
-        .map_err(|e| format!("cannot reach the daemon at {}: {e} (is `ridondato run` running?)", path.display()))?;
-    let timeout = Some(Duration::from_secs(60));
-    let _ = s.set_read_timeout(timeout);
+    let within = match req {
+        Request::Status => Duration::from_secs(5),
+        Request::Command(_) => Duration::from_secs(60),
+    };
+    let mut s = std::os::unix::net::UnixStream::connect(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => format!("permission denied on {}: the control socket is root's; run this as root", path.display()),
+        _ => format!("cannot reach the daemon at {}: {e} (is `ridondato run` running?)", path.display()),
+    })?;
+    let _ = s.set_read_timeout(Some(within));
+    let _ = s.set_write_timeout(Some(within));
+    let late = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            format!("the daemon did not answer within {} s (it may be hung or overloaded; see its log)", within.as_secs())
+        }
+        _ => format!("talking to the daemon: {e}"),
+    };
     let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
     line.push(b'\n');
-    s.write_all(&line).map_err(|e| format!("sending to the daemon: {e}"))?;
+    s.write_all(&line).map_err(late)?;
     let mut answer = String::new();
-    BufReader::new(s).read_line(&mut answer).map_err(|e| format!("reading the daemon's answer: {e}"))?;
+    BufReader::new(s).read_line(&mut answer).map_err(late)?;
+    if answer.is_empty() {
+        return Err("the daemon closed the connection without an answer (is it shutting down?)".into());
+    }
     serde_json::from_str(&answer).map_err(|e| format!("the daemon's answer is not understood: {e}"))
 }

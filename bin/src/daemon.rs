@@ -18,22 +18,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub fn run(args: &[String]) -> Result<(), String> {
-    let path = match args {
-        [flag, file] if flag == "--config" => file,
-        _ => return Err("usage: ridondato run --config FILE".into()),
+    const USAGE: &str = "usage: ridondato run --config FILE [--log-format text|json]";
+    let (path, json) = match args {
+        [flag, file] if flag == "--config" => (file, false),
+        [flag, file, lf, fmt] if flag == "--config" && lf == "--log-format" => match fmt.as_str() {
+            "text" => (file, false),
+            "json" => (file, true),
+            other => return Err(format!("--log-format: `{other}` is neither text nor json\n{USAGE}")),
+        },
+        _ => return Err(USAGE.into()),
     };
     let cfg = config::load(std::path::Path::new(path))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(
-            |_| // sqlx's pool reports, at warn, the idle sessions our own fence ends (it ends
-            // every session but its own); the pool reconnects and nothing is lost.
-            "info,netlink_packet_route=error,netlink_packet_core=error,sqlx::pool=error".into(),
-        ))
-        .with_target(false)
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(
+        // sqlx's pool reports, at warn, the idle sessions our own fence ends (it ends every
+        // session but its own); the pool reconnects and nothing is lost.
+        |_| "info,netlink_packet_route=error,netlink_packet_core=error,sqlx::pool=error".into(),
+    );
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr);
+    match json {
+        // One JSON object per line, for a log collector.
+        true => fmt.json().init(),
         // Colour codes only for a person at a terminal, never into a file or the journal.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+        false => fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+    }
+    raise_fd_limit();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| format!("starting the runtime: {e}"))?;
     rt.block_on(serve(cfg))
 }
@@ -211,4 +219,14 @@ async fn serve(cfg: NodeConfig) -> Result<(), String> {
     let result = driver.run().await.map_err(|e| e.to_string());
     let _ = std::fs::remove_file(&f.node.control_socket);
     result
+}
+
+/// Takes the hard limit on open files as the soft one (the unit sets `LimitNOFILE`; a manual
+/// start gets whatever the shell had, often 1024). Connection caps keep us far below it; this
+/// is the margin for what we do not control (rsync children, database pools, netlink).
+fn raise_fd_limit() {
+    // The `rlimit` crate: getrlimit/setrlimit without unsafe code of ours.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!("could not raise the open-files limit: {e}");
+    }
 }

@@ -542,3 +542,88 @@ fn a_resync_failing_half_way_leaves_a_flagged_unpromotable_node_and_the_saved_co
     assert_eq!(lab.role("b"), "slave", "a half-copied node is never promoted automatically");
     drop(sb);
 }
+
+/// An unprivileged local user on NODE opening as many connections as it may to every TCP port
+/// the node listens on (the file-sync relay on loopback, the rsync daemon on the management IP)
+/// and trying the control socket; it holds them until killed. READY gets "<connections>
+/// <control socket: opened|refused>" once they are open.
+fn flood_as_nobody(lab: &Lab, node: &str, ready: &str) -> support::Writer {
+    let sock = lab.work.join(format!("{node}.sock"));
+    let script = format!(
+        r#"ulimit -n $(ulimit -Hn); n=0
+for hp in $(ss -ltnH | awk '{{print $4}}'); do h=${{hp%:*}}; p=${{hp##*:}}; echo "port $hp from $n" >> {ready}.log
+  for i in $(seq 4000); do exec {{fd}}<>/dev/tcp/$h/$p 2>>{ready}.log || break; n=$((n+1)); done
+done
+c=refused; exec {{fd}}<>{} 2>/dev/null && c=opened
+echo "$n $c" > {ready}.tmp && mv {ready}.tmp {ready}; exec sleep 120"#,
+        sock.display(),
+    );
+    let _ = std::fs::remove_file(ready);
+    let _ = std::fs::remove_file(format!("{ready}.log"));
+    let child = Command::new("ip")
+        .args(["netns", "exec", &lab.ns(node), "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "bash", "-c", &script])
+        .spawn()
+        .expect("flood");
+    support::Writer::from(child)
+}
+
+#[test]
+fn an_unprivileged_local_flood_stops_neither_the_cli_nor_file_sync_nor_a_failover() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::up("n");
+    let work = lab.work.clone();
+    let dir = |n: &str| work.join(n).join("files");
+    for n in ["a", "b"] {
+        std::fs::create_dir_all(dir(n)).expect("files dir");
+        let path = lab.work.join(format!("{n}.toml"));
+        let mut cfg = std::fs::read_to_string(&path).expect("config");
+        cfg.push_str(&format!("[fs]\npaths = [\"{}\"]\n", dir(n).display()));
+        std::fs::write(&path, cfg).expect("config");
+    }
+    a_master_b_slave(&mut lab);
+    // Both nodes flooded by a local user without privileges.
+    // (In /tmp: the unprivileged user cannot write to the lab's work directory.)
+    let name = lab.name.clone();
+    let ready = |n: &str| format!("/tmp/ridondato-flood-{name}-{n}");
+    let _fa = flood_as_nobody(&lab, "a", &ready("a"));
+    let _fb = flood_as_nobody(&lab, "b", &ready("b"));
+    for n in ["a", "b"] {
+        let t = Instant::now();
+        while !std::path::Path::new(&ready(n)).exists() {
+            let log = std::fs::read_to_string(format!("{}.log", ready(n))).unwrap_or_default();
+            assert!(t.elapsed() < Duration::from_secs(60), "the flood on {n} did not finish: {log}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let said = std::fs::read_to_string(ready(n)).unwrap_or_default();
+        let count: u64 = said.split_whitespace().next().and_then(|c| c.parse().ok()).unwrap_or(0);
+        eprintln!("flood on {n}: {said}");
+        assert!(count >= 4000 && said.contains("refused"), "the flood opened {count} connections, control socket {said}");
+    }
+    // The daemons did not take the flood's connections in (each would hold a descriptor), and
+    // no rsync process was started for them.
+    for n in ["a", "b"] {
+        let fds = std::fs::read_dir(format!("/proc/{}/fd", lab.pid(n).unwrap_or(0))).map(|d| d.count()).unwrap_or(usize::MAX);
+        assert!(fds < 200, "{n}'s daemon holds {fds} descriptors under the flood");
+    }
+    let rsyncs = sh(&["pgrep", "-c", "-P", &lab.pid("b").unwrap_or(0).to_string(), "rsync"]).1.trim().parse::<u32>().unwrap_or(0);
+    assert!(rsyncs <= 1, "b started {rsyncs} rsync processes for the flood");
+    // The CLI answers, file sync still reaches the Slave.
+    for n in ["a", "b"] {
+        let (ok, out) = lab.cli(n, &["status"]);
+        assert!(ok, "{n}'s CLI under the flood: {out}");
+    }
+    std::fs::write(dir("a").join("during-flood"), b"still synced").expect("write");
+    assert!(wait_content(&dir("b").join("during-flood"), b"still synced", Duration::from_secs(5)), "file sync under the flood");
+    // The Master loses power: the flooded Slave takes over (persisting its epoch, raising the VIP).
+    lab.kill9("a");
+    lab.lab(&["link-down", "a"]);
+    assert!(lab.wait_role("b", "master", Duration::from_secs(5)), "b takes over under the flood: {:?}", lab.status("b"));
+    assert!(lab.holds_vip("b"));
+    assert!(!lab.log("b").contains("accept failed"), "no accept loop ran out of descriptors:\n{}", lab.log("b"));
+    for n in ["a", "b"] {
+        let _ = std::fs::remove_file(ready(n));
+        let _ = std::fs::remove_file(format!("{}.log", ready(n)));
+    }
+}

@@ -131,16 +131,14 @@ impl Node {
             return;
         }
         match self.peer_role() {
-            Some(Role::Booting | Role::Slave) => {
-                if self.wins_tie_break() {
-                    self.promote(Via::Arbiter, "start-up: stronger claim than the peer");
-                }
+            Some(Role::Booting | Role::Slave) if self.wins_tie_break() => {
+                self.promote(Via::Arbiter, "start-up: stronger claim than the peer");
             }
-            Some(Role::Off) => {
-                if self.cfg.mode == Mode::Lan || self.cfg.cloud_auto_failover {
-                    self.promote(Via::Arbiter, "start-up: the peer's services are off");
-                }
+            Some(Role::Booting | Role::Slave) => {}
+            Some(Role::Off) if self.cfg.mode == Mode::Lan || self.cfg.cloud_auto_failover => {
+                self.promote(Via::Arbiter, "start-up: the peer's services are off");
             }
+            Some(Role::Off) => {}
             Some(Role::Master) => {}
             None if window_over && self.paused_master_may_hold().is_some() => {
                 self.note_refusal("maintenance: a paused Master cut off from us may still hold the VIP");
@@ -213,7 +211,7 @@ impl Node {
         if self.peer_alive() && self.peer.hb.as_ref().is_some_and(|h| h.handing_over || h.busy) {
             return;
         }
-        let masterless = self.last_master_seen.map_or(true, |m| self.now.since(m) >= t.failover_timeout);
+        let masterless = self.last_master_seen.is_none_or(|m| self.now.since(m) >= t.failover_timeout);
         let why = match peer_role {
             Some(Role::Off) => "the Master's services are off",
             Some(Role::Booting | Role::Slave) => {
@@ -337,13 +335,13 @@ impl Node {
 
     /// No plan, or only this node's own promotion, is under way.
     fn promoting(&self) -> bool {
-        self.plan.as_ref().map_or(true, |p| p.goal == Goal::Master)
+        self.plan.as_ref().is_none_or(|p| p.goal == Goal::Master)
     }
 
     /// The checks a Master runs whatever else it does: isolation, VIP conflicts, cloud IP.
     fn watch_master(&mut self) {
         let t = self.cfg.timing;
-        let silent = self.peer.last_heard.map_or(true, |h| self.now.since(h) >= t.isolation_timeout);
+        let silent = self.peer.last_heard.is_none_or(|h| self.now.since(h) >= t.isolation_timeout);
         if let Some((id, started)) = self.isolation_check {
             // A witness check that cannot answer before the peer's failover timeout is as good
             // as no witness: this Master must let go in time either way.
@@ -382,7 +380,18 @@ impl Node {
         self.become_slave(&why);
     }
 
+    /// The highest epoch this node knows of (its own, its durable one, the peer's).
+    pub(crate) fn top_epoch(&self) -> u64 {
+        self.epoch.max(self.durable.epoch).max(self.peer.epoch())
+    }
+
     pub(crate) fn promote(&mut self, via: Via, why: &str) {
+        if self.top_epoch() == u64::MAX {
+            // No newer claim exists: two Masters could not be told apart any more. Only a
+            // damaged or forged state file gets here (one failover a second lasts for ages).
+            self.note_refusal("the epoch is at its maximum (a damaged state file?): stop both nodes, set \"epoch\" to 1 in both state files, start them again");
+            return;
+        }
         if self.persist_inflight() {
             // The claim must follow the arbiter's answer at once; a state write still running
             // would hold it back, so ask the arbiter once that write is done.
@@ -537,7 +546,7 @@ impl Node {
     fn isolation_result(&mut self, reachable: u32) {
         self.isolation_check = None;
         let t = self.cfg.timing;
-        let silent = self.peer.last_heard.map_or(true, |h| self.now.since(h) >= t.isolation_timeout);
+        let silent = self.peer.last_heard.is_none_or(|h| self.now.since(h) >= t.isolation_timeout);
         if reachable > 0 {
             self.clear(&Alarm::WitnessesUnreachable);
             return;

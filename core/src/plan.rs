@@ -142,7 +142,8 @@ impl Plan {
             // link come back sooner, it would still hold the VIP. Probe again after that time.
             confirm = n.alarms.contains(&Alarm::VipAnsweredElsewhere);
         }
-        let epoch = n.epoch.max(n.durable.epoch).max(n.peer.epoch()) + 1;
+        // Saturating: `Node::promote` refuses a claim once the epochs are exhausted.
+        let epoch = n.top_epoch().saturating_add(1);
         ops.push(Op::Persist(PersistedState {
             epoch,
             last_role: Some(Role::Master),
@@ -283,7 +284,7 @@ impl Node {
                     }
                     if let (Op::Persist(s), Goal::Master) = (&mut op, plan.goal) {
                         // The claim is computed when it is written, above every epoch seen by now.
-                        s.epoch = self.epoch.max(self.durable.epoch).max(self.peer.epoch()) + 1;
+                        s.epoch = self.top_epoch().saturating_add(1);
                         s.needs_resync = self.needs_resync;
                         s.maintenance = self.maintenance;
                         s.boots = self.boots;

@@ -200,7 +200,7 @@ fn a_stopped_replica_is_alarmed_and_started_again() {
     h.settle();
     h.feed(Input::DbReport(facts(1000, Replication::Running)));
     assert!(!h.n.status().alarms.contains(&Alarm::ReplicationStopped));
-    assert_eq!(h.n.heartbeat().replicating, true, "the heartbeat carries what the database says");
+    assert!(h.n.heartbeat().replicating, "the heartbeat carries what the database says");
 }
 
 #[test]
@@ -246,4 +246,19 @@ fn a_misconfigured_database_is_an_alarm_until_fixed() {
     assert!(alarms.iter().any(|a| matches!(a, Alarm::DbMisconfigured { what } if what.contains("gtid_strict_mode"))), "{alarms:?}");
     h.feed(Input::DbReport(facts(10, Replication::Running)));
     assert!(!h.n.status().alarms.iter().any(|a| matches!(a, Alarm::DbMisconfigured { .. })), "cleared once fixed");
+}
+
+#[test]
+fn an_exhausted_epoch_refuses_the_claim_instead_of_wrapping() {
+    let persisted = PersistedState { epoch: u64::MAX, last_role: Some(Role::Slave), boots: 1, ..PersistedState::default() };
+    let mut h = H::new(db_cfg(), Some(persisted));
+    h.feed(Input::DbReport(facts(10, Replication::Running)));
+    h.master_hb(10, true);
+    // The Master falls silent: a takeover would need epoch u64::MAX + 1.
+    for t in (100..10_000).step_by(100) {
+        h.at(t);
+    }
+    assert_ne!(h.n.role(), Role::Master);
+    assert!(h.said(|e| matches!(e, Event::TakeoverRefused { why } if why.contains("epoch is at its maximum"))), "{:?}", h.events);
+    assert!(h.n.durable().epoch == u64::MAX, "nothing wrapped");
 }

@@ -263,11 +263,9 @@ impl Sim {
                 self.kill(*ix);
                 self.world.power_off(*ix);
             }
-            Fault::PowerOn(ix) => {
-                if !self.world.hosts[*ix].powered {
-                    self.world.power_on(*ix);
-                    self.start(*ix);
-                }
+            Fault::PowerOn(ix) if !self.world.hosts[*ix].powered => {
+                self.world.power_on(*ix);
+                self.start(*ix);
             }
             Fault::Release | Fault::Heal => self.release_held(),
             Fault::LinkDown(ix) | Fault::LinkUp(ix) => {
@@ -342,7 +340,7 @@ impl Sim {
         }
         if let Some(w) = out.next_wakeup {
             let g = self.clocks[ix].global(w.0).max(self.now + 1);
-            if self.wake[ix].map_or(true, |cur| g < cur || cur <= self.now) {
+            if self.wake[ix].is_none_or(|cur| g < cur || cur <= self.now) {
                 self.wake[ix] = Some(g);
                 let inc = self.inc[ix];
                 self.push(g, Ev::Wake { ix, inc });

@@ -303,9 +303,9 @@ pub fn run(cfg: &SimConfig, ops: &[(u64, Fault)], duration_ms: u64) -> Result<Tu
         if now >= duration_ms {
             break;
         }
-        for ix in 0..2 {
-            if restart_at[ix].is_some_and(|t| now >= t) {
-                restart_at[ix] = None;
+        for (ix, at) in restart_at.iter_mut().enumerate() {
+            if at.is_some_and(|t| now >= t) {
+                *at = None;
                 apply(&mut sim, &world, &mut down, &Fault::Start(ix));
             }
         }
@@ -345,11 +345,9 @@ fn apply(sim: &mut turmoil::Sim<'_>, world: &Shared<World>, down: &mut [bool; 2]
     let (a, b) = ("a", "b");
     lock(world).apply_fault(f);
     match f {
-        Fault::Start(ix) => {
-            if lock(world).hosts[*ix].powered && down[*ix] {
-                down[*ix] = false;
-                sim.bounce(node_name(*ix));
-            }
+        Fault::Start(ix) if lock(world).hosts[*ix].powered && down[*ix] => {
+            down[*ix] = false;
+            sim.bounce(node_name(*ix));
         }
         Fault::Crash(ix) | Fault::PowerOff(ix) => {
             let mut w = lock(world);

@@ -183,7 +183,7 @@ impl World {
     }
 
     pub fn witness_reachable(&self, ix: Ix) -> bool {
-        self.up(ix) && self.net.split.map_or(true, |w| w == Some(ix))
+        self.up(ix) && self.net.split.is_none_or(|w| w == Some(ix))
     }
 
     /// Latency of an operation, or `None` if it hangs.

@@ -6,7 +6,7 @@
 use crate::traits::{AdapterError, AdapterResult};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 
 /// The rsync user both nodes use; the password is the cluster secret.
 pub const RSYNC_USER: &str = "ridondato";
@@ -21,29 +21,46 @@ pub fn pull_module(i: usize) -> String {
     format!("r{i}")
 }
 
+/// Connections from the peer served at once: its push and a resync pull, with room to spare.
+const MAX_CONNECTIONS: usize = 4;
+
+/// This node's receiving end. We accept the connections ourselves and hand each one to an
+/// `rsync --daemon` in inetd mode (its standard input is the socket): only the peer's address
+/// gets a process, at most `MAX_CONNECTIONS` at once, so nobody else on the network can make
+/// this host fork rsync processes or hold its connections. (A standalone rsync daemon forks for
+/// every connection before it looks at `hosts allow`, and has no cap before a module is named.)
 #[derive(Debug)]
 pub struct RsyncDaemon {
-    child: Child,
+    accept: tokio::task::JoinHandle<()>,
     dir: PathBuf,
 }
 
 impl RsyncDaemon {
-    /// Starts `rsync --daemon` on `bind` serving `paths`, its files kept in `dir`; pushes are
-    /// refused while the file `refuse_if` exists.
-    pub fn start(bind: SocketAddr, paths: &[PathBuf], excludes: &[String], secret: &str, dir: &Path, refuse_if: &Path) -> AdapterResult<RsyncDaemon> {
+    /// Listens on `bind` (inside a tokio runtime) for `allow` (the peers' addresses), serving
+    /// `paths`; its files are kept in `dir`; pushes are refused while the file `refuse_if` exists.
+    pub fn start(
+        bind: SocketAddr,
+        allow: &[std::net::IpAddr],
+        paths: &[PathBuf],
+        excludes: &[String],
+        secret: &str,
+        dir: &Path,
+        refuse_if: &Path,
+    ) -> AdapterResult<RsyncDaemon> {
         let e = |what: &str, err: std::io::Error| AdapterError::new(format!("rsync daemon {what}: {err}"));
+        if allow.is_empty() {
+            return Err(AdapterError::new("rsync daemon: no peer address to allow"));
+        }
         std::fs::create_dir_all(dir).map_err(|x| e("directory", x))?;
-        let pid_file = dir.join("rsyncd.pid");
         let conf_path = dir.join("rsyncd.conf");
-        stop_leftover(&pid_file, &conf_path);
         let secrets = dir.join("rsyncd.secrets");
         write_private(&secrets, &format!("{RSYNC_USER}:{secret}\n")).map_err(|x| e("secrets", x))?;
+        let hosts: Vec<String> = allow.iter().map(ToString::to_string).collect();
+        // `hosts allow` again inside rsync (defence in depth), and a stalled transfer ends.
         let mut conf = format!(
-            "address = {}\nport = {}\nuse chroot = no\nreverse lookup = no\npid file = {}\nuid = root\ngid = root\nauth users = {RSYNC_USER}\nsecrets file = {}\nstrict modes = yes\nmunge symlinks = no\n",
-            bind.ip(),
-            bind.port(),
-            pid_file.display(),
-            secrets.display()
+            "use chroot = no\nreverse lookup = no\nuid = root\ngid = root\nauth users = {RSYNC_USER}\nsecrets file = {}\nstrict modes = yes\nmunge symlinks = no\nhosts allow = {}\nhosts deny = *\ntimeout = 300\n",
+            secrets.display(),
+            hosts.join(" "),
         );
         // Excluded paths are neither written nor deleted here, whatever a sender asks.
         let exclude_file = dir.join("rsyncd.exclude");
@@ -59,54 +76,74 @@ impl RsyncDaemon {
             conf += &format!("[{}]\npath = {}\nread only = yes\n{exclude}", pull_module(i), p.display());
         }
         std::fs::write(&conf_path, conf).map_err(|x| e("configuration", x))?;
-        let mut child = Command::new("rsync")
-            .args(["--daemon", "--no-detach"])
-            .arg(format!("--config={}", conf_path.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|x| e("start", x))?;
-        // Ready once it accepts connections; a daemon that exits (port taken) says so at once.
-        let t = std::time::Instant::now();
-        while std::net::TcpStream::connect(bind).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(AdapterError::new(format!("rsync daemon on {bind} exited ({status}): is the port in use?")));
-            }
-            if t.elapsed() > std::time::Duration::from_secs(5) {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(AdapterError::new(format!("rsync daemon did not listen on {bind}")));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        Ok(RsyncDaemon { child, dir: dir.to_path_buf() })
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| AdapterError::new("rsync daemon: needs a tokio runtime"))?;
+        let listener = std::net::TcpListener::bind(bind).map_err(|x| e(&format!("listening on {bind} (is the port in use?)"), x))?;
+        listener.set_nonblocking(true).map_err(|x| e("listener", x))?;
+        let listener = {
+            let _guard = runtime.enter();
+            tokio::net::TcpListener::from_std(listener).map_err(|x| e("listener", x))?
+        };
+        let allow = allow.to_vec();
+        let accept = runtime.spawn(serve(listener, allow, conf_path));
+        Ok(RsyncDaemon { accept, dir: dir.to_path_buf() })
     }
 }
 
-/// A daemon an earlier run of ours left behind (ridondato killed with SIGKILL): its pid file
-/// names it and its command line names our configuration file. Nothing else is touched.
-fn stop_leftover(pid_file: &Path, conf: &Path) {
-    let Some(pid) = std::fs::read_to_string(pid_file).ok().and_then(|s| s.trim().parse::<u32>().ok()) else { return };
-    let ours = std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&format!("--config={}", conf.display())));
-    if ours {
-        tracing::warn!("stopping a leftover rsync daemon (pid {pid}) from an earlier run");
-        let _ = Command::new("kill").arg(pid.to_string()).status();
-        for _ in 0..50 {
-            if !Path::new(&format!("/proc/{pid}")).exists() {
-                break;
+async fn serve(listener: tokio::net::TcpListener, allow: Vec<std::net::IpAddr>, conf: PathBuf) {
+    let mut children: Vec<tokio::process::Child> = Vec::new();
+    let mut failures = 0u32;
+    loop {
+        let (stream, from) = match listener.accept().await {
+            Ok(c) => {
+                failures = 0;
+                c
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            // Out of file descriptors, say: pause and go on; the listener never ends.
+            Err(err) => {
+                failures += 1;
+                if failures == 1 || failures.is_power_of_two() {
+                    tracing::warn!("rsync daemon: accept failed ({failures} in a row): {err}; retrying");
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if !allow.contains(&from.ip()) {
+            tracing::debug!("rsync daemon: refused {from}, not the peer");
+            continue;
+        }
+        children.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+        if children.len() >= MAX_CONNECTIONS {
+            tracing::warn!("rsync daemon: {MAX_CONNECTIONS} transfers from the peer already run, refusing one more");
+            continue;
+        }
+        match inetd_child(stream, &conf) {
+            Ok(c) => children.push(c),
+            Err(err) => tracing::warn!("rsync daemon: could not start rsync for {from}: {err}"),
         }
     }
-    let _ = std::fs::remove_file(pid_file);
+}
+
+/// `rsync --daemon` with the connection as its standard input and output (inetd mode).
+fn inetd_child(stream: tokio::net::TcpStream, conf: &Path) -> std::io::Result<tokio::process::Child> {
+    let stream = stream.into_std()?;
+    stream.set_nonblocking(false)?;
+    let out = stream.try_clone()?;
+    tokio::process::Command::new("rsync")
+        .args(["--daemon"])
+        .arg(format!("--config={}", conf.display()))
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(stream)))
+        .stdout(Stdio::from(std::os::fd::OwnedFd::from(out)))
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
 }
 
 impl Drop for RsyncDaemon {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Ends the listener and kills the transfers it started (their handles drop with it).
+        self.accept.abort();
         let _ = std::fs::remove_file(self.dir.join("rsyncd.secrets"));
-        let _ = std::fs::remove_file(self.dir.join("rsyncd.pid"));
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod changes;
 pub mod daemon;
 pub mod exclude;
+mod peer_uid;
 pub mod rsync;
 pub mod shaper;
 pub mod testkit;
@@ -157,7 +158,10 @@ impl RsyncFsSync {
         // A node starts as neither: it refuses pushes only once it pushes itself.
         let _ = std::fs::remove_file(&flag);
         let daemon = match cfg.listen {
-            Some(bind) => Some(RsyncDaemon::start(bind, &cfg.paths, &cfg.excludes, &cfg.secret, &cfg.work_dir.join("rsyncd"), &flag)?),
+            Some(bind) => {
+                let allow: Vec<std::net::IpAddr> = cfg.peers.values().map(|a| a.ip()).collect();
+                Some(RsyncDaemon::start(bind, &allow, &cfg.paths, &cfg.excludes, &cfg.secret, &cfg.work_dir.join("rsyncd"), &flag)?)
+            }
             None => None,
         };
         let shared = Arc::new(Shared { pending: Mutex::new(vec![Pending::default(); cfg.paths.len()]), ..Shared::default() });

@@ -73,6 +73,21 @@ impl Shaper {
     }
 }
 
+/// Our rsync runs a transfer or two at a time (a push, a resync pull); anything beyond this is
+/// not ours and must not eat the daemon's file descriptors.
+const MAX_RELAY_CONNECTIONS: usize = 16;
+/// A relayed connection with no byte in either direction for this long is dropped.
+const RELAY_IDLE: Duration = Duration::from_secs(300);
+
+/// Whether the loopback connection from `from` to our listener `to` belongs to a process of
+/// this daemon's own user (root), as the kernel says. Any other local user is refused, so no
+/// unprivileged process can use the relay to reach the peer, nor fill it.
+fn same_user(from: SocketAddr, to: SocketAddr) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(me) = std::fs::metadata("/proc/self").map(|m| m.uid()) else { return false };
+    super::peer_uid::owner(from, to).is_ok_and(|uid| uid == me)
+}
+
 /// A loopback listener relaying each connection to `target` through a shaper. rsync is pointed
 /// at `addr`. Dropping it ends the listener and every connection.
 #[derive(Debug)]
@@ -93,16 +108,40 @@ impl Relay {
         let unreachable: Arc<Mutex<Option<String>>> = Default::default();
         let (held, why) = (conns.clone(), unreachable.clone());
         let accept = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
+            let mut failures = 0u32;
+            loop {
+                let (client, from) = match listener.accept().await {
+                    Ok(c) => {
+                        failures = 0;
+                        c
+                    }
+                    // Out of file descriptors, say: pause and go on, never end the relay.
+                    Err(e) => {
+                        failures += 1;
+                        if failures == 1 || failures.is_power_of_two() {
+                            tracing::warn!("file sync relay: accept failed ({failures} in a row): {e}; retrying");
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                // Only our own rsync (same user as this daemon) may go through to the peer.
+                if !same_user(from, addr) {
+                    tracing::debug!("file sync relay: refused a connection from {from}, not this daemon's user");
+                    continue;
+                }
+                let mut c = held.lock().unwrap_or_else(|p| p.into_inner());
+                c.retain(|t| !t.is_finished());
+                if c.len() >= MAX_RELAY_CONNECTIONS {
+                    tracing::warn!("file sync relay: {MAX_RELAY_CONNECTIONS} connections open, refusing one more");
+                    continue;
+                }
                 let (shaper, why) = (shaper.clone(), why.clone());
-                let conn = tokio::spawn(async move {
+                c.push(tokio::spawn(async move {
                     if let Err(e) = pipe(client, target, shaper, &why).await {
                         tracing::debug!("file sync relay to {target}: {e}");
                     }
-                });
-                let mut c = held.lock().unwrap_or_else(|p| p.into_inner());
-                c.retain(|t| !t.is_finished());
-                c.push(conn);
+                }));
             }
         });
         Ok(Relay { addr, accept, conns, unreachable })
@@ -146,16 +185,47 @@ async fn pipe(client: tokio::net::TcpStream, target: SocketAddr, shaper: Arc<Sha
     client.set_nodelay(true)?;
     let (cr, cw) = client.into_split();
     let (ur, uw) = upstream.into_split();
-    let up = copy(cr, uw, shaper.clone());
-    let down = copy(ur, cw, shaper);
+    let activity = Activity { start: std::time::Instant::now(), last_ms: std::sync::atomic::AtomicU64::new(0) };
+    let up = copy(cr, uw, shaper.clone(), &activity);
+    let down = copy(ur, cw, shaper, &activity);
     let (a, b) = tokio::join!(up, down);
     a.and(b)
 }
 
-async fn copy(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, shaper: Arc<Shaper>) -> std::io::Result<()> {
+/// When either direction of a relayed connection last moved a byte.
+struct Activity {
+    start: std::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn touch(&self) {
+        self.last_ms.store(self.start.elapsed().as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> Duration {
+        self.start.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed)))
+    }
+}
+
+async fn copy(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    shaper: Arc<Shaper>,
+    activity: &Activity,
+) -> std::io::Result<()> {
     let mut buf = vec![0u8; shaper.chunk()];
     loop {
-        let n = from.read(&mut buf).await?;
+        // One direction may be quiet for long (a big file going the other way under the cap):
+        // only both quiet for RELAY_IDLE ends the connection.
+        let n = loop {
+            match tokio::time::timeout(RELAY_IDLE, from.read(&mut buf)).await {
+                Ok(r) => break r?,
+                Err(_) if activity.idle() < RELAY_IDLE => continue,
+                Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no byte either way for 300 s")),
+            }
+        };
+        activity.touch();
         if n == 0 {
             return to.shutdown().await;
         }

@@ -152,8 +152,8 @@ mod tests {
         assert_eq!(errant(&mine, &mine, 1), (0, String::new()), "nothing errant against itself");
         // A returning old Master: it wrote up to 40, the new Master got up to 35.
         assert_eq!(errant(&parse_state("0-1-40").expect("s"), &parse_state("0-1-35,0-2-50").expect("s"), 1), (5, "0-1-36..40".to_string()));
-        assert!(GtidPos::parse("0-1").unwrap_err().contains("not a GTID"));
-        assert!(GtidPos::parse("0-x-1").unwrap_err().contains("server id"));
-        assert!(GtidPos::parse("0-1-1,0-2-2").unwrap_err().contains("twice"));
+        assert!(GtidPos::parse("0-1").expect_err("an error").contains("not a GTID"));
+        assert!(GtidPos::parse("0-x-1").expect_err("an error").contains("server id"));
+        assert!(GtidPos::parse("0-1-1,0-2-2").expect_err("an error").contains("twice"));
     }
 }

@@ -42,13 +42,14 @@ pub struct MariaDbConfig {
     pub backup_dir: Option<std::path::PathBuf>,
 }
 
-#[derive(Debug)]
+/// Cheap to clone: the pool and the findings are shared.
+#[derive(Clone, Debug)]
 pub struct MariaDb {
     pool: MySqlPool,
     pub(crate) cfg: MariaDbConfig,
     /// The fatal findings of the last prerequisite check (`prereq::check`), carried in every
     /// report so that the status shows them as an alarm until they are fixed.
-    pub(crate) fatal_findings: std::sync::Mutex<Vec<String>>,
+    pub(crate) fatal_findings: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 fn db_err(what: &str) -> impl Fn(sqlx::Error) -> AdapterError + '_ {
@@ -59,7 +60,7 @@ impl MariaDb {
     pub fn new(cfg: MariaDbConfig) -> MariaDb {
         // Lazy: the daemon starts even while the local server is still starting.
         let pool = MySqlPoolOptions::new().max_connections(3).acquire_timeout(Duration::from_secs(2)).connect_lazy_with(cfg.local.clone());
-        MariaDb { pool, cfg, fatal_findings: std::sync::Mutex::new(Vec::new()) }
+        MariaDb { pool, cfg, fatal_findings: Default::default() }
     }
 
     /// One admin connection that writes nothing to the binary log.
@@ -176,6 +177,32 @@ impl MariaDb {
         Ok(())
     }
 
+    /// Ends the replication receiver's connection (its thread then stops by itself).
+    async fn end_receiver(&self, c: &mut MySqlConnection) -> AdapterResult<()> {
+        let io = sqlx::query("SELECT CAST(ID AS SIGNED) FROM information_schema.PROCESSLIST WHERE COMMAND = 'Slave_IO'")
+            .fetch_all(&mut *c)
+            .await
+            .map_err(db_err("finding the replication receiver"))?;
+        for r in io {
+            let id: i64 = r.try_get(0).map_err(db_err("receiver id"))?;
+            // It may have stopped by itself meanwhile: that is not a failure.
+            let _ = sqlx::query(&format!("KILL CONNECTION {id}")).execute(&mut *c).await;
+        }
+        Ok(())
+    }
+
+    /// After a promotion: wait for the receiver to stop, apply what it left, then drop the
+    /// replica configuration (RESET SLAVE ALL deletes the relay log, so it must be applied).
+    async fn forget_master(&self, at_least: u64) -> AdapterResult<()> {
+        let mut c = self.admin().await?;
+        sqlx::query("STOP SLAVE IO_THREAD").execute(&mut *c).await.map_err(db_err("STOP SLAVE IO_THREAD"))?;
+        self.wait_applied(&mut c, at_least).await?;
+        for q in ["STOP SLAVE", "RESET SLAVE ALL"] {
+            sqlx::query(q).execute(&mut *c).await.map_err(db_err(q))?;
+        }
+        Ok(())
+    }
+
     /// Waits until the received relay log is applied and `at_least` is reached.
     async fn wait_applied(&self, c: &mut MySqlConnection, at_least: u64) -> AdapterResult<()> {
         let start = Instant::now();
@@ -239,25 +266,15 @@ impl Db for MariaDb {
         peer?;
         applied?;
         if replica {
-            // Stop receiving, apply what was received meanwhile, then forget the old Master
-            // (RESET SLAVE ALL drops the relay log: nothing may be left unapplied in it).
-            // STOP SLAVE waits for the receiving thread, which MariaDB re-signals only every 2 s
-            // while it sits in a read from a dead Master: ending its connection first makes
-            // the stop immediate (measured in the power-loss lab test: 2.0 s before).
-            let io = sqlx::query("SELECT CAST(ID AS SIGNED) FROM information_schema.PROCESSLIST WHERE COMMAND = 'Slave_IO'")
-                .fetch_all(&mut *c)
-                .await
-                .map_err(db_err("finding the replication receiver"))?;
-            for r in io {
-                let id: i64 = r.try_get(0).map_err(db_err("receiver id"))?;
-                // It may have stopped by itself meanwhile: that is not a failure.
-                let _ = sqlx::query(&format!("KILL CONNECTION {id}")).execute(&mut *c).await;
-            }
-            sqlx::query("STOP SLAVE IO_THREAD").execute(&mut *c).await.map_err(db_err("STOP SLAVE IO_THREAD"))?;
+            // Stop receiving, then apply everything received. The receiving thread's
+            // connection is ended rather than waited for: STOP SLAVE waits for that thread,
+            // which MariaDB re-signals only every 2 s while it sits in a read from a dead
+            // Master, and a semi-sync receiver connects back to the Master as it stops (2 s
+            // more against a dead one). Measured in the power-loss lab test: writes resumed
+            // after about 3 s with STOP SLAVE on this path, about 1 s without.
+            sqlx::query("SET GLOBAL rpl_semi_sync_slave_enabled = OFF").execute(&mut *c).await.map_err(db_err("semi-sync replica off"))?;
+            self.end_receiver(&mut c).await?;
             self.wait_applied(&mut c, at_least).await?;
-            for q in ["STOP SLAVE", "RESET SLAVE ALL"] {
-                sqlx::query(q).execute(&mut *c).await.map_err(db_err(q))?;
-            }
         } else if let Some(p) = wait_for {
             let have = self.pos(&mut c, "gtid_current_pos").await?.total();
             if have < p.0 {
@@ -281,6 +298,17 @@ impl Db for MariaDb {
             }
         }
         sqlx::query("SET GLOBAL read_only = 0").execute(&mut *c).await.map_err(db_err("read_only = 0"))?;
+        if replica {
+            // Writes are open; forgetting the old Master (which waits out the stopping
+            // receiver) goes on beside them. The applier keeps running until then, so even an
+            // event the receiver wrote as it died is applied, not dropped with the relay log.
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.forget_master(at_least).await {
+                    tracing::error!("after the promotion, the old Master's replication settings could not be cleared: {e}");
+                }
+            });
+        }
         Ok(())
     }
 

@@ -154,6 +154,11 @@ impl Lab {
         neigh.split_whitespace().skip_while(|w| *w != "lladdr").nth(1).map(str::to_string)
     }
 
+    /// The PID of NODE's daemon (`ip netns exec` execs it), if running.
+    pub fn pid(&self, node: &str) -> Option<u32> {
+        self.daemons.iter().find(|(n, _)| n == node).map(|(_, c)| c.id())
+    }
+
     /// The status' alarms as text (JSON), "" when the daemon does not answer.
     pub fn alarms(&self, node: &str) -> String {
         self.status(node).map(|s| s["alarms"].to_string()).unwrap_or_default()
@@ -273,7 +278,8 @@ pub fn start_writer(lab: &Lab) -> (Writer, PathBuf) {
     (Writer(writer), ids)
 }
 
-/// The client loop, ended on drop (also when a test fails half-way).
+/// A helper process of a test (the client loop, a flood), ended on drop, also when the test
+/// fails half-way.
 pub struct Writer(Child);
 
 impl Writer {
@@ -283,6 +289,12 @@ impl Writer {
 
     pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
         self.0.wait()
+    }
+}
+
+impl From<Child> for Writer {
+    fn from(c: Child) -> Writer {
+        Writer(c)
     }
 }
 
