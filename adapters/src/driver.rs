@@ -268,6 +268,9 @@ impl Driver {
         }
         tokio::spawn(async move {
             if want_vip {
+                if let Err(e) = vip.renew().await {
+                    tracing::warn!("renewing the VIP's lease: {e}");
+                }
                 if let Ok(up) = vip.link_up().await {
                     let _ = tx.send(Input::LinkObserved { up });
                 }

@@ -45,6 +45,12 @@ pub trait Vip: Send + Sync {
     async fn held(&self) -> AdapterResult<bool>;
     /// Does the interface carrying the VIP have carrier? A Master lets go at once when not.
     async fn link_up(&self) -> AdapterResult<bool>;
+    /// Extends the kernel-enforced lease of the addresses this node holds (called from the
+    /// driver's loop: a stalled daemon stops renewing and its addresses expire). Never re-adds
+    /// an address that is gone. Without a lease, nothing to do.
+    async fn renew(&self) -> AdapterResult<()> {
+        Ok(())
+    }
 }
 
 /// Witness hosts: how many answer right now.

@@ -204,6 +204,23 @@ pub struct TimingSection {
     pub lone_slave_wait_ms: Option<u64>,
     pub handover_timeout_ms: Option<u64>,
     pub op_deadline_ms: Option<u64>,
+    /// The kernel-enforced lease of the shared IPs (whole seconds; 0: none). Default 2000.
+    pub vip_lease_ms: Option<u64>,
+}
+
+/// Two seconds: the daemon renews every quarter of it (500 ms, on its 250-ms report tick), so
+/// a healthy Master survives three missed renewals; a hung one loses the VIP within 2 s (plus
+/// the kernel's up-to-1-s expiry check), and its Slave then takes over through the usual ARP
+/// probe. Shorter than one second is not possible (`valid_lft` counts seconds).
+pub const DEFAULT_VIP_LEASE_MS: u64 = 2000;
+
+impl TimingSection {
+    pub fn vip_lease(&self) -> Option<std::time::Duration> {
+        match self.vip_lease_ms.unwrap_or(DEFAULT_VIP_LEASE_MS) {
+            0 => None,
+            ms => Some(std::time::Duration::from_millis(ms)),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -433,6 +450,12 @@ pub fn parse(text: &str) -> Result<NodeConfig, Vec<ConfigProblem>> {
         db_down_handover: file.db.as_ref().map_or(d.db_down_handover, |db| db.down_handover_ms),
         ..d
     };
+    if let Some(ms) = t.vip_lease_ms.filter(|ms| *ms != 0 && (*ms < 2000 || *ms % 1000 != 0)) {
+        problems.push(problem(
+            "timing.vip_lease_ms",
+            format!("{ms} ms: the kernel counts whole seconds and a lease needs room for missed renewals: 0 (none) or a multiple of 1000, at least 2000"),
+        ));
+    }
     if file.garp.count == 0 {
         problems.push(problem("garp.count", "send at least one gratuitous ARP"));
     }
@@ -505,6 +528,16 @@ primary = true
     fn every_problem_is_named_at_once() {
         let bad = GOOD.replace("prefix = 24", "prefix = 40").replace("replication_bandwidth_kbps = 1000", "replication_bandwidth_kbps = 0");
         assert_eq!(fields(&bad), vec!["node.replication_bandwidth_kbps", "shared_ip[0].prefix"]);
+    }
+
+    #[test]
+    fn the_vip_lease_is_whole_seconds_with_room_or_off() {
+        assert_eq!(parse(GOOD).expect("valid").file.timing.vip_lease(), Some(std::time::Duration::from_secs(2)));
+        let off = parse(&format!("{GOOD}\n[timing]\nvip_lease_ms = 0\n")).expect("valid");
+        assert_eq!(off.file.timing.vip_lease(), None);
+        for bad in ["1500", "1000", "2500"] {
+            assert_eq!(fields(&format!("{GOOD}\n[timing]\nvip_lease_ms = {bad}\n")), vec!["timing.vip_lease_ms"], "{bad}");
+        }
     }
 
     #[test]

@@ -72,7 +72,11 @@ fn backends(cfg: &NodeConfig, local_ip: IpAddr, key: &Key) -> Result<Backends, S
             probe_gap: Duration::from_millis((f.garp.probe_wait_ms / (2 * u64::from(f.garp.probe_count))).max(1)),
             probe_wait: Duration::from_millis(f.garp.probe_wait_ms),
         };
-        b.vip = Arc::new(NetlinkVip::new(ips, timing).map_err(|e| format!("shared_ip: {e}"))?);
+        let mut vip = NetlinkVip::new(ips, timing).map_err(|e| format!("shared_ip: {e}"))?;
+        if let Some(lease) = f.timing.vip_lease() {
+            vip = vip.with_lease(lease);
+        }
+        b.vip = Arc::new(vip);
     }
     if !f.witness.hosts.is_empty() {
         b.witness = Arc::new(TcpWitness { hosts: f.witness.hosts.clone(), timeout: Duration::from_millis(f.witness.timeout_ms) });

@@ -86,33 +86,65 @@ fn a_killed_master_daemon_never_leaves_two_hosts_answering() {
     let mut lab = Lab::up("k");
     a_master_b_slave(&mut lab);
     lab.kill9("a");
-    // The kernel keeps a's VIP and keeps answering ARP: b must see that and not raise its own.
+    // The kernel keeps a's VIP and answers ARP for it until its lease runs out (2 s): b must
+    // not raise its own meanwhile, and takes over once the address is gone.
     let t = Instant::now();
-    let mut both = 0;
-    while t.elapsed() < Duration::from_secs(3) {
-        if lab.holds_vip("a") && lab.holds_vip("b") {
-            both += 1;
-        }
+    let mut refused_while_held = false;
+    while !lab.holds_vip("b") {
+        assert!(t.elapsed() < Duration::from_secs(8), "b takes over once a's lease ran out: {:?}", lab.status("b"));
+        refused_while_held |= lab.holds_vip("a") && lab.alarms("b").contains("VipAnsweredElsewhere");
         std::thread::sleep(Duration::from_millis(30));
     }
-    assert_eq!(both, 0, "both hosts held the VIP");
-    assert_eq!(lab.role("b"), "slave");
-    let alarms = lab.status("b").map(|s| s["alarms"].to_string()).unwrap_or_default();
-    assert!(alarms.contains("VipAnsweredElsewhere"), "b says why it does not take over: {alarms}");
-    // The daemon comes back (systemd would restart it): it lets go, and one Master results.
+    assert!(!lab.holds_vip("a"), "both hosts held the VIP");
+    assert!(refused_while_held, "b said why it waited while a's address lived");
+    eprintln!("killed Master daemon: b holds the VIP after {} ms (lease 2000 ms)", t.elapsed().as_millis());
+    // The daemon comes back (systemd would restart it): it follows b.
     lab.start("a");
     let t = Instant::now();
-    let mut settled = false;
-    while t.elapsed() < Duration::from_secs(8) {
+    while lab.role("a") != "slave" {
         assert!(!(lab.holds_vip("a") && lab.holds_vip("b")), "both hosts held the VIP after the restart");
-        let roles = (lab.role("a"), lab.role("b"));
-        if (roles.0 == "master") != (roles.1 == "master") && (roles.0 == "slave" || roles.1 == "slave") {
-            settled = true;
-            break;
+        assert!(t.elapsed() < Duration::from_secs(8), "a follows b after the restart: {:?}", lab.status("a"));
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    assert_eq!(lab.role("b"), "master");
+}
+
+#[test]
+fn a_hung_master_loses_the_vip_by_its_lease_and_the_slave_takes_over() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::up("z");
+    a_master_b_slave(&mut lab);
+    let pid = lab.pid("a").unwrap_or(0).to_string();
+    assert!(sh(&["kill", "-STOP", &pid]).0);
+    // A hung daemon renews nothing: the kernel drops its address, and b takes over.
+    let t = Instant::now();
+    let mut gone = None;
+    while !lab.holds_vip("b") {
+        assert!(t.elapsed() < Duration::from_secs(8), "b takes over from a hung Master: {:?}", lab.status("b"));
+        if gone.is_none() && !lab.holds_vip("a") {
+            gone = Some(t.elapsed().as_millis());
         }
         std::thread::sleep(Duration::from_millis(30));
     }
-    assert!(settled, "one Master and one Slave after the restart: {:?}", (lab.role("a"), lab.role("b")));
+    let took = t.elapsed().as_millis();
+    assert!(!lab.holds_vip("a"), "both hosts held the VIP");
+    assert_eq!(lab.client_reaches_vip().as_deref(), Some(lab.mac("b").as_str()), "the client reaches b");
+    // The daemon wakes up: it finds its address gone and b Master, and follows; never two.
+    assert!(sh(&["kill", "-CONT", &pid]).0);
+    let t = Instant::now();
+    while lab.role("a") != "slave" {
+        assert!(!(lab.holds_vip("a") && lab.holds_vip("b")), "both hosts held the VIP after SIGCONT");
+        assert!(t.elapsed() < Duration::from_secs(8), "a follows b after SIGCONT: {:?}", lab.status("a"));
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    for _ in 0..20 {
+        assert!(!(lab.holds_vip("a") && lab.holds_vip("b")), "both hosts held the VIP after SIGCONT");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(lab.role("b"), "master");
+    eprintln!("hung Master (SIGSTOP): its VIP gone after {} ms, b holds it after {took} ms (lease 2000 ms)", gone.unwrap_or(0));
 }
 
 #[test]

@@ -386,8 +386,14 @@ impl Node {
         self.raise(Alarm::VipTamperedWith);
         self.vip_held = held;
         let want = self.role == Role::Master && self.handover.is_none();
-        if self.plan.is_none() && held != want {
-            self.run_background(if want { Op::RaiseVip } else { Op::DropVip });
+        if self.plan.is_none() && held && !want {
+            self.run_background(Op::DropVip);
+        }
+        if want && !held {
+            // Removed behind our back, or its lease ran out while this daemon stalled: the peer
+            // may have taken over meanwhile. Never re-raise blindly: the repair probes first and
+            // raises only if nobody answers, else this node steps down (`repair_master`).
+            self.repair_at = self.now;
         }
     }
 

@@ -158,3 +158,36 @@ fn same_inputs_same_outputs() {
     };
     assert_eq!(run(), run());
 }
+
+/// A lone Master whose VIP lived and ended by its lease (the daemon stalled) or was removed by
+/// hand: it never raises it again blindly; a probe decides (free: raise it; answered: the
+/// address is someone else's now, step down).
+#[test]
+fn a_master_that_lost_its_vip_probes_before_raising_it_again() {
+    let master = |answered: bool| {
+        let (mut n, _) = started();
+        let out = n.handle(Millis(1500), Input::Tick);
+        let (probe, _) = run_ops(&out).last().cloned().expect("probe");
+        let out = n.handle(Millis(1580), Input::Done { id: probe, result: Ok(Done::Probe { answered: false }) });
+        let (persist, _) = run_ops(&out)[0].clone();
+        let mut pending = run_ops(&n.handle(Millis(1583), Input::Done { id: persist, result: Ok(Done::Ok) }));
+        while let Some((id, _)) = pending.pop() {
+            pending.extend(run_ops(&n.handle(Millis(1590), Input::Done { id, result: Ok(Done::Ok) })));
+        }
+        assert!(n.status().vip_held && n.status().transition.is_none(), "{:?}", n.status());
+        let _ = n.handle(Millis(2000), Input::VipObserved { held: false });
+        let out = n.handle(Millis(2250), Input::VipObserved { held: false });
+        let mut ops: Vec<(OpId, Op)> = run_ops(&out);
+        if ops.is_empty() {
+            ops = run_ops(&n.handle(Millis(2260), Input::Tick));
+        }
+        assert_eq!(ops.iter().map(|(_, o)| o.clone()).collect::<Vec<_>>(), vec![Op::ArpProbe], "a probe first, no RaiseVip");
+        let out = n.handle(Millis(2350), Input::Done { id: ops[0].0, result: Ok(Done::Probe { answered }) });
+        (n, run_ops(&out).into_iter().map(|(_, o)| o).collect::<Vec<_>>())
+    };
+    let (n, ops) = master(false);
+    assert_eq!(ops, vec![Op::RaiseVip], "nobody answers: it is still ours");
+    assert_eq!(n.role(), Role::Master);
+    let (n, _) = master(true);
+    assert_ne!(n.role(), Role::Master, "someone else answers: it is theirs");
+}

@@ -107,6 +107,8 @@ pub struct Sim {
     pub replies: Vec<(Ix, Result<String, String>)>,
     next_req: u64,
     pub events: u64,
+    /// A paused daemon's inputs, in order, handed over when it resumes.
+    paused: [Option<Vec<Input>>; 2],
 }
 
 impl Sim {
@@ -130,6 +132,7 @@ impl Sim {
             verbose: true,
             replies: Vec::new(),
             next_req: 1,
+            paused: [None, None],
             events: 0,
         };
         s.push(REPLICATE_EVERY, Ev::Replicate);
@@ -164,6 +167,9 @@ impl Sim {
             self.world.now = t;
             self.events += 1;
             let before = self.snapshot();
+            for ix in self.world.expire_leases() {
+                self.note(crate::fault::node_name(ix), "the VIP's lease ran out: the kernel dropped the address".into());
+            }
             self.process(ev);
             self.trace_world(before);
             let views = [self.nodes[0].as_ref().map(View::of), self.nodes[1].as_ref().map(View::of)];
@@ -229,6 +235,12 @@ impl Sim {
             }
             Ev::Report => {
                 for ix in 0..2 {
+                    // The driver's report also says whether the VIP is configured here (it
+                    // notices a lease that ran out, or an address removed by hand).
+                    if self.cfg.components.vip && self.world.hosts[ix].powered {
+                        let held = self.world.hosts[ix].vip;
+                        self.feed(ix, Input::VipObserved { held });
+                    }
                     if self.cfg.components.db && self.world.hosts[ix].powered {
                         let input = match self.world.db_facts(ix) {
                             Ok(facts) => Input::DbReport(facts),
@@ -254,6 +266,19 @@ impl Sim {
         self.world.apply_fault(&f);
         match &f {
             Fault::Start(ix) => self.start(*ix),
+            Fault::Pause(ix) if self.nodes[*ix].is_some() && self.paused[*ix].is_none() => {
+                self.paused[*ix] = Some(Vec::new());
+                self.world.pause(*ix, true);
+            }
+            Fault::Resume(ix) => {
+                if let Some(queued) = self.paused[*ix].take() {
+                    self.world.pause(*ix, false);
+                    for input in queued {
+                        self.feed(*ix, input);
+                    }
+                    self.feed(*ix, Input::Tick);
+                }
+            }
             Fault::Crash(ix) => {
                 self.kill(*ix);
                 // systemd's Restart=always brings the daemon back.
@@ -318,6 +343,7 @@ impl Sim {
     }
 
     fn kill(&mut self, ix: Ix) {
+        self.paused[ix] = None;
         self.nodes[ix] = None;
         self.inc[ix] += 1;
         self.wake[ix] = None;
@@ -326,6 +352,10 @@ impl Sim {
 
     /// Hands one input to a node and carries out what it returns.
     pub fn feed(&mut self, ix: Ix, input: Input) {
+        if let Some(q) = self.paused[ix].as_mut() {
+            q.push(input);
+            return;
+        }
         let local = self.clocks[ix].local(self.now);
         let Some(node) = self.nodes[ix].as_mut() else { return };
         let out = node.handle(Millis(local), input);

@@ -25,6 +25,10 @@ pub enum Fault {
     Start(Ix),
     /// The daemon process dies; the host, its addresses and its database keep running.
     Crash(Ix),
+    /// The daemon stops (SIGSTOP, a deadlock): it hears, decides and renews nothing, but keeps
+    /// its state; the VIP's lease runs out. `Resume` lets it go on with what queued meanwhile.
+    Pause(Ix),
+    Resume(Ix),
     /// The host loses power: link down, addresses and processes gone; disks keep their data.
     PowerOff(Ix),
     /// Power back on: the host boots and its daemon starts.
@@ -78,6 +82,8 @@ impl fmt::Display for Fault {
         match self {
             Fault::Start(i) => write!(f, "start {}", n(i)),
             Fault::Crash(i) => write!(f, "crash {}", n(i)),
+            Fault::Pause(i) => write!(f, "pause {}", n(i)),
+            Fault::Resume(i) => write!(f, "resume {}", n(i)),
             Fault::PowerOff(i) => write!(f, "power-off {}", n(i)),
             Fault::PowerOn(i) => write!(f, "power-on {}", n(i)),
             Fault::LinkDown(i) => write!(f, "link-down {}", n(i)),
@@ -153,6 +159,8 @@ impl std::str::FromStr for Fault {
         Ok(match w.first().copied().unwrap_or("") {
             "start" => Fault::Start(node(1)?),
             "crash" => Fault::Crash(node(1)?),
+            "pause" => Fault::Pause(node(1)?),
+            "resume" => Fault::Resume(node(1)?),
             "power-off" => Fault::PowerOff(node(1)?),
             "power-on" => Fault::PowerOn(node(1)?),
             "link-down" => Fault::LinkDown(node(1)?),

@@ -35,6 +35,8 @@ pub struct Checker {
     blind: bool,
     /// End of the grace window: the peers hear each other again and the loser starts releasing.
     grace_until: u64,
+    /// Only for the database (see `check`).
+    db_grace_until: u64,
     grace_ms: u64,
     since: [Option<u64>; 2],
     /// Longest dual holding seen inside a grace window (ms).
@@ -85,10 +87,13 @@ impl Checker {
         // where both are reachable: on a shared LAN, or through the public IP (impossible twice).
         let shared = w.mode == Mode::Lan && w.same_domain();
         let conds = [shared && both(&|i| w.answers_arp(i)), shared && both(&|i| w.hosts[i].powered && w.hosts[i].db.writable)];
-        // A host whose daemon died keeps its addresses and database until systemd restarts the
-        // daemon and it lets go: that much dual holding is measured, not forbidden.
-        if w.hosts.iter().any(|h| h.powered && !h.daemon) {
-            self.grace_until = self.grace_until.max(now + self.grace_ms);
+        // A host whose daemon died (or is stopped) keeps its database writable until systemd
+        // restarts the daemon (or it resumes) and it lets go: that much dual writability is
+        // measured, not forbidden (clients reach it no more: its VIP is gone). Its
+        // VIP is not exempt: the kernel drops it when its lease runs out, and the peer's ARP
+        // probe sees it until then.
+        if w.hosts.iter().any(|h| h.powered && (!h.daemon || h.paused)) {
+            self.db_grace_until = self.db_grace_until.max(now + self.grace_ms);
         }
         for (k, cond) in conds.into_iter().enumerate() {
             if !cond {
@@ -96,7 +101,8 @@ impl Checker {
                 continue;
             }
             let start = *self.since[k].get_or_insert(now);
-            if now <= self.grace_until {
+            let grace = if k == 1 { self.grace_until.max(self.db_grace_until) } else { self.grace_until };
+            if now <= grace {
                 self.max_dual_ms = self.max_dual_ms.max(now - start);
             } else if !self.blind {
                 let msg = format!("{} at {}.{:03}s", WHAT[k], now / 1000, now % 1000);

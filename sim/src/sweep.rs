@@ -71,6 +71,11 @@ pub fn random_schedule(seed: u64) -> Schedule {
                 ops.push((t + r.range(500, 15_000), Fault::DbUp(ix)));
                 Fault::DbDown(ix)
             }
+            29 => {
+                // A hung daemon (SIGSTOP) that comes back: its VIP's lease runs out meanwhile.
+                ops.push((t + r.range(200, 8000), Fault::Resume(ix)));
+                Fault::Pause(ix)
+            }
             28 => {
                 // The state file lost while the daemon is down.
                 let back = t + r.range(100, 5000);
@@ -119,7 +124,7 @@ pub fn run_schedule(s: &Schedule, verbose: bool) -> (Result<RunStats, String>, S
         sim.schedule(h, f);
     }
     for ix in 0..2 {
-        for f in [Fault::LinkUp(ix), Fault::PowerOn(ix), Fault::Start(ix)] {
+        for f in [Fault::LinkUp(ix), Fault::PowerOn(ix), Fault::Resume(ix), Fault::Start(ix)] {
             sim.schedule(h, f);
         }
     }

@@ -318,7 +318,11 @@ pub fn run(cfg: &SimConfig, ops: &[(u64, Fault)], duration_ms: u64) -> Result<Tu
             checker.after_fault(now, &lock(&world), &f);
             next += 1;
         }
-        lock(&world).now = now;
+        {
+            let mut w = lock(&world);
+            w.now = now;
+            w.expire_leases();
+        }
         sim.step().map_err(|e| format!("turmoil: {e}"))?;
         steps += 1;
         let mut w = lock(&world);
@@ -371,6 +375,8 @@ fn apply(sim: &mut turmoil::Sim<'_>, world: &Shared<World>, down: &mut [bool; 2]
         }
         Fault::Hold => sim.hold(a, b),
         Fault::Release | Fault::Heal => sim.release(a, b),
+        // Pause/Resume: turmoil cannot stop a host's tasks and let them go on later (only
+        // crash them); the pure tier models a paused daemon.
         _ => {}
     }
     // The heartbeat path follows the world: links, cuts and splits.

@@ -55,7 +55,17 @@ pub struct Host {
     /// that overlap see each other (RFC 5227 §2.1.1: a probe from another host for the same
     /// address is a conflict), so simultaneous takeovers both back off.
     pub probing: Option<(u64, u64)>,
+    /// When the kernel drops this host's VIP by itself: set when the daemon that renewed its
+    /// lease dies, cleared when a live daemon adds or drops it (it renews while it runs).
+    pub vip_expires: Option<u64>,
+    /// The daemon is stopped (SIGSTOP): alive but deciding nothing until resumed.
+    pub paused: bool,
 }
+
+/// The kernel-enforced lease of the shared IPs (the daemon's default `timing.vip_lease_ms`),
+/// plus the kernel's expiry check, which runs on whole seconds (measured: up to ~1 s late).
+pub const VIP_LEASE_MS: u64 = 2000;
+pub const VIP_EXPIRY_LATE_MS: u64 = 1000;
 
 impl Host {
     fn new() -> Host {
@@ -72,6 +82,8 @@ impl Host {
             faults: BTreeMap::new(),
             garps: 0,
             probing: None,
+            vip_expires: None,
+            paused: false,
         }
     }
 }
@@ -255,10 +267,12 @@ impl World {
             }
             Op::RaiseVip => {
                 self.hosts[ix].vip = true;
+                self.hosts[ix].vip_expires = None;
                 Done::Ok
             }
             Op::DropVip => {
                 self.hosts[ix].vip = false;
+                self.hosts[ix].vip_expires = None;
                 Done::Ok
             }
             Op::Garp => {
@@ -515,13 +529,52 @@ impl World {
             }
             Fault::StopReplication(ix) => self.hosts[*ix].db.stopped = self.hosts[*ix].db.source.is_some(),
             Fault::LoseState(ix) => self.hosts[*ix].store = None,
-            Fault::Start(_) | Fault::Crash(_) | Fault::PowerOff(_) | Fault::PowerOn(_) | Fault::Drift(..) | Fault::Cmd(..) => {}
+            Fault::Start(_)
+            | Fault::Crash(_)
+            | Fault::Pause(_)
+            | Fault::Resume(_)
+            | Fault::PowerOff(_)
+            | Fault::PowerOn(_)
+            | Fault::Drift(..)
+            | Fault::Cmd(..) => {}
         }
     }
 
     pub fn crash(&mut self, ix: Ix) {
         self.hosts[ix].daemon = false;
+        self.hosts[ix].paused = false;
         self.hosts[ix].services = false;
+        // Its last renewal was up to a quarter of the lease ago; the worst case for the
+        // others is a renewal at the moment of death, and a late kernel check.
+        if self.hosts[ix].vip {
+            self.hosts[ix].vip_expires = Some(self.now + VIP_LEASE_MS + VIP_EXPIRY_LATE_MS);
+        }
+    }
+
+    /// The daemon stops renewing (paused) or renews again (resumed). A resumed daemon renews
+    /// only an address still there.
+    pub fn pause(&mut self, ix: Ix, paused: bool) {
+        let h = &mut self.hosts[ix];
+        h.paused = paused;
+        match (paused, h.vip) {
+            (true, true) => h.vip_expires = Some(self.now + VIP_LEASE_MS + VIP_EXPIRY_LATE_MS),
+            (false, _) => h.vip_expires = None,
+            _ => {}
+        }
+    }
+
+    /// The kernel drops addresses whose lease ran out. Returns the hosts that lost one.
+    pub fn expire_leases(&mut self) -> Vec<Ix> {
+        let now = self.now;
+        let mut out = Vec::new();
+        for (ix, h) in self.hosts.iter_mut().enumerate() {
+            if h.vip && h.vip_expires.is_some_and(|t| t <= now) {
+                h.vip = false;
+                h.vip_expires = None;
+                out.push(ix);
+            }
+        }
+        out
     }
 
     pub fn power_off(&mut self, ix: Ix) {
@@ -529,7 +582,9 @@ impl World {
         h.powered = false;
         h.link = false;
         h.daemon = false;
+        h.paused = false;
         h.vip = false;
+        h.vip_expires = None;
         h.services = false;
         h.fs_push = None;
         h.mongo_primary = false;

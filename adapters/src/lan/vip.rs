@@ -6,7 +6,7 @@ use super::arp;
 use crate::traits::{AdapterError, AdapterResult, Vip};
 use async_trait::async_trait;
 use futures::stream::TryStreamExt;
-use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, CacheInfo};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -56,6 +56,19 @@ pub struct NetlinkVip {
     /// Bumped whenever the VIP is dropped: a pending repeat burst from before must not announce
     /// an address this host no longer holds (it would pull clients back to us).
     generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The kernel-enforced lease (`valid_lft`): the addresses vanish by themselves unless
+    /// renewed, so a hung or dead daemon cannot keep the VIP. `None`: forever.
+    lease: Option<Duration>,
+    /// Whether this node means to hold the addresses (set by raise, cleared by drop), and
+    /// when they were last renewed. The lock keeps a renewal from re-adding an address that a
+    /// drop is removing at the same moment.
+    holding: std::sync::Arc<tokio::sync::Mutex<Lease>>,
+}
+
+#[derive(Debug, Default)]
+struct Lease {
+    wanted: bool,
+    renewed: Option<std::time::Instant>,
 }
 
 fn err(what: &str, e: impl std::fmt::Display) -> AdapterError {
@@ -75,7 +88,39 @@ impl NetlinkVip {
         }
         let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| err("opening rtnetlink", e))?;
         tokio::spawn(conn);
-        Ok(NetlinkVip { handle, ips, timing, generation: Default::default() })
+        Ok(NetlinkVip { handle, ips, timing, generation: Default::default(), lease: None, holding: Default::default() })
+    }
+
+    /// Addresses added from now on live `lease` (whole seconds, at least 1) unless renewed.
+    pub fn with_lease(mut self, lease: Duration) -> NetlinkVip {
+        self.lease = Some(Duration::from_secs(lease.as_secs().max(1)));
+        self
+    }
+
+    /// Adds IP (or, with `replace`, refreshes it), with the lease's lifetime if there is one.
+    async fn put(&self, ip: &SharedIpSpec, index: u32, replace: bool) -> AdapterResult<()> {
+        let mut req = self.handle.address().add(index, ip.address, ip.prefix);
+        if replace {
+            req = req.replace();
+        }
+        if let Some(label) = &ip.label {
+            req.message_mut().attributes.push(AddressAttribute::Label(label.clone()));
+        }
+        if ip.address.is_ipv6() {
+            // The VIP is ours by the arbiter's word: no duplicate address detection, which
+            // would keep it unusable ("tentative") for a second.
+            req.message_mut().header.flags |= AddressHeaderFlags::Nodad;
+            req.message_mut().attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        if let Some(lease) = self.lease {
+            let secs = u32::try_from(lease.as_secs()).unwrap_or(u32::MAX);
+            let mut info = CacheInfo::default();
+            info.ifa_preferred = secs;
+            info.ifa_valid = secs;
+            req.message_mut().attributes.push(AddressAttribute::CacheInfo(info));
+        }
+        let what = if replace { "renewing" } else { "adding" };
+        req.execute().await.map_err(|e| err(&format!("{what} {}/{} on {}", ip.address, ip.prefix, ip.interface), e))
     }
 
     async fn link(&self, name: &str) -> AdapterResult<LinkInfo> {
@@ -130,27 +175,42 @@ impl NetlinkVip {
 #[async_trait]
 impl Vip for NetlinkVip {
     async fn raise(&self) -> AdapterResult<()> {
+        let mut lease = self.holding.lock().await;
+        lease.wanted = true;
         for ip in &self.ips {
             let l = self.link(&ip.interface).await?;
-            if self.present(ip, l.index).await?.is_some() {
-                continue; // idempotent: already there
+            // Idempotent: an address already there only gets a fresh lease.
+            let there = self.present(ip, l.index).await?.is_some();
+            if !there || self.lease.is_some() {
+                self.put(ip, l.index, there).await?;
             }
-            let mut req = self.handle.address().add(l.index, ip.address, ip.prefix);
-            if let Some(label) = &ip.label {
-                req.message_mut().attributes.push(AddressAttribute::Label(label.clone()));
-            }
-            if ip.address.is_ipv6() {
-                // The VIP is ours by the arbiter's word: no duplicate address detection, which
-                // would keep it unusable ("tentative") for a second.
-                req.message_mut().header.flags |= AddressHeaderFlags::Nodad;
-                req.message_mut().attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
-            }
-            req.execute().await.map_err(|e| err(&format!("adding {}/{} on {}", ip.address, ip.prefix, ip.interface), e))?;
         }
+        lease.renewed = Some(std::time::Instant::now());
+        Ok(())
+    }
+
+    async fn renew(&self) -> AdapterResult<()> {
+        let Some(every) = self.lease.map(|l| l / 4) else { return Ok(()) };
+        let mut lease = self.holding.lock().await;
+        if !lease.wanted || lease.renewed.is_some_and(|t| t.elapsed() < every) {
+            return Ok(());
+        }
+        for ip in &self.ips {
+            let l = self.link(&ip.interface).await?;
+            // An address that is gone stays gone: its lease ran out (this daemon stalled for
+            // longer than the lease) or someone removed it. Re-adding it here could make two
+            // hosts answer; the core hears of it (`held`) and decides.
+            if self.present(ip, l.index).await?.is_some() {
+                self.put(ip, l.index, true).await?;
+            }
+        }
+        lease.renewed = Some(std::time::Instant::now());
         Ok(())
     }
 
     async fn drop_vip(&self) -> AdapterResult<()> {
+        let mut lease = self.holding.lock().await;
+        lease.wanted = false;
         self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         for ip in &self.ips {
             let l = self.link(&ip.interface).await?;
@@ -165,7 +225,14 @@ impl Vip for NetlinkVip {
         self.announce().await?;
         // Two more bursts later (B3): a switch, phone or client that ignored the first one (busy,
         // or within its ARP `locktime`) learns now.
-        let again = NetlinkVip { handle: self.handle.clone(), ips: self.ips.clone(), timing: self.timing.clone(), generation: self.generation.clone() };
+        let again = NetlinkVip {
+            handle: self.handle.clone(),
+            ips: self.ips.clone(),
+            timing: self.timing.clone(),
+            generation: self.generation.clone(),
+            lease: self.lease,
+            holding: self.holding.clone(),
+        };
         let gen = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         tokio::spawn(async move {
             for _ in 0..2 {
