@@ -6,7 +6,8 @@ use ridondato_core::Message;
 pub trait MessageCodec: Send + Sync {
     fn seal(&self, msg: &Message) -> Vec<u8>;
     /// Decodes (and, for authenticated codecs, verifies) a datagram; the error says why not.
-    fn open(&self, datagram: &[u8]) -> Result<Message, String>;
+    /// `None`: a frame of the codec's own (a session hello), nothing for the node.
+    fn open(&self, datagram: &[u8]) -> Result<Option<Message>, String>;
 }
 
 /// Unauthenticated JSON, for the simulator only: node-to-node traffic in production goes
@@ -19,7 +20,7 @@ impl MessageCodec for JsonCodec {
         serde_json::to_vec(msg).unwrap_or_default()
     }
 
-    fn open(&self, datagram: &[u8]) -> Result<Message, String> {
-        serde_json::from_slice(datagram).map_err(|e| format!("undecodable message: {e}"))
+    fn open(&self, datagram: &[u8]) -> Result<Option<Message>, String> {
+        serde_json::from_slice(datagram).map(Some).map_err(|e| format!("undecodable message: {e}"))
     }
 }

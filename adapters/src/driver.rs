@@ -61,6 +61,8 @@ pub struct DriverConfig {
     pub vip_watch: bool,
     /// Whether to pass on the file-sync adapter's report at the report interval.
     pub fs_reports: bool,
+    /// This run of the process (see `Input::Start`): random in the daemon.
+    pub run: u64,
 }
 
 impl Default for DriverConfig {
@@ -73,6 +75,7 @@ impl Default for DriverConfig {
             db_reports: true,
             vip_watch: true,
             fs_reports: false,
+            run: 0,
         }
     }
 }
@@ -169,7 +172,8 @@ impl Driver {
     /// be read stops the start: a node must not act without knowing its epoch.
     pub async fn run(mut self) -> AdapterResult<()> {
         let persisted = self.backends.store.load().await.map_err(|e| AdapterError::new(format!("reading the state store: {e}")))?;
-        if self.feed(Input::Start { persisted }).await {
+        let run = self.cfg.run;
+        if self.feed(Input::Start { persisted, run }).await {
             return Ok(());
         }
         let mut report = tokio::time::interval(self.cfg.report_every);
@@ -181,7 +185,8 @@ impl Driver {
                 _ = tokio::time::sleep(sleep_for) => Input::Tick,
                 r = transport.recv() => match r {
                     Ok(datagram) => match self.codec.open(&datagram) {
-                        Ok(msg) => Input::Peer(msg),
+                        Ok(Some(msg)) => Input::Peer(msg),
+                        Ok(None) => continue,
                         Err(why) => {
                             self.stats.rejected_datagrams.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(node = %self.node.id(), "dropped a datagram: {why}");

@@ -185,12 +185,13 @@ async fn serve(cfg: NodeConfig) -> Result<(), String> {
     let transport = UdpTransport::bind(SocketAddr::new(local_ip, f.node.port), SocketAddr::new(f.node.peer_ip, f.node.port))
         .await
         .map_err(|e| format!("node.management_ip: {e}"))?;
-    let codec = AuthCodec::starting_now(key, cfg.core.node.0, cfg.core.peer.0);
+    let codec = AuthCodec::new(key, cfg.core.node.0, cfg.core.peer.0)?;
     let dcfg = DriverConfig {
         op_deadline: Duration::from_millis(f.timing.op_deadline_ms.unwrap_or(3000)),
         db_reports: f.db.is_some(),
         vip_watch: !f.shared_ips.is_empty(),
         fs_reports: f.fs.is_some(),
+        run: random_run()?,
         // Catch-up and promotion wait up to promote_timeout_ms for the relay log: the driver's
         // deadline must not cut them shorter.
         db_apply_deadline: Duration::from_millis(f.db.as_ref().map_or(0, |d| d.promote_timeout_ms) + 2000),
@@ -233,4 +234,11 @@ fn raise_fd_limit() {
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!("could not raise the open-files limit: {e}");
     }
+}
+
+/// A random identifier of this run of the daemon (see `Input::Start`).
+fn random_run() -> Result<u64, String> {
+    let mut b = [0u8; 8];
+    getrandom::getrandom(&mut b).map_err(|e| format!("no randomness for the run identifier: {e}"))?;
+    Ok(u64::from_le_bytes(b))
 }

@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Input {
     /// The node process started; `persisted` is what the state store held (`None`: fresh install).
-    Start { persisted: Option<PersistedState> },
+    /// `run`: this run of the process, different at every start (random in the daemon, the
+    /// incarnation in the simulator): the peer tells a restart from a replay by it, even when
+    /// the boot counter started over with a lost state file.
+    Start { persisted: Option<PersistedState>, run: u64 },
     /// A wake-up. Harmless when nothing is due.
     Tick,
     /// A message from the peer, already authenticated by the transport.

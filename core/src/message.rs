@@ -13,6 +13,9 @@ pub struct Heartbeat {
     pub boot: u64,
     /// Increases with every message of one boot; older or repeated ones are ignored.
     pub seq: u64,
+    /// The sender's run (`Input::Start`): another run is a restart, whatever its boot counter.
+    #[serde(default)]
+    pub run: u64,
     /// The sender's monotonic clock when it sent this (only differences mean anything).
     pub sent_at: Millis,
     pub epoch: u64,

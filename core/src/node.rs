@@ -32,6 +32,8 @@ pub struct Node {
     pub(crate) boot_started: Millis,
     /// This boot's number (durable once the first persist completes).
     pub(crate) boots: u64,
+    /// This run of the process (`Input::Start`), carried in heartbeats.
+    pub(crate) run: u64,
     /// Why the last takeover was refused, so the refusal is reported once, not every tick.
     pub(crate) refused: Option<String>,
     pub(crate) peer: PeerView,
@@ -124,6 +126,7 @@ impl Node {
             maintenance: Maintenance::default(),
             boot_started: Millis::ZERO,
             boots: 0,
+            run: 0,
             refused: None,
             peer: PeerView::default(),
             last_master_seen: None,
@@ -199,7 +202,10 @@ impl Node {
     pub fn handle(&mut self, now: Millis, input: Input) -> Output {
         self.now = self.now.max(now);
         match input {
-            Input::Start { persisted } => self.on_start(persisted),
+            Input::Start { persisted, run } => {
+                self.run = run;
+                self.on_start(persisted);
+            }
             _ if !self.started => {
                 if let Input::Command { req, .. } = input {
                     self.reply(req, Err("the node has not started yet".into()));
@@ -497,6 +503,7 @@ impl Node {
         Heartbeat {
             from: self.cfg.node,
             boot: self.boots,
+            run: self.run,
             seq: self.seq,
             sent_at: self.now,
             epoch: self.epoch,

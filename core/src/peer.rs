@@ -23,13 +23,16 @@ impl PeerView {
     /// Accepts `hb` unless it is older than what we have (replayed or reordered).
     pub fn accept(&mut self, now: Millis, hb: &Heartbeat) -> bool {
         if let Some(prev) = &self.hb {
-            // A lower boot number from a peer silent for a failover timeout is a peer that
-            // lost its state file and started over, not a replay: the transport's own replay
-            // protection has already vetted the frame. Ignoring it would leave it unheard for
-            // ever.
-            let restarted_fresh = self.lost && hb.boot <= prev.boot;
-            if (hb.boot, hb.seq) <= (prev.boot, prev.seq) && !restarted_fresh {
+            // Another run of the peer is a restart, even with a lower or equal boot number (a
+            // peer that lost its state file starts over at 1): heard at once. The transport
+            // takes no frame of a run once a newer one spoke, so this is no replay. Within one
+            // run, (boot, seq) only grows; older or repeated messages are ignored.
+            let new_run = hb.run != prev.run;
+            if !new_run && (hb.boot, hb.seq) <= (prev.boot, prev.seq) {
                 return false;
+            }
+            if new_run {
+                self.skews.clear();
             }
             if hb.boot != prev.boot {
                 self.skews.clear();

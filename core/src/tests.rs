@@ -14,6 +14,7 @@ pub(crate) fn peer_heartbeat(from: NodeId, role: Role) -> Heartbeat {
         from,
         boot: 1,
         seq: 1,
+        run: 1,
         sent_at: Millis(0),
         epoch: 0,
         role,
@@ -38,7 +39,7 @@ fn run_ops(out: &Output) -> Vec<(OpId, Op)> {
 /// A node started fresh, its boot persisted, quiesced, and past its discovery window alone.
 fn started() -> (Node, Millis) {
     let mut n = Node::new(cfg());
-    let out = n.handle(Millis(0), Input::Start { persisted: None });
+    let out = n.handle(Millis(0), Input::Start { persisted: None, run: 1 });
     for (id, _) in run_ops(&out) {
         let _ = n.handle(Millis(1), Input::Done { id, result: Ok(Done::Ok) });
     }
@@ -48,7 +49,7 @@ fn started() -> (Node, Millis) {
 #[test]
 fn a_fresh_start_quiesces_and_persists_its_boot_before_any_heartbeat() {
     let mut n = Node::new(cfg());
-    let out = n.handle(Millis(0), Input::Start { persisted: None });
+    let out = n.handle(Millis(0), Input::Start { persisted: None, run: 1 });
     let boot = PersistedState { boots: 1, ..PersistedState::default() };
     assert_eq!(out.actions, vec![Action::Run { id: OpId(1), op: Op::DropVip }, Action::Run { id: OpId(2), op: Op::Persist(boot) }]);
     // No heartbeat before the boot number is durable: the next wake-up is the discovery window.
@@ -190,4 +191,33 @@ fn a_master_that_lost_its_vip_probes_before_raising_it_again() {
     assert_eq!(n.role(), Role::Master);
     let (n, _) = master(true);
     assert_ne!(n.role(), Role::Master, "someone else answers: it is theirs");
+}
+
+/// A peer that lost its state file starts over at boot 1 (here even the same boot number as
+/// before would do): a new run, heard at its first heartbeat, not ignored for ever.
+#[test]
+fn a_peer_restarted_with_a_lower_boot_number_is_heard_at_once() {
+    let (mut n, _) = started();
+    let hb = Heartbeat { boot: 5, seq: 900, ..peer_heartbeat(NodeId(2), Role::Slave) };
+    let _ = n.handle(Millis(100), Input::Peer(Message::Heartbeat(hb)));
+    assert_eq!(n.status().peer.role, Some(Role::Slave));
+    let fresh = Heartbeat { boot: 1, seq: 1, run: 2, ..peer_heartbeat(NodeId(2), Role::Booting) };
+    let _ = n.handle(Millis(150), Input::Peer(Message::Heartbeat(fresh)));
+    assert_eq!(n.status().peer.role, Some(Role::Booting), "the new run is heard 50 ms later");
+    let stale = Heartbeat { boot: 1, seq: 1, run: 2, ..peer_heartbeat(NodeId(2), Role::Master) };
+    let _ = n.handle(Millis(160), Input::Peer(Message::Heartbeat(stale)));
+    assert_eq!(n.status().peer.role, Some(Role::Booting), "within a run, no repeated sequence number");
+}
+
+/// The peer's clock plays no part in hearing it: a heartbeat whose send time jumped back an
+/// hour is heard like any other (order comes from the run and its sequence numbers).
+#[test]
+fn a_peer_whose_clock_jumps_back_an_hour_is_still_heard() {
+    let (mut n, _) = started();
+    let hb = Heartbeat { seq: 10, sent_at: Millis(4_000_000), ..peer_heartbeat(NodeId(2), Role::Slave) };
+    let _ = n.handle(Millis(100), Input::Peer(Message::Heartbeat(hb)));
+    let back = Heartbeat { seq: 11, sent_at: Millis(400_000), ..peer_heartbeat(NodeId(2), Role::Booting) };
+    let _ = n.handle(Millis(200), Input::Peer(Message::Heartbeat(back)));
+    assert_eq!(n.status().peer.role, Some(Role::Booting));
+    assert_eq!(n.status().peer.silent_for_ms, Some(0));
 }

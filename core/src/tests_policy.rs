@@ -28,7 +28,7 @@ fn facts(pos: u64, replication: Replication) -> DbFacts {
 impl H {
     fn new(cfg: Config, persisted: Option<PersistedState>) -> H {
         let mut h = H { n: Node::new(cfg), t: 0, pending: Vec::new(), events: Vec::new(), ran: Vec::new(), seq: 0 };
-        h.feed(Input::Start { persisted });
+        h.feed(Input::Start { persisted, run: 1 });
         h.settle();
         h
     }

@@ -67,12 +67,41 @@ impl SimConfig {
 
 #[derive(Clone, Debug)]
 enum Ev {
-    Wake { ix: Ix, inc: u64 },
-    Deliver { to: Ix, msg: Message },
-    OpDone { ix: Ix, inc: u64, id: OpId, op: Op, deadline: u64 },
-    OpFail { ix: Ix, inc: u64, id: OpId, err: OpError },
-    Progress { ix: Ix, inc: u64, job: u64, done: u64, total: u64 },
-    Link { ix: Ix, inc: u64, up: bool },
+    Wake {
+        ix: Ix,
+        inc: u64,
+    },
+    /// `inc`: the sender's run when it sent the message.
+    Deliver {
+        to: Ix,
+        inc: u64,
+        msg: Message,
+    },
+    OpDone {
+        ix: Ix,
+        inc: u64,
+        id: OpId,
+        op: Op,
+        deadline: u64,
+    },
+    OpFail {
+        ix: Ix,
+        inc: u64,
+        id: OpId,
+        err: OpError,
+    },
+    Progress {
+        ix: Ix,
+        inc: u64,
+        job: u64,
+        done: u64,
+        total: u64,
+    },
+    Link {
+        ix: Ix,
+        inc: u64,
+        up: bool,
+    },
     Fault(Fault),
     Replicate,
     Report,
@@ -99,7 +128,7 @@ pub struct Sim {
     seq: u64,
     wake: [Option<u64>; 2],
     ops: BTreeMap<(Ix, u64, OpId), (u64, u64)>,
-    held: Vec<(Ix, Message)>,
+    held: Vec<(Ix, u64, Message)>,
     pub trace: Vec<TraceLine>,
     /// Also trace world changes (VIP, DB, services) — on for scenarios, off for sweeps.
     pub verbose: bool,
@@ -186,8 +215,10 @@ impl Sim {
                     self.feed(ix, Input::Tick);
                 }
             }
-            Ev::Deliver { to, msg } => {
-                if self.world.hb_path(1 - to, to) {
+            Ev::Deliver { to, inc, msg } => {
+                // The transport's sessions (auth_codec): nothing of a sender's earlier run is
+                // accepted once it restarted.
+                if inc == self.inc[1 - to] && self.world.hb_path(1 - to, to) {
                     self.feed(to, Input::Peer(msg));
                 }
             }
@@ -318,9 +349,9 @@ impl Sim {
     }
 
     fn release_held(&mut self) {
-        for (to, msg) in std::mem::take(&mut self.held) {
+        for (to, inc, msg) in std::mem::take(&mut self.held) {
             let at = self.now + self.rng.range(0, 2);
-            self.push(at, Ev::Deliver { to, msg });
+            self.push(at, Ev::Deliver { to, inc, msg });
         }
     }
 
@@ -333,7 +364,8 @@ impl Sim {
         self.nodes[ix] = Some(Node::new(self.cfg.node_config(ix)));
         let persisted = self.world.hosts[ix].store.clone();
         let fresh = persisted.is_none();
-        self.feed(ix, Input::Start { persisted });
+        let run = self.inc[ix];
+        self.feed(ix, Input::Start { persisted, run });
         if !self.world.hosts[ix].link {
             self.feed(ix, Input::LinkObserved { up: false });
         }
@@ -387,14 +419,14 @@ impl Sim {
                     return;
                 }
                 if self.world.net.hold {
-                    self.held.push((to, msg));
+                    self.held.push((to, inc, msg));
                     return;
                 }
                 if self.world.net.loss_pct > 0 && self.rng.chance(self.world.net.loss_pct) {
                     return;
                 }
                 let at = self.now + self.rng.range(0, 2) + self.world.net.latency_ms;
-                self.push(at, Ev::Deliver { to, msg });
+                self.push(at, Ev::Deliver { to, inc, msg });
             }
             Action::Run { id, op } => {
                 // Copies take long; restarting replication is as quick as any other operation.

@@ -164,6 +164,12 @@ pub fn run_schedule(s: &Schedule, verbose: bool) -> (Result<RunStats, String>, S
         }
         t += 100;
     }
+    // SIM_DEBUG=1: what each node says of itself when a schedule does not settle.
+    if settled_at.is_none() && std::env::var("SIM_DEBUG").is_ok() {
+        for n in sim.nodes.iter().flatten() {
+            eprintln!("DEBUG {:?}", n.status());
+        }
+    }
     let result = match settled_at {
         None => Err(format!(
             "I5: not settled {} ms after the heal: {} [{}]",

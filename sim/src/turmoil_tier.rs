@@ -240,7 +240,13 @@ async fn run_node(ix: Ix, cfg: SimConfig, world: Shared<World>, rng: Shared<Rng>
         services: be.clone(),
         store: be,
     };
-    let dcfg = DriverConfig { op_deadline: Duration::from_millis(cfg.op_deadline), ..DriverConfig::default() };
+    // Each start of this host is a new run: its incarnation, counted in the world.
+    let run = {
+        let mut w = lock(&world);
+        w.runs[ix] += 1;
+        w.runs[ix]
+    };
+    let dcfg = DriverConfig { op_deadline: Duration::from_millis(cfg.op_deadline), run, ..DriverConfig::default() };
     let (driver, handle) = Driver::new(Node::new(cfg.node_config(ix)), backends, Arc::new(TurmoilUdp { sock, peer }), Arc::new(JsonCodec), dcfg);
     let watcher = watch_status(ix, handle, statuses);
     tokio::spawn(watcher);

@@ -110,6 +110,8 @@ pub enum Finish {
 
 #[derive(Clone, Debug)]
 pub struct World {
+    /// How many times each host's daemon started (its run identifier, tier 2).
+    pub runs: [u64; 2],
     pub mode: Mode,
     pub witnesses: u32,
     pub hosts: [Host; 2],
@@ -146,6 +148,7 @@ fn other(ix: Ix) -> Ix {
 impl World {
     pub fn new(mode: Mode, witnesses: u32) -> World {
         World {
+            runs: [0, 0],
             mode,
             witnesses,
             hosts: [Host::new(), Host::new()],
