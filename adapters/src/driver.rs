@@ -92,6 +92,8 @@ pub struct CommandRequest {
 pub struct DriverStats {
     /// Datagrams the codec rejected (forged, replayed, malformed).
     pub rejected_datagrams: AtomicU64,
+    /// The same, by reason, and their rate-limited log lines.
+    pub drops: crate::drop_log::DropLog,
     pub inputs: AtomicU64,
 }
 
@@ -189,7 +191,10 @@ impl Driver {
                         Ok(None) => continue,
                         Err(why) => {
                             self.stats.rejected_datagrams.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(node = %self.node.id(), "dropped a datagram: {why}");
+                            let from = transport.peer().unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+                            if let Some(line) = self.stats.drops.note(from, &why, std::time::Instant::now()) {
+                                tracing::warn!(node = %self.node.id(), "{line}");
+                            }
                             continue;
                         }
                     },
@@ -207,6 +212,9 @@ impl Driver {
                     Input::Command { req: id, cmd: req.cmd }
                 }
                 _ = report.tick(), if self.cfg.db_reports || self.cfg.vip_watch || self.cfg.fs_reports => {
+                    if let Some(line) = transport.peer().and_then(|from| self.stats.drops.flush(from, std::time::Instant::now())) {
+                        tracing::warn!(node = %self.node.id(), "{line}");
+                    }
                     self.spawn_report();
                     continue;
                 }

@@ -4,6 +4,7 @@
 pub mod auth_codec;
 pub mod codec;
 pub mod driver;
+pub mod drop_log;
 #[cfg(feature = "fs-sync")]
 pub mod fs_sync;
 #[cfg(feature = "lan")]

@@ -30,6 +30,10 @@ pub trait Transport: Send + Sync {
     async fn send(&self, datagram: &[u8]) -> AdapterResult<()>;
     /// Waits for the next datagram from the peer's address.
     async fn recv(&self) -> AdapterResult<Vec<u8>>;
+    /// The peer's address, for log lines about what came from it.
+    fn peer(&self) -> Option<std::net::SocketAddr> {
+        None
+    }
 }
 
 /// The shared IPs of LAN mode (S3, S4) and the ARP arbiter (B1, B3).

@@ -28,6 +28,10 @@ impl Transport for UdpTransport {
         self.sock.send_to(datagram, self.peer).await.map(|_| ()).map_err(|e| AdapterError::new(format!("sending to {}: {e}", self.peer)))
     }
 
+    fn peer(&self) -> Option<SocketAddr> {
+        Some(self.peer)
+    }
+
     /// Cancel-safe (the driver selects on it): `recv_from` is.
     async fn recv(&self) -> AdapterResult<Vec<u8>> {
         let mut buf = vec![0u8; 8192];

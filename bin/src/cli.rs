@@ -55,18 +55,30 @@ pub fn parse_command(verb: &str, words: &[String]) -> Result<Command, String> {
 pub fn status(args: &[String]) -> Result<(), String> {
     let (socket, words) = socket_and_words(args)?;
     let json = words.iter().any(|w| w == "--json");
-    let s = fetch_status(&socket)?;
+    let (s, dropped) = fetch_status_and_drops(&socket)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&s).map_err(|e| e.to_string())?);
+        let mut v = serde_json::to_value(&s).map_err(|e| e.to_string())?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("dropped_datagrams".into(), serde_json::json!(dropped));
+        }
+        println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
     } else {
         print!("{}", render_status(&s));
+        if !dropped.is_empty() {
+            let parts: Vec<String> = dropped.iter().map(|(why, n)| format!("{n} {why}")).collect();
+            println!("dropped datagrams since start: {}", parts.join(", "));
+        }
     }
     Ok(())
 }
 
 fn fetch_status(socket: &std::path::Path) -> Result<Status, String> {
+    fetch_status_and_drops(socket).map(|(s, _)| s)
+}
+
+fn fetch_status_and_drops(socket: &std::path::Path) -> Result<(Status, std::collections::BTreeMap<String, u64>), String> {
     match request(socket, &Request::Status)? {
-        Response::Status(s) => Ok(*s),
+        Response::Status(s, dropped) => Ok((*s, dropped)),
         Response::Reply(Err(e)) | Response::BadRequest(e) => Err(e),
         Response::Reply(Ok(m)) => Err(m),
     }
@@ -158,7 +170,7 @@ pub fn command(verb: &str, args: &[String]) -> Result<(), String> {
     match request(&socket, &Request::Command(cmd))? {
         Response::Reply(Ok(m)) => println!("{m}"),
         Response::Reply(Err(e)) | Response::BadRequest(e) => return Err(e),
-        Response::Status(_) => return Err("unexpected answer".into()),
+        Response::Status(..) => return Err("unexpected answer".into()),
     }
     if follow {
         follow_job(&socket)?;

@@ -16,7 +16,8 @@ pub enum Request {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Response {
-    Status(Box<Status>),
+    /// The node's status, and the datagrams refused since start by reason.
+    Status(Box<Status>, std::collections::BTreeMap<String, u64>),
     Reply(Result<String, String>),
     /// The request could not be understood.
     BadRequest(String),
@@ -84,7 +85,7 @@ async fn answer(stream: tokio::net::UnixStream, h: DriverHandle) -> std::io::Res
     let response = match serde_json::from_str::<Request>(&line) {
         Err(e) => Response::BadRequest(format!("not a control request: {e}")),
         Ok(Request::Status) => match h.status.borrow().clone() {
-            Some(s) => Response::Status(Box::new(s)),
+            Some(s) => Response::Status(Box::new(s), h.stats.drops.totals()),
             None => Response::Reply(Err("the node is starting".into())),
         },
         Ok(Request::Command(cmd)) => Response::Reply(h.command(cmd).await),

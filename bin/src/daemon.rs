@@ -182,6 +182,7 @@ async fn serve(cfg: NodeConfig) -> Result<(), String> {
         None => route_source(f.node.peer_ip).map_err(|e| format!("node.management_ip: {e}"))?,
     };
     let backends = backends(&cfg, local_ip, &key)?;
+    let vip = backends.vip.clone();
     let transport = UdpTransport::bind(SocketAddr::new(local_ip, f.node.port), SocketAddr::new(f.node.peer_ip, f.node.port))
         .await
         .map_err(|e| format!("node.management_ip: {e}"))?;
@@ -213,12 +214,28 @@ async fn serve(cfg: NodeConfig) -> Result<(), String> {
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else { return };
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        tracing::info!("stopping: handing over if Master, then letting go");
-        match tokio::time::timeout(handover_wait, h.command(Command::Shutdown)).await {
-            Ok(Ok(m)) => tracing::info!("{m}"),
-            Ok(Err(e)) => tracing::warn!("shutdown: {e}"),
-            Err(_) => tracing::warn!("shutdown: no answer in time"),
+        tracing::info!("stopping: handing over if Master, then letting go (at most {} s; a second signal stops at once)", handover_wait.as_secs());
+        // The orderly stop has a bound whatever the backends do; a second signal cuts it short.
+        // Either way the VIP goes first: a daemon that is gone must not leave it answering.
+        let orderly = tokio::time::timeout(handover_wait, h.command(Command::Shutdown));
+        tokio::select! {
+            r = orderly => match r {
+                Ok(Ok(m)) => {
+                    tracing::info!("{m}");
+                    return; // the driver exits by itself
+                }
+                Ok(Err(e)) => tracing::warn!("shutdown: {e}; stopping now"),
+                Err(_) => tracing::warn!("shutdown: not done within {} s; stopping now", handover_wait.as_secs()),
+            },
+            _ = term.recv() => tracing::warn!("second signal: stopping now"),
+            _ = int.recv() => tracing::warn!("second signal: stopping now"),
         }
+        match tokio::time::timeout(Duration::from_secs(1), vip.drop_vip()).await {
+            Ok(Ok(())) => tracing::info!("dropped the VIP"),
+            Ok(Err(e)) => tracing::warn!("dropping the VIP: {e}"),
+            Err(_) => tracing::warn!("dropping the VIP: no answer within 1 s (its lease ends it)"),
+        }
+        std::process::exit(1);
     });
     crate::notify::spawn(handle.clone());
     let result = driver.run().await.map_err(|e| e.to_string());

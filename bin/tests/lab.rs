@@ -205,10 +205,20 @@ fn forged_and_replayed_frames_are_refused_even_after_the_receiver_restarts() {
     let (ok, out) =
         lab.exec("a", &[BIN, "lab-frame", "--secret", s, "--from", "1", "--to", "2", "--dest", &dest, "--bind", &bind, "--repeat", "2", "--save", cap]);
     assert!(ok, "{out}");
-    let dropped = |lab: &Lab, why: &str| lab.log("b").matches(&format!("dropped a datagram: {why}")).count();
+    // Counted by reason in the status; the log says the first at once (later ones go into a
+    // summary line at most every 10 s).
+    let dropped = |lab: &Lab, why: &str| lab.status("b").and_then(|s| s["dropped_datagrams"][why].as_u64()).unwrap_or(0);
     wait_for("the forged and the repeated frame are refused", Duration::from_secs(3), || {
         dropped(&lab, "bad authentication tag") == 1 && dropped(&lab, "replayed or reordered") == 1
     });
+    assert!(lab.log("b").contains(&format!("dropped a datagram from {}:7400: bad authentication tag", lab.var("LAB_A"))), "{}", lab.log("b"));
+    // A flood of forged frames from a's address: counted, and the log stays a few lines.
+    let (ok, out) = lab.exec("a", &[BIN, "lab-frame", "--secret", s, "--from", "1", "--to", "2", "--dest", &dest, "--forge", "--repeat", "20000"]);
+    assert!(ok, "{out}");
+    // (A burst overflows the receive buffer: not all of it arrives.)
+    wait_for("the flood is counted", Duration::from_secs(10), || dropped(&lab, "bad authentication tag") >= 1_000);
+    let lines = lab.log("b").matches("dropped").count();
+    assert!(lines <= 3, "{lines} log lines for the flood:\n{}", lab.log("b"));
     // b restarts (a new run); the captured frame, replayed, names b's previous run.
     lab.kill9("b");
     lab.start("b");
@@ -670,4 +680,33 @@ fn an_unprivileged_local_flood_stops_neither_the_cli_nor_file_sync_nor_a_failove
         let _ = std::fs::remove_file(ready(n));
         let _ = std::fs::remove_file(format!("{}.log", ready(n)));
     }
+}
+
+#[test]
+fn stopping_is_bounded_and_never_hands_over_to_a_leaving_or_frozen_peer() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::up("q");
+    a_master_b_slave(&mut lab);
+    // The Slave stops, and 200 ms later the Master: no 10-s hand-over to a peer that left.
+    lab.signal("b", "TERM");
+    std::thread::sleep(Duration::from_millis(200));
+    lab.signal("a", "TERM");
+    let took = lab.wait_exit("a", Duration::from_secs(5)).expect("the Master stops without waiting for a peer that left");
+    assert!(lab.wait_exit("b", Duration::from_secs(5)).is_some());
+    assert!(!lab.holds_vip("a"), "the VIP went with it");
+    eprintln!("Master stopped {} ms after SIGTERM, its Slave gone 200 ms before", took.as_millis());
+    // Again, with a Slave that freezes just as the Master is told to stop: the hand-over
+    // starts (the Slave was heard a moment ago) and cannot finish; a second signal ends it.
+    a_master_b_slave(&mut lab);
+    lab.signal("b", "STOP");
+    lab.signal("a", "TERM");
+    std::thread::sleep(Duration::from_millis(800));
+    lab.signal("a", "TERM");
+    let took = lab.wait_exit("a", Duration::from_secs(3)).expect("a second signal stops it at once");
+    assert!(lab.log("a").contains("second signal: stopping now"), "it was the second signal:\n{}", lab.log("a"));
+    assert!(!lab.holds_vip("a"), "the VIP was dropped before exiting");
+    lab.signal("b", "CONT");
+    eprintln!("second SIGTERM: stopped {} ms later", took.as_millis());
 }

@@ -179,6 +179,9 @@ impl Node {
         if self.exiting {
             return Err("already shutting down".into());
         }
+        // Tell the peer at once (a heartbeat now says so): a Master must not try to hand over
+        // to a Slave that is leaving.
+        self.next_heartbeat = self.now;
         if self.role == Role::Master && self.begin_handover(None).is_ok() {
             self.shutdown = Some(req);
             self.exiting = true;

@@ -20,6 +20,7 @@ impl Node {
             return;
         }
         self.watch_db();
+        self.watch_peer();
         self.preempt_plan();
         if self.alarms.contains(&Alarm::LinkDown) && self.role != Role::Master {
             return; // nothing to take over through a dead link
@@ -151,6 +152,7 @@ impl Node {
                 // install. The absent peer may have newer data, as for a former Slave.
                 let has_data = self.cfg.components.db && self.db_position.0 > 0;
                 if self.fresh && has_data && self.now.since(self.boot_started) < t.lone_slave_wait {
+                    self.raise(Alarm::WaitingForPeer);
                     self.note_refusal(&format!(
                         "start-up: no state file, but the database holds {} transactions: waiting lone_slave_wait as a former Slave would",
                         self.db_position.0
@@ -162,9 +164,30 @@ impl Node {
                     self.promote(Via::Arbiter, why);
                 } else if self.now.since(self.boot_started) >= t.lone_slave_wait {
                     self.promote(Via::Arbiter, "start-up: former Slave alone past lone_slave_wait");
+                } else if !self.alarms.contains(&Alarm::WaitingForPeer) {
+                    self.raise(Alarm::WaitingForPeer);
+                    let left = t.lone_slave_wait.saturating_sub(self.now.since(self.boot_started));
+                    self.note_refusal(&format!(
+                        "start-up: a former Slave alone waits {} s more (lone_slave_wait) for the absent Master, which may hold newer data; `ridondato set-state master` ends the wait",
+                        left.div_ceil(1000)
+                    ));
                 }
             }
             None => {}
+        }
+    }
+
+    /// Redundancy as both sides see it: a peer unheard for a failover timeout is an alarm on
+    /// the Master as on the Slave (a Master alone serves on without a copy).
+    fn watch_peer(&mut self) {
+        let counts = matches!(self.role, Role::Master | Role::Slave);
+        if self.peer_alive() || !counts {
+            self.clear(&Alarm::PeerSilent);
+        } else if self.peer.last_heard.is_none_or(|h| self.now.since(h) >= self.cfg.timing.failover_timeout) {
+            self.raise(Alarm::PeerSilent);
+        }
+        if self.role != Role::Booting || self.peer_alive() {
+            self.clear(&Alarm::WaitingForPeer);
         }
     }
 

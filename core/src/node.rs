@@ -49,7 +49,7 @@ pub struct Node {
     pub(crate) background: BTreeMap<OpId, Op>,
     next_op: u64,
     seq: u64,
-    next_heartbeat: Millis,
+    pub(crate) next_heartbeat: Millis,
     /// After the arbiter refused, no new takeover attempt before this instant.
     pub(crate) recheck_at: Option<Millis>,
     pub(crate) next_isolation_check: Millis,
@@ -507,7 +507,8 @@ impl Node {
             seq: self.seq,
             sent_at: self.now,
             epoch: self.epoch,
-            role: self.role,
+            // A Slave on its way out (not a Master handing over) is no candidate: it says Off.
+            role: if self.exiting && self.handover.is_none() && self.role != Role::Master { Role::Off } else { self.role },
             position: self.db_position,
             needs_resync: self.needs_resync,
             maintenance: self.maintenance,

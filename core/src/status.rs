@@ -45,6 +45,11 @@ pub enum Alarm {
     NotPromotable {
         why: String,
     },
+    /// The peer has not been heard for a failover timeout (on either side): no redundancy.
+    PeerSilent,
+    /// A former Slave alone at start-up waits `lone_slave_wait` for the absent Master, which may
+    /// hold newer data (`set-state master` ends the wait).
+    WaitingForPeer,
     /// The local database does not answer.
     DbUnreachable,
     /// The local database has settings that make a failover unsafe: which, and what is wanted.
@@ -88,6 +93,8 @@ impl fmt::Display for Alarm {
             Alarm::ResyncFailed => f.write_str("resync-failed"),
             Alarm::NotPromotable { why } => write!(f, "not-promotable({why})"),
             Alarm::DbUnreachable => f.write_str("db-unreachable"),
+            Alarm::PeerSilent => f.write_str("peer-silent"),
+            Alarm::WaitingForPeer => f.write_str("waiting-for-peer"),
             Alarm::DbMisconfigured { what } => write!(f, "db-misconfigured({what})"),
             Alarm::ReplicationStopped => f.write_str("replication-stopped"),
             Alarm::ReplicationBroken { error } => write!(f, "replication-broken({error})"),

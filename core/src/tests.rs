@@ -221,3 +221,30 @@ fn a_peer_whose_clock_jumps_back_an_hour_is_still_heard() {
     assert_eq!(n.status().peer.role, Some(Role::Booting));
     assert_eq!(n.status().peer.silent_for_ms, Some(0));
 }
+
+/// A former Slave alone says that it waits, how long, and how to end it; a Master whose peer
+/// falls silent says that it has no redundancy.
+#[test]
+fn waiting_alone_and_a_silent_peer_are_alarms_with_a_reason() {
+    let mut n = Node::new(cfg());
+    let persisted = PersistedState { epoch: 3, last_role: Some(Role::Slave), boots: 1, ..PersistedState::default() };
+    let out = n.handle(Millis(0), Input::Start { persisted: Some(persisted), run: 1 });
+    for (id, _) in run_ops(&out) {
+        let _ = n.handle(Millis(1), Input::Done { id, result: Ok(Done::Ok) });
+    }
+    let out = n.handle(Millis(1600), Input::Tick);
+    assert!(n.status().alarms.contains(&Alarm::WaitingForPeer), "{:?}", n.status().alarms);
+    assert!(
+        out.actions.iter().any(|a| matches!(a, Action::Event(Event::TakeoverRefused { why }) if why.contains("59 s more") && why.contains("set-state master"))),
+        "{:?}",
+        out.actions
+    );
+    // The peer shows up as Master: the wait is over, and it is not silent.
+    let hb = Heartbeat { epoch: 3, was_master: true, ..peer_heartbeat(NodeId(2), Role::Master) };
+    let _ = n.handle(Millis(1700), Input::Peer(Message::Heartbeat(hb)));
+    assert!(!n.status().alarms.contains(&Alarm::WaitingForPeer));
+    assert!(!n.status().alarms.contains(&Alarm::PeerSilent));
+    // Then it falls silent: the Slave says so (and goes on with its takeover rules).
+    let _ = n.handle(Millis(1700 + 700), Input::Tick);
+    assert!(n.status().alarms.contains(&Alarm::PeerSilent), "{:?}", n.status().alarms);
+}

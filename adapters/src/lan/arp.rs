@@ -52,18 +52,45 @@ pub fn parse(f: &[u8]) -> Option<Arp> {
     Some(Arp { op: u16::from_be_bytes([f[20], f[21]]), sender_mac: mac(22), sender_ip: ip(28), target_ip: ip(38) })
 }
 
-/// Does this frame show another host claiming `ip`: an answer or announcement from it, or its
-/// own probe for the same address at the same time (RFC 5227 §2.1.1)?
-pub fn claims(arp: &Arp, ip: Ipv4Addr, my_mac: Mac) -> bool {
-    if arp.sender_mac == my_mac {
-        return false;
-    }
-    arp.sender_ip == ip || (arp.sender_ip.is_unspecified() && arp.op == 1 && arp.target_ip == ip)
+/// How another host showed up for an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// It answered or announced the address: it holds it.
+    Holds(Mac),
+    /// It probed for the address at the same time (RFC 5227 §2.1.1): it wants it.
+    Probes(Mac),
 }
 
-/// Blocking: sends `count` probes `gap` apart and listens until `wait` has passed; true when
-/// another host answered or probed for `ip`.
-pub fn probe_blocking(iface: &str, my_mac: Mac, ip: Ipv4Addr, count: u32, gap: Duration, wait: Duration) -> std::io::Result<bool> {
+impl std::fmt::Display for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mac = |m: &Mac| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+        match self {
+            Claim::Holds(m) => write!(f, "answered by {}", mac(m)),
+            Claim::Probes(m) => write!(f, "probed for by {}", mac(m)),
+        }
+    }
+}
+
+/// Does this frame show another host claiming `ip`: an answer or announcement from it, or its
+/// own probe for the same address at the same time?
+pub fn claim(arp: &Arp, ip: Ipv4Addr, my_mac: Mac) -> Option<Claim> {
+    if arp.sender_mac == my_mac {
+        return None;
+    }
+    if arp.sender_ip == ip {
+        return Some(Claim::Holds(arp.sender_mac));
+    }
+    (arp.sender_ip.is_unspecified() && arp.op == 1 && arp.target_ip == ip).then_some(Claim::Probes(arp.sender_mac))
+}
+
+pub fn claims(arp: &Arp, ip: Ipv4Addr, my_mac: Mac) -> bool {
+    claim(arp, ip, my_mac).is_some()
+}
+
+/// Blocking: sends `count` probes `gap` apart and listens until `wait` has passed; who else
+/// answered or probed for `ip`, if anyone. A host that holds the address (`defending`) only
+/// counts answers: another host's probe is a host asking, which the holder's kernel answers.
+pub fn probe_blocking(iface: &str, my_mac: Mac, ip: Ipv4Addr, count: u32, gap: Duration, wait: Duration, defending: bool) -> std::io::Result<Option<Claim>> {
     let (mut tx, mut rx) = open(iface, Some(Duration::from_millis(5)))?;
     let start = Instant::now();
     let mut sent = 0;
@@ -73,16 +100,16 @@ pub fn probe_blocking(iface: &str, my_mac: Mac, ip: Ipv4Addr, count: u32, gap: D
             sent += 1;
         }
         match rx.next() {
-            Ok(f) => {
-                if parse(f).is_some_and(|a| claims(&a, ip, my_mac)) {
-                    return Ok(true);
-                }
-            }
+            Ok(f) => match parse(f).and_then(|a| claim(&a, ip, my_mac)) {
+                Some(Claim::Probes(_)) if defending => {}
+                Some(c) => return Ok(Some(c)),
+                None => {}
+            },
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut || e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(false)
+    Ok(None)
 }
 
 /// Blocking: one burst of announcements (gratuitous ARP, or unsolicited NA for IPv6), `count`
@@ -141,6 +168,9 @@ mod tests {
         assert!(!claims(&a, vip, other), "our own frames are not claims");
         let p = parse(&probe(other, vip)).expect("parse");
         assert!(claims(&p, vip, me), "a simultaneous probe for the same address is a conflict");
+        assert_eq!(claim(&p, vip, me), Some(Claim::Probes(other)), "told apart from an answer");
+        assert_eq!(claim(&a, vip, me), Some(Claim::Holds(other)));
+        assert_eq!(Claim::Holds(other).to_string(), "answered by 02:00:00:00:00:02");
         assert!(!claims(&p, Ipv4Addr::new(198, 18, 0, 7), me));
         assert_eq!(parse(&req[..30]), None);
     }

@@ -161,6 +161,12 @@ impl NetlinkVip {
         for spec in &self.ips {
             let ip = spec.address;
             let l = self.link(&spec.interface).await?;
+            // Only an address this host holds right now: announcing one whose lease ran out
+            // while the daemon stalled would pull clients and the peer's probe to us.
+            if self.present(spec, l.index).await?.is_none() {
+                tracing::info!("not announcing {ip}: it is not configured here (lease ran out, or removed)");
+                continue;
+            }
             let (iface, t) = (spec.interface.clone(), self.timing.clone());
             tokio::task::spawn_blocking(move || arp::announce_blocking(&iface, l.mac, ip, t.garp_count, t.garp_gap))
                 .await
@@ -195,14 +201,26 @@ impl Vip for NetlinkVip {
         if !lease.wanted || lease.renewed.is_some_and(|t| t.elapsed() < every) {
             return Ok(());
         }
+        let lease_s = self.lease.map_or(0, |l| l.as_secs()) as u32;
         for ip in &self.ips {
             let l = self.link(&ip.interface).await?;
             // An address that is gone stays gone: its lease ran out (this daemon stalled for
             // longer than the lease) or someone removed it. Re-adding it here could make two
-            // hosts answer; the core hears of it (`held`) and decides.
-            if self.present(ip, l.index).await?.is_some() {
-                self.put(ip, l.index, true).await?;
+            // hosts answer; the core hears of it (`held`) and decides. One whose lease is
+            // nearly out is let go too: the kernel may drop it between our look and our
+            // renewal, and a renewal of a dropped IPv4 address adds it anew (the kernel
+            // ignores a missing NLM_F_CREATE for IPv4). Healthy renewals find more than half.
+            let Some(m) = self.present(ip, l.index).await? else { continue };
+            let left = m.attributes.iter().find_map(|a| match a {
+                AddressAttribute::CacheInfo(c) => Some(c.ifa_valid),
+                _ => None,
+            });
+            if left.is_some_and(|s| s * 2 < lease_s) {
+                tracing::warn!("the lease of {} has {}s left: this daemon stalled; letting the address go", ip.address, left.unwrap_or(0));
+                lease.wanted = false;
+                return Ok(());
             }
+            self.put(ip, l.index, true).await?;
         }
         lease.renewed = Some(std::time::Instant::now());
         Ok(())
@@ -237,7 +255,8 @@ impl Vip for NetlinkVip {
         tokio::spawn(async move {
             for _ in 0..2 {
                 tokio::time::sleep(again.timing.garp_repeat_after).await;
-                let still_ours = again.generation.load(std::sync::atomic::Ordering::SeqCst) == gen && again.held().await.unwrap_or(false);
+                let wanted = again.holding.lock().await.wanted;
+                let still_ours = wanted && again.generation.load(std::sync::atomic::Ordering::SeqCst) == gen && again.held().await.unwrap_or(false);
                 if !still_ours {
                     return;
                 }
@@ -252,15 +271,20 @@ impl Vip for NetlinkVip {
     async fn probe(&self) -> AdapterResult<bool> {
         for (spec, ip) in self.v4() {
             let l = self.link(&spec.interface).await?;
+            // Whether we mean to hold it (no second netlink dump here: the report's may be
+            // running on the same socket).
+            let defending = self.holding.lock().await.wanted;
             if !l.carrier {
                 return Err(AdapterError::new(format!("{} has no carrier: a probe would prove nothing", spec.interface)));
             }
             let (iface, t) = (spec.interface.clone(), self.timing.clone());
-            let answered = tokio::task::spawn_blocking(move || arp::probe_blocking(&iface, l.mac, ip, t.probe_count, t.probe_gap, t.probe_wait))
+            let claim = tokio::task::spawn_blocking(move || arp::probe_blocking(&iface, l.mac, ip, t.probe_count, t.probe_gap, t.probe_wait, defending))
                 .await
                 .map_err(|e| err("ARP probe", e))?
                 .map_err(|e| err(&format!("ARP probe on {}", spec.interface), e))?;
-            if answered {
+            if let Some(c) = claim {
+                // Which host, and whether it holds the address or only asks for it.
+                tracing::info!("ARP probe for {ip} on {}: {c}", spec.interface);
                 return Ok(true);
             }
         }

@@ -159,6 +159,26 @@ impl Lab {
         self.daemons.iter().find(|(n, _)| n == node).map(|(_, c)| c.id())
     }
 
+    /// Sends SIG (e.g. "TERM", "STOP") to NODE's daemon.
+    pub fn signal(&self, node: &str, sig: &str) {
+        let pid = self.pid(node).unwrap_or(0).to_string();
+        assert!(sh(&["kill", &format!("-{sig}"), &pid]).0, "kill -{sig} {node}");
+    }
+
+    /// Waits up to WITHIN for NODE's daemon to exit; how long it took.
+    pub fn wait_exit(&mut self, node: &str, within: Duration) -> Option<Duration> {
+        let t = Instant::now();
+        let i = self.daemons.iter().position(|(n, _)| n == node)?;
+        while t.elapsed() < within {
+            if let Ok(Some(_)) = self.daemons[i].1.try_wait() {
+                self.daemons.remove(i);
+                return Some(t.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// The status' alarms as text (JSON), "" when the daemon does not answer.
     pub fn alarms(&self, node: &str) -> String {
         self.status(node).map(|s| s["alarms"].to_string()).unwrap_or_default()
