@@ -303,9 +303,19 @@ impl std::fmt::Display for ConfigProblem {
     }
 }
 
+/// A reason quoting a value of any length stays readable: long values are cut.
+const MAX_REASON: usize = 300;
+
 fn problem(field: impl Into<String>, reason: impl Into<String>) -> ConfigProblem {
-    ConfigProblem { field: field.into(), reason: reason.into() }
+    let mut reason: String = reason.into();
+    if reason.chars().count() > MAX_REASON {
+        reason = reason.chars().take(MAX_REASON).collect::<String>() + "… (cut)";
+    }
+    ConfigProblem { field: field.into(), reason }
 }
+
+/// More entries than this in a list is a mistake, not a deployment.
+const MAX_LIST: usize = 64;
 
 /// Reads and validates `path`. On error, the message names the file, the field and the reason.
 pub fn load(path: &Path) -> Result<NodeConfig, String> {
@@ -364,6 +374,11 @@ pub fn parse(text: &str) -> Result<NodeConfig, Vec<ConfigProblem>> {
                 }
                 if s.address == n.peer_ip || Some(s.address) == n.management_ip {
                     problems.push(problem(format!("shared_ip[{i}].address"), "must differ from the node's own and the peer's IP"));
+                }
+            }
+            for (i, s) in file.shared_ips.iter().enumerate() {
+                if file.shared_ips[..i].iter().any(|o| o.address == s.address) {
+                    problems.push(problem(format!("shared_ip[{i}].address"), format!("{} is listed twice", s.address)));
                 }
             }
             if file.cloud.is_some() {
@@ -436,6 +451,17 @@ pub fn parse(text: &str) -> Result<NodeConfig, Vec<ConfigProblem>> {
         }
         if db.promote_timeout_ms == 0 {
             problems.push(problem("db.promote_timeout_ms", "must be greater than 0"));
+        }
+    }
+    let lists = [
+        ("shared_ip", file.shared_ips.len()),
+        ("witness.hosts", file.witness.hosts.len()),
+        ("fs.paths", file.fs.as_ref().map_or(0, |f| f.paths.len())),
+        ("fs.exclude", file.fs.as_ref().map_or(0, |f| f.exclude.len())),
+    ];
+    for (field, len) in lists {
+        if len > MAX_LIST {
+            problems.push(problem(field, format!("{len} entries: at most {MAX_LIST}")));
         }
     }
     let t = &file.timing;
@@ -538,6 +564,18 @@ primary = true
         for bad in ["1500", "1000", "2500"] {
             assert_eq!(fields(&format!("{GOOD}\n[timing]\nvip_lease_ms = {bad}\n")), vec!["timing.vip_lease_ms"], "{bad}");
         }
+    }
+
+    #[test]
+    fn duplicate_shared_ips_long_values_and_long_lists_are_named() {
+        let twice = format!("{GOOD}\n[[shared_ip]]\ninterface = \"eth0\"\naddress = \"198.18.0.100\"\nprefix = 24\n");
+        assert!(fields(&twice).contains(&"shared_ip[1].address".to_string()), "{:?}", fields(&twice));
+        let long = GOOD.replace("id = 1\n", &format!("id = 1\nmode = \"{}\"\n", "x".repeat(5000)));
+        let err = parse(&long).expect_err("error");
+        assert!(err[0].reason.len() < 400 && err[0].reason.ends_with("(cut)"), "{}", err[0].reason);
+        let many: String = (0..70).map(|i| format!("\"198.18.9.{i}:9\", ")).collect();
+        let lots = format!("{GOOD}\n[witness]\nhosts = [{many}]\n");
+        assert!(fields(&lots).contains(&"witness.hosts".to_string()), "{:?}", fields(&lots));
     }
 
     #[test]

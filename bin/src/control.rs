@@ -76,6 +76,11 @@ fn set_private(path: &Path) -> std::io::Result<()> {
 
 async fn answer(stream: tokio::net::UnixStream, h: DriverHandle) -> std::io::Result<()> {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    // Who asks (the kernel's word, SO_PEERCRED): every command is audited with it.
+    let caller = stream
+        .peer_cred()
+        .map(|c| format!("uid {} pid {}", c.uid(), c.pid().map_or("?".into(), |p| p.to_string())))
+        .unwrap_or_else(|_| "unknown caller".into());
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
     let mut reader = tokio::io::BufReader::new(r.take(64 * 1024));
@@ -88,7 +93,15 @@ async fn answer(stream: tokio::net::UnixStream, h: DriverHandle) -> std::io::Res
             Some(s) => Response::Status(Box::new(s), h.stats.drops.totals()),
             None => Response::Reply(Err("the node is starting".into())),
         },
-        Ok(Request::Command(cmd)) => Response::Reply(h.command(cmd).await),
+        Ok(Request::Command(cmd)) => {
+            tracing::info!("operator command from {caller}: {cmd:?}");
+            let reply = h.command(cmd).await;
+            match &reply {
+                Ok(m) => tracing::info!("operator command from {caller}: done: {m}"),
+                Err(e) => tracing::info!("operator command from {caller}: refused: {e}"),
+            }
+            Response::Reply(reply)
+        }
     };
     let mut out = serde_json::to_vec(&response).unwrap_or_default();
     out.push(b'\n');

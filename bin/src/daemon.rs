@@ -29,6 +29,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
         _ => return Err(USAGE.into()),
     };
     let cfg = config::load(std::path::Path::new(path))?;
+    // The same host checks as `check-config`, before anything is touched.
+    let problems = crate::host_check::check(&cfg);
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+        return Err(format!("{path}: {} problem(s) on this host, nothing started:\n{}", problems.len(), list.join("\n")));
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(
         // sqlx's pool reports, at warn, the idle sessions our own fence ends (it ends every
         // session but its own); the pool reconnects and nothing is lost.
@@ -164,12 +170,6 @@ fn backends(cfg: &NodeConfig, local_ip: IpAddr, key: &Key) -> Result<Backends, S
         c.excludes = fs.exclude.clone();
         c.verify_every = Duration::from_secs(fs.verify_interval_s);
         b.fs = Arc::new(RsyncFsSync::new(c).map_err(|e| format!("[fs]: {e}"))?);
-    }
-    // Components whose adapters have not landed yet are refused rather than half-run.
-    for (section, present) in [("mongo", f.mongo.is_some()), ("cloud", f.cloud.is_some())] {
-        if present {
-            return Err(format!("[{section}]: this build has no {section} adapter yet; remove the section to run without it"));
-        }
     }
     Ok(b)
 }

@@ -5,6 +5,7 @@ mod config;
 mod control;
 mod daemon;
 mod debug_cmd;
+mod host_check;
 mod notify;
 mod sim_cmd;
 
@@ -52,6 +53,11 @@ fn main() {
 fn check_config(args: &[String]) -> Result<(), String> {
     let [file] = args else { return Err("usage: ridondato check-config FILE".into()) };
     let c = config::load(std::path::Path::new(file))?;
+    let problems = host_check::check(&c);
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+        return Err(format!("{file}: {} problem(s) on this host:\n{}", problems.len(), list.join("\n")));
+    }
     println!("{file}: valid — node {} ({:?} mode), peer {} at {}", c.core.node, c.core.mode, c.core.peer, c.file.node.peer_ip);
     Ok(())
 }

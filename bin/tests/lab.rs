@@ -131,6 +131,10 @@ fn a_hung_master_loses_the_vip_by_its_lease_and_the_slave_takes_over() {
     let took = t.elapsed().as_millis();
     assert!(!lab.holds_vip("a"), "both hosts held the VIP");
     assert_eq!(lab.client_reaches_vip().as_deref(), Some(lab.mac("b").as_str()), "the client reaches b");
+    // The CLI against the hung daemon gives up after its bound and says so.
+    let t = Instant::now();
+    let (ok, out) = lab.cli("a", &["status"]);
+    assert!(!ok && out.contains("did not answer within 5 s") && t.elapsed() < Duration::from_secs(7), "{out} after {:?}", t.elapsed());
     // The daemon wakes up: it finds its address gone and b Master, and follows; never two.
     assert!(sh(&["kill", "-CONT", &pid]).0);
     let t = Instant::now();
@@ -689,6 +693,10 @@ fn stopping_is_bounded_and_never_hands_over_to_a_leaving_or_frozen_peer() {
     }
     let mut lab = Lab::up("q");
     a_master_b_slave(&mut lab);
+    // Every operator command is in the log with its caller.
+    let (ok, out) = lab.cli("a", &["maintenance", "off"]);
+    assert!(ok, "{out}");
+    assert!(lab.log("a").contains("operator command from uid 0 pid "), "audited:\n{}", lab.log("a"));
     // The Slave stops, and 200 ms later the Master: no 10-s hand-over to a peer that left.
     lab.signal("b", "TERM");
     std::thread::sleep(Duration::from_millis(200));
