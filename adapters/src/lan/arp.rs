@@ -120,7 +120,16 @@ pub fn announce_blocking(iface: &str, mac: Mac, ip: std::net::IpAddr, count: u32
         std::net::IpAddr::V4(v4) => gratuitous(mac, v4).to_vec(),
         std::net::IpAddr::V6(v6) => vec![super::ndp::unsolicited_na(mac, v6)],
     };
+    let start = Instant::now();
+    // A burst the process was stopped in the middle of (SIGSTOP, a stall) is stale when it
+    // wakes: the address may be someone else's by then, and our announcement would pull
+    // clients, and the new holder's conflict check, back to us. CLOCK_MONOTONIC counts the
+    // stopped time, so the bound sees it.
+    let bound = gap * count + Duration::from_millis(200);
     for i in 0..count {
+        if start.elapsed() > bound {
+            return Ok(());
+        }
         for f in &frames {
             send(&mut *tx, f)?;
         }
