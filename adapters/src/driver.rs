@@ -181,6 +181,8 @@ impl Driver {
         let mut report = tokio::time::interval(self.cfg.report_every);
         report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let transport = self.transport.clone();
+        // Carrier changes as the kernel announces them; the report's poll stays as a fallback.
+        let mut links = if self.cfg.vip_watch { self.backends.vip.link_events() } else { None };
         loop {
             let sleep_for = self.wake.map_or(Duration::from_secs(3600), |w| Duration::from_millis(w.0.saturating_sub(self.now().0)));
             let input = tokio::select! {
@@ -205,6 +207,9 @@ impl Driver {
                     }
                 },
                 Some(input) = self.results_rx.recv() => input,
+                Some(up) = async { match links.as_mut() { Some(l) => l.recv().await, None => std::future::pending().await } } => {
+                    Input::LinkObserved { up }
+                }
                 Some(req) = self.commands.recv() => {
                     let id = self.next_req;
                     self.next_req += 1;

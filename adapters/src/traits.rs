@@ -55,6 +55,12 @@ pub trait Vip: Send + Sync {
     async fn renew(&self) -> AdapterResult<()> {
         Ok(())
     }
+    /// Carrier changes of the VIP's interfaces as the kernel announces them (netlink link
+    /// notifications), taken once by the driver; `None` where there are none (the driver's
+    /// periodic `link_up` is then the only source).
+    fn link_events(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<bool>> {
+        None
+    }
 }
 
 /// Witness hosts: how many answer right now.

@@ -718,3 +718,26 @@ fn stopping_is_bounded_and_never_hands_over_to_a_leaving_or_frozen_peer() {
     lab.signal("b", "CONT");
     eprintln!("second SIGTERM: stopped {} ms later", took.as_millis());
 }
+
+/// The Master learns of a pulled cable from the kernel's link notification, not at the next
+/// 250-ms poll: it lets go of the VIP at once, and the Slave (whose link is fine) takes over.
+#[test]
+fn a_pulled_cable_is_seen_from_the_kernels_link_event() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::up("l");
+    a_master_b_slave(&mut lab);
+    let mut took = Vec::new();
+    for _ in 0..3 {
+        lab.lab(&["link-down", "a"]);
+        let t = Instant::now();
+        wait_for("a sees its link down", Duration::from_secs(2), || lab.alarms("a").contains("LinkDown"));
+        took.push(t.elapsed().as_millis());
+        lab.lab(&["link-up", "a"]);
+        wait_for("a sees its link back", Duration::from_secs(3), || !lab.alarms("a").contains("LinkDown"));
+    }
+    took.sort_unstable();
+    eprintln!("link-down seen after {took:?} ms (status polled through the CLI)");
+    assert!(took[1] < 60, "the median is far under the 250-ms poll: {took:?}");
+}

@@ -110,7 +110,9 @@ enum Ev {
 
 const REPLICATE_EVERY: u64 = 20;
 const REPORT_EVERY: u64 = 250;
-/// How long the VIP adapter takes to see a carrier change (a netlink event).
+/// How long the VIP adapter takes to see a carrier change: a netlink link notification
+/// (measured in the lab, status read through the CLI included: 3-4 ms; the 250-ms poll
+/// remains as a fallback).
 const LINK_EVENT_DELAY: u64 = 5;
 /// systemd `RestartSec=` of the daemon's unit.
 pub const RESTART_DELAY: u64 = 1000;
