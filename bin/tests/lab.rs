@@ -741,3 +741,41 @@ fn a_pulled_cable_is_seen_from_the_kernels_link_event() {
     eprintln!("link-down seen after {took:?} ms (status polled through the CLI)");
     assert!(took[1] < 60, "the median is far under the 250-ms poll: {took:?}");
 }
+
+/// An IPv6-only VIP is probed too (duplicate address detection): the Slave does not raise it
+/// while the killed Master's kernel still holds it, and takes over once its lease ran out.
+#[test]
+fn an_ipv6_only_vip_is_probed_before_a_takeover() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = Lab::up("w");
+    let octet = lab.var("LAB_NET").rsplit('.').next().unwrap_or("1").to_string();
+    let vip6 = format!("fd00:198:18:{octet}::100");
+    for n in ["a", "b"] {
+        let path = lab.work.join(format!("{n}.toml"));
+        let cfg = std::fs::read_to_string(&path).expect("config");
+        // The IPv4 VIP replaced by an IPv6 one.
+        let head = cfg.split("[[shared_ip]]").next().unwrap_or_default().to_string();
+        let tail = cfg.split("[[shared_ip]]").nth(1).map(|t| t.split_once("\n[").map(|(_, r)| format!("\n[{r}")).unwrap_or_default()).unwrap_or_default();
+        let v6 = format!("[[shared_ip]]\ninterface = \"eth0\"\naddress = \"{vip6}\"\nprefix = 64\nprimary = true\n");
+        std::fs::write(&path, format!("{head}{v6}{tail}")).expect("config");
+    }
+    lab.start("a");
+    assert!(lab.wait_role("a", "master", Duration::from_secs(5)), "{}", lab.log("a"));
+    lab.start("b");
+    assert!(lab.wait_role("b", "slave", Duration::from_secs(5)), "{}", lab.log("b"));
+    let holds6 = |lab: &Lab, n: &str| lab.exec(n, &["ip", "-6", "-o", "addr", "show", "dev", "eth0"]).1.contains(&format!("{vip6}/"));
+    assert!(holds6(&lab, "a"));
+    lab.kill9("a");
+    let t = Instant::now();
+    let mut waited = false;
+    while !holds6(&lab, "b") {
+        assert!(t.elapsed() < Duration::from_secs(8), "b takes over once a's lease ran out: {}", lab.log("b"));
+        waited |= holds6(&lab, "a") && lab.alarms("b").contains("VipAnsweredElsewhere");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    assert!(!holds6(&lab, "a"), "both hosts held the IPv6 VIP");
+    assert!(waited, "b saw a's kernel answer for the IPv6 VIP and waited:\n{}", lab.log("b"));
+    eprintln!("IPv6-only VIP: b holds it {} ms after a's daemon was killed", t.elapsed().as_millis());
+}

@@ -112,6 +112,38 @@ pub fn probe_blocking(iface: &str, my_mac: Mac, ip: Ipv4Addr, count: u32, gap: D
     Ok(None)
 }
 
+/// Blocking, IPv6: DAD probes (neighbour solicitations from `::`) instead of ARP, the same
+/// rules otherwise (see `probe_blocking`).
+pub fn probe6_blocking(
+    iface: &str,
+    my_mac: Mac,
+    ip: std::net::Ipv6Addr,
+    count: u32,
+    gap: Duration,
+    wait: Duration,
+    defending: bool,
+) -> std::io::Result<Option<Claim>> {
+    let (mut tx, mut rx) = open(iface, Some(Duration::from_millis(5)))?;
+    let start = Instant::now();
+    let mut sent = 0;
+    while start.elapsed() < wait {
+        if sent < count && start.elapsed() >= gap * sent {
+            send(&mut *tx, &super::ndp::dad_probe(my_mac, ip))?;
+            sent += 1;
+        }
+        match rx.next() {
+            Ok(f) => match super::ndp::claim(f, ip, my_mac) {
+                Some(Claim::Probes(_)) if defending => {}
+                Some(c) => return Ok(Some(c)),
+                None => {}
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut || e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
 /// Blocking: one burst of announcements (gratuitous ARP, or unsolicited NA for IPv6), `count`
 /// rounds `gap` apart.
 pub fn announce_blocking(iface: &str, mac: Mac, ip: std::net::IpAddr, count: u32, gap: Duration) -> std::io::Result<()> {

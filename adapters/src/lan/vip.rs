@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use futures::stream::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, CacheInfo};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// One node IP: interface, address, prefix, label, primary flag.
@@ -199,13 +199,6 @@ impl NetlinkVip {
         Ok(None)
     }
 
-    fn v4(&self) -> impl Iterator<Item = (&SharedIpSpec, Ipv4Addr)> {
-        self.ips.iter().filter_map(|s| match s.address {
-            IpAddr::V4(a) => Some((s, a)),
-            IpAddr::V6(_) => None,
-        })
-    }
-
     async fn announce(&self) -> AdapterResult<()> {
         for spec in &self.ips {
             let ip = spec.address;
@@ -319,22 +312,26 @@ impl Vip for NetlinkVip {
     }
 
     async fn probe(&self) -> AdapterResult<bool> {
-        for (spec, ip) in self.v4() {
+        // Every shared IP, IPv4 by ARP and IPv6 by DAD: an IPv6-only VIP is probed too.
+        for spec in &self.ips {
             let l = self.link(&spec.interface).await?;
-            // Whether we mean to hold it (no second netlink dump here: the report's may be
-            // running on the same socket).
-            let defending = self.holding.lock().await.wanted;
             if !l.carrier {
                 return Err(AdapterError::new(format!("{} has no carrier: a probe would prove nothing", spec.interface)));
             }
-            let (iface, t) = (spec.interface.clone(), self.timing.clone());
-            let claim = tokio::task::spawn_blocking(move || arp::probe_blocking(&iface, l.mac, ip, t.probe_count, t.probe_gap, t.probe_wait, defending))
-                .await
-                .map_err(|e| err("ARP probe", e))?
-                .map_err(|e| err(&format!("ARP probe on {}", spec.interface), e))?;
+            // Whether we mean to hold it (no second netlink dump here: the report's may be
+            // running on the same socket).
+            let defending = self.holding.lock().await.wanted;
+            let (iface, t, ip) = (spec.interface.clone(), self.timing.clone(), spec.address);
+            let claim = tokio::task::spawn_blocking(move || match ip {
+                IpAddr::V4(v4) => arp::probe_blocking(&iface, l.mac, v4, t.probe_count, t.probe_gap, t.probe_wait, defending),
+                IpAddr::V6(v6) => arp::probe6_blocking(&iface, l.mac, v6, t.probe_count, t.probe_gap, t.probe_wait, defending),
+            })
+            .await
+            .map_err(|e| err("ARP/ND probe", e))?
+            .map_err(|e| err(&format!("probe on {}", spec.interface), e))?;
             if let Some(c) = claim {
                 // Which host, and whether it holds the address or only asks for it.
-                tracing::info!("ARP probe for {ip} on {}: {c}", spec.interface);
+                tracing::info!("probe for {ip} on {}: {c}", spec.interface);
                 return Ok(true);
             }
         }
