@@ -75,6 +75,9 @@ pub struct SharedIp {
     pub interface: String,
     pub address: IpAddr,
     pub prefix: u8,
+    /// Accepted (the seed's forms have it) and ignored: all shared IPs move together, and the
+    /// node's own traffic keeps its management IP as source. Making the VIP the source of the
+    /// default route would take that route away whenever the VIP goes, so it is not done.
     #[serde(default)]
     pub primary: bool,
     pub label: Option<String>,
@@ -359,10 +362,6 @@ pub fn parse(text: &str) -> Result<NodeConfig, Vec<ConfigProblem>> {
         Mode::Lan => {
             if file.shared_ips.is_empty() {
                 problems.push(problem("shared_ip", "LAN mode needs at least one [[shared_ip]] (the node IP, S3/S4)"));
-            }
-            let primaries = file.shared_ips.iter().filter(|s| s.primary).count();
-            if file.shared_ips.len() > 1 && primaries != 1 {
-                problems.push(problem("shared_ip.primary", format!("exactly one shared IP must be primary, {primaries} are")));
             }
             for (i, s) in file.shared_ips.iter().enumerate() {
                 let max = if s.address.is_ipv4() { 32 } else { 128 };
