@@ -479,6 +479,12 @@ async fn an_unreachable_peer_is_named_and_the_changes_wait() {
     let e = rep.last_error.clone().unwrap_or_default();
     assert!(e.contains(&format!("the peer's rsync daemon at {nobody} is unreachable")), "{rep:?}");
     assert!(rep.backlog >= 1 && rep.rescans == 0, "the pass is owed still: {rep:?}");
+    // While retries go on, what is not on the Slave stays counted, the batch under way too.
+    for _ in 0..100 {
+        let rep = report(&a);
+        assert!(rep.backlog >= 1, "the backlog never reads 0 while nothing landed: {rep:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Our matching of exclusion patterns agrees with rsync's own, path by path: for each pattern,

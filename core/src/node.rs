@@ -218,7 +218,7 @@ impl Node {
             Input::DbUnreachable { error } => self.on_db_unreachable(error),
             Input::DbErrant { count, gtids } => self.on_errant(count, &gtids),
             Input::JobProgress { job, progress } => self.on_job_progress(job, progress),
-            Input::FsReport(r) => self.fs_report = Some(r),
+            Input::FsReport(r) => self.on_fs_report(r),
             Input::VipObserved { held } => self.on_vip_observed(held),
             Input::LinkObserved { up } => self.on_link(up),
             Input::Command { req, cmd } => self.on_command(req, cmd),
@@ -352,6 +352,19 @@ impl Node {
         }
         self.clear(&Alarm::DbUnreachable);
         self.prune_master_marks();
+    }
+
+    fn on_fs_report(&mut self, r: FsReport) {
+        let failing = r.last_error.clone().filter(|_| self.fs_pushing && self.role == Role::Master);
+        match failing {
+            Some(error) => {
+                let alarm = Alarm::FsSyncFailing { error };
+                self.clear_where(|a| matches!(a, Alarm::FsSyncFailing { .. }) && *a != alarm);
+                self.raise(alarm);
+            }
+            None => self.clear_where(|a| matches!(a, Alarm::FsSyncFailing { .. })),
+        }
+        self.fs_report = Some(r);
     }
 
     fn on_db_unreachable(&mut self, error: String) {

@@ -45,6 +45,11 @@ pub enum Alarm {
     NotPromotable {
         why: String,
     },
+    /// The Master's file sync cannot deliver to the Slave (the adapter's last error): changes
+    /// wait in the backlog and a failover now would lose them.
+    FsSyncFailing {
+        error: String,
+    },
     /// The peer has not been heard for a failover timeout (on either side): no redundancy.
     PeerSilent,
     /// A former Slave alone at start-up waits `lone_slave_wait` for the absent Master, which may
@@ -94,6 +99,7 @@ impl fmt::Display for Alarm {
             Alarm::NotPromotable { why } => write!(f, "not-promotable({why})"),
             Alarm::DbUnreachable => f.write_str("db-unreachable"),
             Alarm::PeerSilent => f.write_str("peer-silent"),
+            Alarm::FsSyncFailing { error } => write!(f, "fs-sync-failing({error})"),
             Alarm::WaitingForPeer => f.write_str("waiting-for-peer"),
             Alarm::DbMisconfigured { what } => write!(f, "db-misconfigured({what})"),
             Alarm::ReplicationStopped => f.write_str("replication-stopped"),

@@ -248,3 +248,31 @@ fn waiting_alone_and_a_silent_peer_are_alarms_with_a_reason() {
     let _ = n.handle(Millis(1700 + 700), Input::Tick);
     assert!(n.status().alarms.contains(&Alarm::PeerSilent), "{:?}", n.status().alarms);
 }
+
+/// A Master whose file sync cannot deliver says so with the adapter's reason, until it can.
+#[test]
+fn a_master_whose_file_sync_fails_raises_an_alarm_until_it_delivers() {
+    let mut c = cfg();
+    c.components.fs = true;
+    let mut n = Node::new(c);
+    let mut pending = run_ops(&n.handle(Millis(0), Input::Start { persisted: None, run: 1 }));
+    let mut t = 1;
+    let drain = |n: &mut Node, pending: &mut Vec<(OpId, Op)>, t: &mut u64| {
+        while let Some((id, op)) = pending.pop() {
+            *t += 1;
+            let done = if op == Op::ArpProbe { Done::Probe { answered: false } } else { Done::Ok };
+            pending.extend(run_ops(&n.handle(Millis(*t), Input::Done { id, result: Ok(done) })));
+        }
+    };
+    drain(&mut n, &mut pending, &mut t);
+    pending.extend(run_ops(&n.handle(Millis(1500), Input::Tick)));
+    t = 1500;
+    drain(&mut n, &mut pending, &mut t);
+    assert_eq!(n.role(), Role::Master);
+    assert!(n.status().fs_pushing);
+    let bad = FsReport { backlog: 31, last_error: Some("the Slave's disk is full".into()), ..FsReport::default() };
+    let _ = n.handle(Millis(2000), Input::FsReport(bad));
+    assert!(n.status().alarms.contains(&Alarm::FsSyncFailing { error: "the Slave's disk is full".into() }), "{:?}", n.status().alarms);
+    let _ = n.handle(Millis(2250), Input::FsReport(FsReport::default()));
+    assert!(!n.status().alarms.iter().any(|a| matches!(a, Alarm::FsSyncFailing { .. })));
+}

@@ -21,6 +21,11 @@ impl Pending {
         !self.full && self.paths.is_empty()
     }
 
+    /// What it counts for in the backlog: its paths, and one for an owed full pass.
+    pub fn size(&self) -> u64 {
+        self.paths.len() as u64 + u64::from(self.full)
+    }
+
     /// Records a path relative to the synced directory; the directory itself ("") changing (its
     /// mode, its mtime) is a one-entry transfer of ".".
     pub fn add(&mut self, rel: &Path, subtree: bool, cap: usize) {

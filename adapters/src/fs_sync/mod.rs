@@ -81,6 +81,9 @@ struct Shared {
     overflows: AtomicU64,
     watch_limited: AtomicBool,
     last_error: Mutex<Option<String>>,
+    /// Changes taken for the transfer under way (or being retried): not on the Slave yet, so
+    /// they count in the backlog until the transfer succeeds.
+    in_flight: AtomicU64,
 }
 
 impl Shared {
@@ -225,12 +228,20 @@ impl Inner {
                 }
             }
             tokio::time::sleep(self.cfg.batch.max(backoff)).await;
-            let taken: Vec<Pending> = s.pending().iter_mut().map(std::mem::take).collect();
+            let taken = {
+                // Taken and counted under one lock: the report never sees them in neither place.
+                let mut pending = s.pending();
+                let taken: Vec<Pending> = pending.iter_mut().map(std::mem::take).collect();
+                let flying: u64 = taken.iter().map(Pending::size).sum();
+                s.in_flight.store(flying, Ordering::Relaxed);
+                taken
+            };
             let mut failed = false;
             for (i, p) in taken.into_iter().enumerate() {
                 if p.is_empty() {
                     continue;
                 }
+                let size = p.size();
                 let result = match self.url(peer, &push_module(i)).await {
                     Ok(url) => rsync::push(|| self.command(), &self.cfg.paths[i], &url, &p, &self.cfg.excludes).await,
                     Err(e) => Err(e),
@@ -240,12 +251,16 @@ impl Inner {
                         if p.full {
                             s.passes.fetch_add(1, Ordering::Relaxed);
                         }
+                        s.in_flight.fetch_sub(size, Ordering::Relaxed);
                         s.error(None);
                     }
                     Err(e) => {
                         let unreachable = self.relays.lock().await.get(&peer).and_then(shaper::Relay::unreachable);
                         s.error(Some(unreachable.unwrap_or(e.0)));
-                        s.pending()[i].restore(p, self.cfg.max_batch);
+                        let mut pending = s.pending();
+                        pending[i].restore(p, self.cfg.max_batch);
+                        s.in_flight.fetch_sub(size, Ordering::Relaxed);
+                        drop(pending);
                         failed = true;
                     }
                 }
@@ -314,6 +329,7 @@ impl FsSync for RsyncFsSync {
         self.stop_tasks();
         self.inner.relays.lock().await.values().for_each(shaper::Relay::cut);
         self.inner.shared.pending().iter_mut().for_each(|p| *p = Pending::default());
+        self.inner.shared.in_flight.store(0, Ordering::Relaxed);
         match std::fs::remove_file(self.inner.flag()) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -360,7 +376,10 @@ impl FsSync for RsyncFsSync {
 
     fn report(&self) -> Option<FsReport> {
         let s = &self.inner.shared;
-        let backlog = s.pending().iter().map(|p| p.paths.len() as u64 + u64::from(p.full)).sum();
+        let backlog = {
+            let pending = s.pending();
+            pending.iter().map(Pending::size).sum::<u64>() + s.in_flight.load(Ordering::Relaxed)
+        };
         Some(FsReport {
             backlog,
             rescans: s.passes.load(Ordering::Relaxed),
