@@ -1,6 +1,7 @@
 //! Adapters: one trait per outside world, the driver that runs a core node on them, and the
 //! real backends (behind cargo features, so the simulator builds without them).
 
+pub mod accept;
 pub mod auth_codec;
 pub mod codec;
 pub mod driver;

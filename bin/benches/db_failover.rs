@@ -25,12 +25,9 @@ fn trial(tag: &str, semi_sync: bool) -> Trial {
     }
     let (mut writer, ids) = start_writer(&lab);
     wait_for("the client writes", Duration::from_secs(10), || acked_and_outage(&ids).0.len() >= 50);
-    lab.kill9("a");
-    sa.kill9();
-    lab.lab(&["link-down", "a"]);
-    let before = acked_and_outage(&ids).0.len();
+    power_loss(&mut lab, "a", &mut sa);
     wait_for("b takes over with a writable database", Duration::from_secs(15), || db_flag(&lab, "b", "db_writable"));
-    wait_for("the client writes again", Duration::from_secs(15), || acked_and_outage(&ids).0.len() >= before + 50);
+    wait_more_acks("the client writes again", &ids, 50, Duration::from_secs(15));
     let _ = writer.kill();
     let _ = writer.wait();
     let (acked, outage_ms) = acked_and_outage(&ids);

@@ -42,23 +42,10 @@ pub async fn serve(path: &Path, handle: DriverHandle) -> std::io::Result<()> {
     let listener = tokio::net::UnixListener::bind(path)?;
     set_private(path)?;
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let mut failures = 0u32;
+    let mut errors = ridondato_adapters::accept::AcceptErrors::new("control socket");
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else { return Ok(()) };
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => {
-                failures = 0;
-                stream
-            }
-            Err(e) => {
-                failures += 1;
-                if failures == 1 || failures.is_power_of_two() {
-                    tracing::warn!("control socket: accept failed ({failures} in a row): {e}; retrying");
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+        let Some((stream, _)) = errors.check(listener.accept().await).await else { continue };
         let h = handle.clone();
         tokio::spawn(async move {
             let _slot = slot;

@@ -248,9 +248,7 @@ fn a_master_power_loss_under_writes_at_the_default_config_loses_no_acknowledged_
     std::thread::sleep(Duration::from_millis(1500));
     let kill_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
     // Power loss: the daemon, the database server and the link, all at once.
-    lab.kill9("a");
-    sa.kill9();
-    lab.lab(&["link-down", "a"]);
+    power_loss(&mut lab, "a", &mut sa);
     assert!(lab.wait_role("b", "master", Duration::from_secs(5)), "b takes over: {:?}", lab.status("b"));
     let t = Instant::now();
     while !db_flag(&lab, "b", "db_writable") {
@@ -299,9 +297,7 @@ fn a_slave_with_stopped_replication_refuses_to_promote_and_the_override_works() 
     let _ = writer.kill();
     let _ = writer.wait();
     stop(&sb);
-    lab.kill9("a");
-    sa.kill9();
-    lab.lab(&["link-down", "a"]);
+    power_loss(&mut lab, "a", &mut sa);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(lab.role("b"), "slave", "a Slave known to miss transactions is not promoted automatically");
     let s = lab.status("b").unwrap_or_default();
@@ -458,14 +454,10 @@ fn a_slave_database_killed_and_restarted_is_alarmed_resumes_and_a_later_power_lo
     sb.restart();
     wait_for("b replicates again", Duration::from_secs(15), || db_flag(&lab, "b", "db_replicating") && !lab.alarms("b").contains("DbUnreachable"));
     wait_for("semi-sync active again on a", Duration::from_secs(15), || db_flag(&lab, "a", "semi_sync_active") && !lab.alarms("a").contains("RedundancyLost"));
-    let before = acked_and_outage(&ids).0.len();
-    wait_for("the client writes", Duration::from_secs(10), || acked_and_outage(&ids).0.len() >= before + 20);
-    lab.kill9("a");
-    sa.kill9();
-    lab.lab(&["link-down", "a"]);
+    wait_more_acks("the client writes", &ids, 20, Duration::from_secs(10));
+    power_loss(&mut lab, "a", &mut sa);
     wait_for("b takes over with a writable database", Duration::from_secs(10), || db_flag(&lab, "b", "db_writable"));
-    let before = acked_and_outage(&ids).0.len();
-    wait_for("the client writes on b", Duration::from_secs(10), || acked_and_outage(&ids).0.len() >= before + 20);
+    wait_more_acks("the client writes on b", &ids, 20, Duration::from_secs(10));
     let _ = writer.kill();
     let _ = writer.wait();
     let (acked, lost) = lost_on(&rt, &sb, &ids);
@@ -492,8 +484,7 @@ fn the_masters_database_killed_alone_raises_an_alarm_at_once_and_the_role_moves_
     let moved_ms = t.elapsed().as_millis();
     assert!(lab.holds_vip("b") && !lab.holds_vip("a"), "the VIP moved with the role");
     assert!(lab.log("a").contains("handing the role to the Slave"), "a says why it hands over:\n{}", lab.log("a"));
-    let before = acked_and_outage(&ids).0.len();
-    wait_for("the client writes on b", Duration::from_secs(10), || acked_and_outage(&ids).0.len() >= before + 20);
+    wait_more_acks("the client writes on b", &ids, 20, Duration::from_secs(10));
     let _ = writer.kill();
     let _ = writer.wait();
     let (acked, lost) = lost_on(&rt, &sb, &ids);
@@ -592,9 +583,7 @@ fn a_resync_failing_half_way_leaves_a_flagged_unpromotable_node_and_the_saved_co
     assert!(dump.contains("CREATE TABLE `big`") && dump.len() > 1 << 20, "b's data is in the copy ({} bytes)", dump.len());
     assert!(saved.join("report.txt").exists());
     // The Master loses power: the half-copied b is not promoted.
-    lab.kill9("a");
-    sa.kill9();
-    lab.lab(&["link-down", "a"]);
+    power_loss(&mut lab, "a", &mut sa);
     wait_for("b refuses to promote", Duration::from_secs(5), || lab.alarms("b").contains("NotPromotable"));
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(lab.role("b"), "slave", "a half-copied node is never promoted automatically");

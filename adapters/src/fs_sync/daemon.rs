@@ -91,23 +91,9 @@ impl RsyncDaemon {
 
 async fn serve(listener: tokio::net::TcpListener, allow: Vec<std::net::IpAddr>, conf: PathBuf) {
     let mut children: Vec<tokio::process::Child> = Vec::new();
-    let mut failures = 0u32;
+    let mut errors = crate::accept::AcceptErrors::new("rsync daemon");
     loop {
-        let (stream, from) = match listener.accept().await {
-            Ok(c) => {
-                failures = 0;
-                c
-            }
-            // Out of file descriptors, say: pause and go on; the listener never ends.
-            Err(err) => {
-                failures += 1;
-                if failures == 1 || failures.is_power_of_two() {
-                    tracing::warn!("rsync daemon: accept failed ({failures} in a row): {err}; retrying");
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+        let Some((stream, from)) = errors.check(listener.accept().await).await else { continue };
         if !allow.contains(&from.ip()) {
             tracing::debug!("rsync daemon: refused {from}, not the peer");
             continue;

@@ -108,23 +108,9 @@ impl Relay {
         let unreachable: Arc<Mutex<Option<String>>> = Default::default();
         let (held, why) = (conns.clone(), unreachable.clone());
         let accept = tokio::spawn(async move {
-            let mut failures = 0u32;
+            let mut errors = crate::accept::AcceptErrors::new("file sync relay");
             loop {
-                let (client, from) = match listener.accept().await {
-                    Ok(c) => {
-                        failures = 0;
-                        c
-                    }
-                    // Out of file descriptors, say: pause and go on, never end the relay.
-                    Err(e) => {
-                        failures += 1;
-                        if failures == 1 || failures.is_power_of_two() {
-                            tracing::warn!("file sync relay: accept failed ({failures} in a row): {e}; retrying");
-                        }
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
+                let Some((client, from)) = errors.check(listener.accept().await).await else { continue };
                 // Only our own rsync (same user as this daemon) may go through to the peer.
                 if !same_user(from, addr) {
                     tracing::debug!("file sync relay: refused a connection from {from}, not this daemon's user");

@@ -87,52 +87,36 @@ pub fn claims(arp: &Arp, ip: Ipv4Addr, my_mac: Mac) -> bool {
     claim(arp, ip, my_mac).is_some()
 }
 
-/// Blocking: sends `count` probes `gap` apart and listens until `wait` has passed; who else
-/// answered or probed for `ip`, if anyone. A host that holds the address (`defending`) only
-/// counts answers: another host's probe is a host asking, which the holder's kernel answers.
-pub fn probe_blocking(iface: &str, my_mac: Mac, ip: Ipv4Addr, count: u32, gap: Duration, wait: Duration, defending: bool) -> std::io::Result<Option<Claim>> {
-    let (mut tx, mut rx) = open(iface, Some(Duration::from_millis(5)))?;
-    let start = Instant::now();
-    let mut sent = 0;
-    while start.elapsed() < wait {
-        if sent < count && start.elapsed() >= gap * sent {
-            send(&mut *tx, &probe(my_mac, ip))?;
-            sent += 1;
-        }
-        match rx.next() {
-            Ok(f) => match parse(f).and_then(|a| claim(&a, ip, my_mac)) {
-                Some(Claim::Probes(_)) if defending => {}
-                Some(c) => return Ok(Some(c)),
-                None => {}
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut || e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(None)
-}
+/// Reads a claim for the probed address out of a received frame.
+type ClaimOf = Box<dyn Fn(&[u8]) -> Option<Claim>>;
 
-/// Blocking, IPv6: DAD probes (neighbour solicitations from `::`) instead of ARP, the same
-/// rules otherwise (see `probe_blocking`).
-pub fn probe6_blocking(
+/// Blocking: sends `count` probes `gap` apart (ARP for IPv4, DAD neighbour solicitations from
+/// `::` for IPv6) and listens until `wait` has passed; who else answered or probed for `ip`,
+/// if anyone. A host that holds the address (`defending`) only counts answers: another host's
+/// probe is a host asking, which the holder's kernel answers.
+pub fn probe_blocking(
     iface: &str,
     my_mac: Mac,
-    ip: std::net::Ipv6Addr,
+    ip: std::net::IpAddr,
     count: u32,
     gap: Duration,
     wait: Duration,
     defending: bool,
 ) -> std::io::Result<Option<Claim>> {
+    let (frame, seen): (Vec<u8>, ClaimOf) = match ip {
+        std::net::IpAddr::V4(v4) => (probe(my_mac, v4), Box::new(move |f| parse(f).and_then(|a| claim(&a, v4, my_mac)))),
+        std::net::IpAddr::V6(v6) => (super::ndp::dad_probe(my_mac, v6), Box::new(move |f| super::ndp::claim(f, v6, my_mac))),
+    };
     let (mut tx, mut rx) = open(iface, Some(Duration::from_millis(5)))?;
     let start = Instant::now();
     let mut sent = 0;
     while start.elapsed() < wait {
         if sent < count && start.elapsed() >= gap * sent {
-            send(&mut *tx, &super::ndp::dad_probe(my_mac, ip))?;
+            send(&mut *tx, &frame)?;
             sent += 1;
         }
         match rx.next() {
-            Ok(f) => match super::ndp::claim(f, ip, my_mac) {
+            Ok(f) => match seen(f) {
                 Some(Claim::Probes(_)) if defending => {}
                 Some(c) => return Ok(Some(c)),
                 None => {}

@@ -322,13 +322,10 @@ impl Vip for NetlinkVip {
             // running on the same socket).
             let defending = self.holding.lock().await.wanted;
             let (iface, t, ip) = (spec.interface.clone(), self.timing.clone(), spec.address);
-            let claim = tokio::task::spawn_blocking(move || match ip {
-                IpAddr::V4(v4) => arp::probe_blocking(&iface, l.mac, v4, t.probe_count, t.probe_gap, t.probe_wait, defending),
-                IpAddr::V6(v6) => arp::probe6_blocking(&iface, l.mac, v6, t.probe_count, t.probe_gap, t.probe_wait, defending),
-            })
-            .await
-            .map_err(|e| err("ARP/ND probe", e))?
-            .map_err(|e| err(&format!("probe on {}", spec.interface), e))?;
+            let claim = tokio::task::spawn_blocking(move || arp::probe_blocking(&iface, l.mac, ip, t.probe_count, t.probe_gap, t.probe_wait, defending))
+                .await
+                .map_err(|e| err("ARP/ND probe", e))?
+                .map_err(|e| err(&format!("probe on {}", spec.interface), e))?;
             if let Some(c) = claim {
                 // Which host, and whether it holds the address or only asks for it.
                 tracing::info!("probe for {ip} on {}: {c}", spec.interface);

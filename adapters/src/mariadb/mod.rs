@@ -52,6 +52,16 @@ pub struct MariaDb {
     pub(crate) fatal_findings: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
+/// Ends the sessions whose ids are the first column of `rows`. One that ended by itself
+/// meanwhile is not a failure.
+async fn kill_connections(c: &mut MySqlConnection, rows: &[sqlx::mysql::MySqlRow]) -> AdapterResult<()> {
+    for r in rows {
+        let id: i64 = r.try_get(0).map_err(db_err("session id"))?;
+        let _ = sqlx::query(&format!("KILL CONNECTION {id}")).execute(&mut *c).await;
+    }
+    Ok(())
+}
+
 fn db_err(what: &str) -> impl Fn(sqlx::Error) -> AdapterError + '_ {
     move |e| AdapterError::new(format!("{what}: {e}"))
 }
@@ -183,12 +193,7 @@ impl MariaDb {
             .fetch_all(&mut *c)
             .await
             .map_err(db_err("finding the replication receiver"))?;
-        for r in io {
-            let id: i64 = r.try_get(0).map_err(db_err("receiver id"))?;
-            // It may have stopped by itself meanwhile: that is not a failure.
-            let _ = sqlx::query(&format!("KILL CONNECTION {id}")).execute(&mut *c).await;
-        }
-        Ok(())
+        kill_connections(c, &io).await
     }
 
     /// After a promotion: wait for the receiver to stop, apply what it left, then drop the
@@ -328,11 +333,7 @@ impl Db for MariaDb {
             .fetch_all(&mut *c)
             .await
             .map_err(db_err("listing sessions"))?;
-        for r in rows {
-            let id: i64 = r.try_get(0).map_err(db_err("session id"))?;
-            // A session may end by itself meanwhile: that is not a failure.
-            let _ = sqlx::query(&format!("KILL CONNECTION {id}")).execute(&mut *c).await;
-        }
+        kill_connections(&mut c, &rows).await?;
         if self.writable(&mut c).await? {
             return Err(AdapterError::new("read_only did not stick"));
         }

@@ -279,6 +279,19 @@ pub fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// A power loss of NODE: its daemon, its database server and its link, all at once.
+pub fn power_loss(lab: &mut Lab, node: &str, db: &mut ridondato_adapters::mariadb::testkit::Server) {
+    lab.kill9(node);
+    db.kill9();
+    lab.lab(&["link-down", node]);
+}
+
+/// Waits until the client has N more acknowledged rows than now.
+pub fn wait_more_acks(what: &str, ids: &std::path::Path, n: usize, within: Duration) {
+    let before = acked_and_outage(ids).0.len();
+    wait_for(what, within, || acked_and_outage(ids).0.len() >= before + n);
+}
+
 pub fn db_flag(lab: &Lab, n: &str, field: &str) -> bool {
     lab.status(n).is_some_and(|s| s[field].as_bool() == Some(true))
 }
