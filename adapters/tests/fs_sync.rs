@@ -2,6 +2,7 @@
 //! trees compared entry by entry (content, mode, owner, mtime, symlinks, deletions). Needs rsync
 //! and, for the watch-limit test, `unshare`; under CI=true their absence is a failure.
 
+use ridondato_adapters::fs_sync::rsync::PARTIAL_DIR;
 use ridondato_adapters::fs_sync::testkit::{free_addr, SECRET};
 use ridondato_adapters::fs_sync::{testkit, FsSyncConfig, RsyncFsSync};
 use ridondato_adapters::FsSync;
@@ -211,7 +212,8 @@ async fn random_operations_leave_identical_trees_and_a_stopped_node_sends_nothin
 }
 
 /// A transfer cut off half-way (the Master stops pushing: a failover) leaves nothing under the
-/// file's final name on the receiver, and no temporary file behind.
+/// file's final name on the receiver; what landed is kept aside (`PARTIAL_DIR`, for a retry to
+/// resume) and removed once that node pushes itself (it is the Master now: nothing resumes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_transfer_leaves_no_partial_file() {
     let _host = HOST_WIDE.read().await;
@@ -231,11 +233,17 @@ async fn a_cut_transfer_leaves_no_partial_file() {
     }
     assert!(!p.b_dir.join("big").exists(), "at 200 KiB/s a 1 MB file is not complete yet");
     p.a.push_stop().await.expect("stop");
+    let aside = p.b_dir.join(PARTIAL_DIR);
     let t = Instant::now();
-    while !snapshot(&p.b_dir).is_empty() {
+    while snapshot(&p.b_dir).keys().any(|k| !k.starts_with(PARTIAL_DIR)) {
         assert!(t.elapsed() < Duration::from_secs(5), "left behind on the receiver: {:#?}", snapshot(&p.b_dir));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let kept = std::fs::metadata(aside.join("big")).map(|m| m.len()).unwrap_or(0);
+    assert!(kept > 0, "what landed is kept aside for a retry: {:#?}", snapshot(&p.b_dir));
+    p.b.push_start(A).await.expect("the receiver becomes the pusher");
+    assert!(!aside.exists(), "a pusher keeps nothing of failed pushes: {:#?}", snapshot(&p.b_dir));
+    assert!(snapshot(&p.b_dir).is_empty(), "{:#?}", snapshot(&p.b_dir));
     // Mid-transfer temporary names were there, then removed: the check above is not vacuous.
     assert!(p.a.bytes() >= 300_000);
 }

@@ -130,6 +130,9 @@ pub fn render_status(s: &Status) -> String {
         if let Some(e) = &fs.last_error {
             out += &format!("fs error: {}\n", e.lines().next().unwrap_or_default());
         }
+        if let Some(r) = &fs.refused {
+            out += &format!("fs: the peer's last push was refused here: {}\n", r.lines().next().unwrap_or_default());
+        }
     }
     if s.maintenance.on {
         out += "maintenance ON: automatic failover paused\n";
@@ -244,7 +247,15 @@ mod tests {
     fn the_file_sync_and_a_resync_in_files_are_shown() {
         let mut s = Node::new(Config::lan(NodeId(1), NodeId(2))).status();
         assert!(!render_status(&s).contains("fs "), "no [fs]: no line");
-        s.fs = Some(FsReport { backlog: 3, rescans: 2, overflows: 1, watch_limited: true, bytes: 5 << 20, last_error: Some("rsync failed\nmore".into()) });
+        s.fs = Some(FsReport {
+            backlog: 3,
+            rescans: 2,
+            overflows: 1,
+            watch_limited: true,
+            bytes: 5 << 20,
+            last_error: Some("rsync failed\nmore".into()),
+            refused: Some("receiving into /srv: No space left on device (28)\nx".into()),
+        });
         s.job = Some(JobStatus {
             id: 7,
             kind: ResyncKind::Fs,
@@ -260,6 +271,7 @@ mod tests {
         let out = render_status(&s);
         assert!(out.contains("fs backlog 3  full passes 2  queue overflows 1  traffic 5.0 MiB"), "{out}");
         assert!(out.contains("watch limit reached") && out.contains("fs error: rsync failed\n"), "{out}");
+        assert!(out.contains("refused here: receiving into /srv: No space left on device (28)\n"), "{out}");
         assert!(out.contains("files 10/40  1.5 KiB of 4.0 KiB"), "{out}");
         assert_eq!(size(1023), "1023 B");
     }

@@ -339,14 +339,8 @@ impl Node {
         self.semi_sync = f.semi_sync;
         self.db_replication = f.replication;
         self.db_replicas = f.replicas;
-        match f.misconfigured.is_empty() {
-            true => self.clear_where(|a| matches!(a, Alarm::DbMisconfigured { .. })),
-            false => {
-                let alarm = Alarm::DbMisconfigured { what: f.misconfigured.join("; ") };
-                self.clear_where(|a| matches!(a, Alarm::DbMisconfigured { .. }) && *a != alarm);
-                self.raise(alarm);
-            }
-        }
+        let misconfigured = (!f.misconfigured.is_empty()).then(|| Alarm::DbMisconfigured { what: f.misconfigured.join("; ") });
+        self.alarm_slot(misconfigured, |a| matches!(a, Alarm::DbMisconfigured { .. }));
         if self.db_error.take().is_some() {
             self.emit(Event::DbHealth { what: "the database answers again".into() });
         }
@@ -356,15 +350,23 @@ impl Node {
 
     fn on_fs_report(&mut self, r: FsReport) {
         let failing = r.last_error.clone().filter(|_| self.fs_pushing && self.role == Role::Master);
-        match failing {
-            Some(error) => {
-                let alarm = Alarm::FsSyncFailing { error };
-                self.clear_where(|a| matches!(a, Alarm::FsSyncFailing { .. }) && *a != alarm);
+        self.alarm_slot(failing.map(|error| Alarm::FsSyncFailing { error }), |a| matches!(a, Alarm::FsSyncFailing { .. }));
+        // A node that pushes itself is the Master: whatever it refused is not a Slave's problem.
+        let refused = r.refused.clone().filter(|_| !self.fs_pushing);
+        self.alarm_slot(refused.map(|error| Alarm::FsReceiveFailing { error }), |a| matches!(a, Alarm::FsReceiveFailing { .. }));
+        self.fs_report = Some(r);
+    }
+
+    /// Keeps at most one alarm of a kind (`of_kind`): `now` raised (replacing one with other
+    /// words), or all of that kind cleared.
+    fn alarm_slot(&mut self, now: Option<Alarm>, of_kind: impl Fn(&Alarm) -> bool) {
+        match now {
+            Some(alarm) => {
+                self.clear_where(|a| of_kind(a) && *a != alarm);
                 self.raise(alarm);
             }
-            None => self.clear_where(|a| matches!(a, Alarm::FsSyncFailing { .. })),
+            None => self.clear_where(of_kind),
         }
-        self.fs_report = Some(r);
     }
 
     fn on_db_unreachable(&mut self, error: String) {

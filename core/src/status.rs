@@ -50,6 +50,11 @@ pub enum Alarm {
     FsSyncFailing {
         error: String,
     },
+    /// The Slave's side of `FsSyncFailing`: its rsync daemon refused or could not write the
+    /// Master's last push (why, in rsync's words).
+    FsReceiveFailing {
+        error: String,
+    },
     /// The peer has not been heard for a failover timeout (on either side): no redundancy.
     PeerSilent,
     /// A former Slave alone at start-up waits `lone_slave_wait` for the absent Master, which may
@@ -100,6 +105,7 @@ impl fmt::Display for Alarm {
             Alarm::DbUnreachable => f.write_str("db-unreachable"),
             Alarm::PeerSilent => f.write_str("peer-silent"),
             Alarm::FsSyncFailing { error } => write!(f, "fs-sync-failing({error})"),
+            Alarm::FsReceiveFailing { error } => write!(f, "fs-receive-failing({error})"),
             Alarm::WaitingForPeer => f.write_str("waiting-for-peer"),
             Alarm::DbMisconfigured { what } => write!(f, "db-misconfigured({what})"),
             Alarm::ReplicationStopped => f.write_str("replication-stopped"),

@@ -274,5 +274,24 @@ fn a_master_whose_file_sync_fails_raises_an_alarm_until_it_delivers() {
     let _ = n.handle(Millis(2000), Input::FsReport(bad));
     assert!(n.status().alarms.contains(&Alarm::FsSyncFailing { error: "the Slave's disk is full".into() }), "{:?}", n.status().alarms);
     let _ = n.handle(Millis(2250), Input::FsReport(FsReport::default()));
-    assert!(!n.status().alarms.iter().any(|a| matches!(a, Alarm::FsSyncFailing { .. })));
+    assert!(!n.status().alarms.iter().any(|a| matches!(a, Alarm::FsSyncFailing { .. }))); // What the Master's own daemon refused (a stale push of the old Master) is not an alarm.
+    let refused = FsReport { refused: Some("pre-xfer exec returned failure".into()), ..FsReport::default() };
+    let _ = n.handle(Millis(2500), Input::FsReport(refused));
+    assert!(!n.status().alarms.iter().any(|a| matches!(a, Alarm::FsReceiveFailing { .. })), "{:?}", n.status().alarms);
+}
+
+/// The Slave's side of a failing file sync: its daemon's refusal, in rsync's words, is an alarm
+/// until a push lands.
+#[test]
+fn a_slave_whose_daemon_refuses_pushes_raises_an_alarm_until_one_lands() {
+    let mut c = cfg();
+    c.components.fs = true;
+    let mut n = Node::new(c);
+    let _ = n.handle(Millis(0), Input::Start { persisted: None, run: 1 });
+    assert_ne!(n.role(), Role::Master);
+    let full = "receiving into /srv/files: write failed on \"big\": No space left on device (28)";
+    let _ = n.handle(Millis(10), Input::FsReport(FsReport { refused: Some(full.into()), ..FsReport::default() }));
+    assert!(n.status().alarms.contains(&Alarm::FsReceiveFailing { error: full.into() }), "{:?}", n.status().alarms);
+    let _ = n.handle(Millis(20), Input::FsReport(FsReport::default()));
+    assert!(!n.status().alarms.iter().any(|a| matches!(a, Alarm::FsReceiveFailing { .. })), "{:?}", n.status().alarms);
 }

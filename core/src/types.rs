@@ -128,6 +128,11 @@ pub struct FsReport {
     /// Bytes sent and received for file sync so far (real-time and resync).
     pub bytes: u64,
     pub last_error: Option<String>,
+    /// The last push from the peer that this node's rsync daemon refused or could not write,
+    /// and why (rsync's own words: "No space left on device"); `None` once a push landed or
+    /// this node pushes itself.
+    #[serde(default)]
+    pub refused: Option<String>,
 }
 
 /// What the database says of its own replication (not what the node asked of it).

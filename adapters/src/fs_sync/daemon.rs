@@ -3,6 +3,7 @@
 //! Master's pushes and refuses them while this node is itself pushing (a returning node's stale
 //! files never land on the Master), `r<i>` is read-only, for a resync pulling from here.
 
+use super::refusals::{self, Refused};
 use crate::traits::{AdapterError, AdapterResult};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -38,6 +39,8 @@ pub struct RsyncDaemon {
 impl RsyncDaemon {
     /// Listens on `bind` (inside a tokio runtime) for `allow` (the peers' addresses), serving
     /// `paths`; its files are kept in `dir`; pushes are refused while the file `refuse_if` exists.
+    /// Why a push was refused, or could not be written, goes into `refused`.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         bind: SocketAddr,
         allow: &[std::net::IpAddr],
@@ -46,6 +49,7 @@ impl RsyncDaemon {
         secret: &str,
         dir: &Path,
         refuse_if: &Path,
+        refused: Refused,
     ) -> AdapterResult<RsyncDaemon> {
         let e = |what: &str, err: std::io::Error| AdapterError::new(format!("rsync daemon {what}: {err}"));
         if allow.is_empty() {
@@ -56,11 +60,14 @@ impl RsyncDaemon {
         let secrets = dir.join("rsyncd.secrets");
         write_private(&secrets, &format!("{RSYNC_USER}:{secret}\n")).map_err(|x| e("secrets", x))?;
         let hosts: Vec<String> = allow.iter().map(ToString::to_string).collect();
-        // `hosts allow` again inside rsync (defence in depth), and a stalled transfer ends.
+        // `hosts allow` again inside rsync (defence in depth), and a stalled transfer ends. The
+        // log file is where the receiver's errors can be read (`refusals`).
+        let log = dir.join("rsyncd.log");
         let mut conf = format!(
-            "use chroot = no\nreverse lookup = no\nuid = root\ngid = root\nauth users = {RSYNC_USER}\nsecrets file = {}\nstrict modes = yes\nmunge symlinks = no\nhosts allow = {}\nhosts deny = *\ntimeout = 300\n",
+            "use chroot = no\nreverse lookup = no\nuid = root\ngid = root\nauth users = {RSYNC_USER}\nsecrets file = {}\nstrict modes = yes\nmunge symlinks = no\nhosts allow = {}\nhosts deny = *\ntimeout = 300\nlog file = {}\n",
             secrets.display(),
             hosts.join(" "),
+            log.display(),
         );
         // Excluded paths are neither written nor deleted here, whatever a sender asks.
         let exclude_file = dir.join("rsyncd.exclude");
@@ -83,29 +90,56 @@ impl RsyncDaemon {
             let _guard = runtime.enter();
             tokio::net::TcpListener::from_std(listener).map_err(|x| e("listener", x))?
         };
-        let allow = allow.to_vec();
-        let accept = runtime.spawn(serve(listener, allow, conf_path));
+        let served = Served { allow: allow.to_vec(), conf: conf_path, log, refused, paths: paths.to_vec() };
+        let accept = runtime.spawn(serve(listener, served));
         Ok(RsyncDaemon { accept, dir: dir.to_path_buf() })
     }
 }
 
-async fn serve(listener: tokio::net::TcpListener, allow: Vec<std::net::IpAddr>, conf: PathBuf) {
-    let mut children: Vec<tokio::process::Child> = Vec::new();
+/// What the accept loop needs besides its listener.
+struct Served {
+    allow: Vec<std::net::IpAddr>,
+    conf: PathBuf,
+    log: PathBuf,
+    refused: Refused,
+    paths: Vec<PathBuf>,
+}
+
+async fn serve(listener: tokio::net::TcpListener, s: Served) {
+    // Each child is awaited in its own task, which gives back its pid and exit status; dropping
+    // the set (the daemon dropped) kills the transfers.
+    let mut children = tokio::task::JoinSet::new();
     let mut errors = crate::accept::AcceptErrors::new("rsync daemon");
     loop {
-        let Some((stream, from)) = errors.check(listener.accept().await).await else { continue };
-        if !allow.contains(&from.ip()) {
-            tracing::debug!("rsync daemon: refused {from}, not the peer");
-            continue;
-        }
-        children.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
-        if children.len() >= MAX_CONNECTIONS {
-            tracing::warn!("rsync daemon: {MAX_CONNECTIONS} transfers from the peer already run, refusing one more");
-            continue;
-        }
-        match inetd_child(stream, &conf) {
-            Ok(c) => children.push(c),
-            Err(err) => tracing::warn!("rsync daemon: could not start rsync for {from}: {err}"),
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Some((stream, from)) = errors.check(accepted).await else { continue };
+                if !s.allow.contains(&from.ip()) {
+                    tracing::debug!("rsync daemon: refused {from}, not the peer");
+                    continue;
+                }
+                if children.len() >= MAX_CONNECTIONS {
+                    tracing::warn!("rsync daemon: {MAX_CONNECTIONS} transfers from the peer already run, refusing one more");
+                    continue;
+                }
+                match inetd_child(stream, &s.conf) {
+                    Ok(mut c) => {
+                        let pid = c.id().unwrap_or_default();
+                        children.spawn(async move { (pid, c.wait().await) });
+                    }
+                    Err(err) => tracing::warn!("rsync daemon: could not start rsync for {from}: {err}"),
+                }
+            }
+            Some(done) = children.join_next() => {
+                if let Ok((pid, Ok(status))) = done {
+                    refusals::settle(pid, status, &s.log, &s.refused, &s.paths);
+                }
+                if children.is_empty() {
+                    // No child writes to it now, and every one has been read: start afresh, so
+                    // the log stays as small as one busy spell.
+                    let _ = std::fs::File::create(&s.log);
+                }
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod changes;
 pub mod daemon;
 pub mod exclude;
 mod peer_uid;
+pub mod refusals;
 pub mod rsync;
 pub mod shaper;
 pub mod testkit;
@@ -84,6 +85,10 @@ struct Shared {
     /// Changes taken for the transfer under way (or being retried): not on the Slave yet, so
     /// they count in the backlog until the transfer succeeds.
     in_flight: AtomicU64,
+    /// What this node's daemon last refused of the peer's pushes (the Slave's side).
+    refused: refusals::Refused,
+    /// Transfers that failed (each one retried): for tests and benchmarks.
+    failures: AtomicU64,
 }
 
 impl Shared {
@@ -160,14 +165,15 @@ impl RsyncFsSync {
         let flag = cfg.work_dir.join("pushing");
         // A node starts as neither: it refuses pushes only once it pushes itself.
         let _ = std::fs::remove_file(&flag);
+        let shared = Arc::new(Shared { pending: Mutex::new(vec![Pending::default(); cfg.paths.len()]), ..Shared::default() });
         let daemon = match cfg.listen {
             Some(bind) => {
                 let allow: Vec<std::net::IpAddr> = cfg.peers.values().map(|a| a.ip()).collect();
-                Some(RsyncDaemon::start(bind, &allow, &cfg.paths, &cfg.excludes, &cfg.secret, &cfg.work_dir.join("rsyncd"), &flag)?)
+                let dir = cfg.work_dir.join("rsyncd");
+                Some(RsyncDaemon::start(bind, &allow, &cfg.paths, &cfg.excludes, &cfg.secret, &dir, &flag, shared.refused.clone())?)
             }
             None => None,
         };
-        let shared = Arc::new(Shared { pending: Mutex::new(vec![Pending::default(); cfg.paths.len()]), ..Shared::default() });
         let shaper = shaper::Shaper::new(cfg.bandwidth_kbps.saturating_mul(1024));
         Ok(RsyncFsSync { inner: Arc::new(Inner { cfg, shaper, relays: Default::default(), shared }), tasks: Mutex::new(Vec::new()), _daemon: daemon })
     }
@@ -175,6 +181,11 @@ impl RsyncFsSync {
     /// Bytes through the relay so far (both directions).
     pub fn bytes(&self) -> u64 {
         self.inner.shaper.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Transfers that failed so far (each one is retried).
+    pub fn failures(&self) -> u64 {
+        self.inner.shared.failures.load(Ordering::Relaxed)
     }
 
     fn stop_tasks(&self) {
@@ -236,7 +247,7 @@ impl Inner {
                 s.in_flight.store(flying, Ordering::Relaxed);
                 taken
             };
-            let mut failed = false;
+            let (mut failed, mut refused) = (false, false);
             for (i, p) in taken.into_iter().enumerate() {
                 if p.is_empty() {
                     continue;
@@ -256,17 +267,31 @@ impl Inner {
                     }
                     Err(e) => {
                         let unreachable = self.relays.lock().await.get(&peer).and_then(shaper::Relay::unreachable);
-                        s.error(Some(unreachable.unwrap_or(e.0)));
+                        s.error(Some(unreachable.unwrap_or_else(|| e.0.clone())));
                         let mut pending = s.pending();
                         pending[i].restore(p, self.cfg.max_batch);
                         s.in_flight.fetch_sub(size, Ordering::Relaxed);
                         drop(pending);
+                        s.failures.fetch_add(1, Ordering::Relaxed);
                         failed = true;
+                        refused |= rsync::refused_by_receiver(&e.0);
                     }
                 }
             }
-            backoff = if failed { (backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(5)) } else { Duration::ZERO };
+            backoff = next_backoff(backoff, failed, refused);
         }
+    }
+}
+
+/// The wait before the next try: none after a success; doubling from 0.5 s to 5 s after a
+/// failure; from 2 s to 30 s when the Slave itself refused (a full disk, a read-only target, it
+/// pushes too): rsync streams the rest of the file before it hears of the refusal, so each try
+/// costs that much of the cap until someone makes room (what landed is kept, `PARTIAL_DIR`).
+fn next_backoff(now: Duration, failed: bool, refused: bool) -> Duration {
+    match (failed, refused) {
+        (false, _) => Duration::ZERO,
+        (true, false) => (now * 2).clamp(Duration::from_millis(500), Duration::from_secs(5)),
+        (true, true) => (now * 2).clamp(Duration::from_secs(2), Duration::from_secs(30)),
     }
 }
 
@@ -300,8 +325,10 @@ impl FsSync for RsyncFsSync {
     async fn push_start(&self, peer: NodeId) -> AdapterResult<()> {
         self.stop_tasks();
         let inner = &self.inner;
-        // From now on this node's daemon refuses pushes: a returning node's files never land here.
+        // From now on this node's daemon refuses pushes: a returning node's files never land here,
+        // and what it refused as a Slave is over.
         write_private(&inner.flag(), "pushing\n").map_err(|e| AdapterError::new(format!("fs: {e}")))?;
+        *inner.shared.refused.lock().unwrap_or_else(|p| p.into_inner()) = None;
         inner.shared.watch_limited.store(false, Ordering::Relaxed);
         // Whatever happened while we were not pushing is found by a first full pass.
         inner.shared.pending().iter_mut().for_each(Pending::overflow);
@@ -387,6 +414,7 @@ impl FsSync for RsyncFsSync {
             watch_limited: s.watch_limited.load(Ordering::Relaxed),
             bytes: self.bytes(),
             last_error: s.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            refused: s.refused.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         })
     }
 }

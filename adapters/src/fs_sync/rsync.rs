@@ -9,7 +9,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// What every invocation shares: archive mode with hard links and numeric owners, the cluster
 /// secret. rsync writes each file to a hidden temporary name beside it and renames it into place
-/// when complete (and removes it when interrupted), so a partial file never has the final name.
+/// when complete (removes it when interrupted, or keeps it in `PARTIAL_DIR` for a push), so a
+/// partial file never has the final name.
 pub fn base(password_file: &Path, excludes: &[String]) -> tokio::process::Command {
     let mut c = tokio::process::Command::new("rsync");
     c.args(["-aH", "--numeric-ids"]);
@@ -21,6 +22,12 @@ pub fn base(password_file: &Path, excludes: &[String]) -> tokio::process::Comman
     c
 }
 
+/// Where the Slave keeps what landed of a file whose push failed (a full disk, a cut link), in
+/// the file's own directory: the retry sends only the rest (rsync resumes from it in place), and
+/// a partial file never has the final name. rsync itself keeps it out of what it sends and
+/// what `--delete` removes.
+pub const PARTIAL_DIR: &str = ".ridondato-partial";
+
 /// Above this many new directories in one batch, a full pass instead.
 const MAX_SUBTREE_RUNS: usize = 16;
 
@@ -29,12 +36,20 @@ const MAX_SUBTREE_RUNS: usize = 16;
 /// (a directory moved away and made again must not keep its old contents there). A full pass
 /// is the whole tree with deletions. `cmd` makes a fresh base command per rsync run.
 pub async fn push(cmd: impl Fn() -> tokio::process::Command, root: &Path, url: &str, pending: &Pending, excludes: &[String]) -> AdapterResult<()> {
+    let cmd = || {
+        let mut c = cmd();
+        c.arg(format!("--partial-dir={PARTIAL_DIR}"));
+        c
+    };
     let src = format!("{}/", root.display());
     let subs = subtrees(pending);
     // Many new directories at once (an unpacked archive): one pass costs less than a run each.
     if pending.full || subs.len() > MAX_SUBTREE_RUNS {
         return run(cmd().arg("--delete").arg(&src).arg(url), None).await;
     }
+    // rsync leaves partial-dir entries out of what it sends; our list must not name them either.
+    let excludes: Vec<String> = excludes.iter().cloned().chain([format!("{PARTIAL_DIR}/")]).collect();
+    let excludes = &excludes[..];
     let list = file_list(pending, excludes, |rel| root.join(rel).is_dir());
     run(cmd().args(["--from0", "--files-from=-", "--delete-missing-args", "--force"]).arg(&src).arg(url), Some(&list)).await?;
     for rel in subs {
@@ -82,6 +97,14 @@ pub fn check(status: std::process::ExitStatus, stderr: &[u8]) -> AdapterResult<(
         return Ok(());
     }
     Err(AdapterError::new(format!("rsync failed ({status}): {}", String::from_utf8_lossy(stderr).trim())))
+}
+
+/// Whether a push failed because the receiving side refused it or could not write it (rather
+/// than a connection or this side's problem): the receiver's file I/O errors, and the refusal
+/// of a daemon whose node pushes itself.
+pub fn refused_by_receiver(error: &str) -> bool {
+    let receiver = error.contains("[receiver") || error.contains("[generator");
+    error.contains("(exit status: 4)") || (receiver && (error.contains("(exit status: 11)") || error.contains("(exit status: 23)")))
 }
 
 /// Total bytes and entries the peer's tree holds, from `rsync --list-only`.

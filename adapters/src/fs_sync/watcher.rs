@@ -46,7 +46,9 @@ fn mask() -> WatchMask {
 
 impl TreeWatcher {
     /// Watches every directory under `root` now (the inotify instance, and so its queue size, is
-    /// fixed here). A watch limit reached already is reported in the returned changes.
+    /// fixed here). A watch limit reached already is reported in the returned changes. What
+    /// failed pushes left here while this node was a Slave (`PARTIAL_DIR`) is removed on the way:
+    /// this node's tree is now the one that counts, and those pieces belong to no file of it.
     pub fn new(root: &Path) -> std::io::Result<(TreeWatcher, Vec<Change>)> {
         let inotify = Inotify::init()?;
         // `AsyncFd::new` is deprecated because it cannot check that its value owns a descriptor
@@ -55,12 +57,13 @@ impl TreeWatcher {
         let fd = AsyncFd::new(inotify)?;
         let mut w = TreeWatcher { fd, root: root.to_path_buf(), dirs: HashMap::new() };
         let mut out = Vec::new();
-        w.add_tree(Path::new(""), &mut out)?;
+        w.add_tree(Path::new(""), &mut out, true)?;
         Ok((w, out))
     }
 
-    /// Adds watches on `rel` and every directory below it (symlinks not followed).
-    fn add_tree(&mut self, rel: &Path, out: &mut Vec<Change>) -> std::io::Result<()> {
+    /// Adds watches on `rel` and every directory below it (symlinks not followed); `sweep`:
+    /// removes the `PARTIAL_DIR` directories found.
+    fn add_tree(&mut self, rel: &Path, out: &mut Vec<Change>, sweep: bool) -> std::io::Result<()> {
         let mut stack = vec![rel.to_path_buf()];
         while let Some(d) = stack.pop() {
             let abs = self.root.join(&d);
@@ -82,9 +85,17 @@ impl TreeWatcher {
             }
             let Ok(entries) = std::fs::read_dir(&abs) else { continue };
             for e in entries.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push(d.join(e.file_name()));
+                if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
                 }
+                if sweep && e.file_name() == super::rsync::PARTIAL_DIR {
+                    match std::fs::remove_dir_all(e.path()) {
+                        Ok(()) => tracing::info!("file sync: removed {}, left by a failed push to this node", e.path().display()),
+                        Err(err) => tracing::warn!("file sync: could not remove {}: {err}", e.path().display()),
+                    }
+                    continue;
+                }
+                stack.push(d.join(e.file_name()));
             }
         }
         Ok(())
@@ -137,7 +148,7 @@ impl TreeWatcher {
             if appeared {
                 // A directory made or moved in: watch it (a moved one keeps its watches, which
                 // now answer to the new path) and list all of it.
-                self.add_tree(&rel, &mut out)?;
+                self.add_tree(&rel, &mut out, false)?;
             }
             out.push(Change::Path { rel, subtree: appeared });
         }
