@@ -3,6 +3,8 @@
 
 pub mod accept;
 pub mod auth_codec;
+#[cfg(feature = "cloud")]
+pub mod cloud;
 pub mod codec;
 pub mod driver;
 pub mod drop_log;
