@@ -61,6 +61,8 @@ pub struct DriverConfig {
     pub vip_watch: bool,
     /// Whether to pass on the file-sync adapter's report at the report interval.
     pub fs_reports: bool,
+    /// Report the cloud adapter's view (public IP, domain check) with each report.
+    pub cloud_reports: bool,
     /// This run of the process (see `Input::Start`): random in the daemon.
     pub run: u64,
 }
@@ -75,6 +77,7 @@ impl Default for DriverConfig {
             db_reports: true,
             vip_watch: true,
             fs_reports: false,
+            cloud_reports: false,
             run: 0,
         }
     }
@@ -216,7 +219,7 @@ impl Driver {
                     self.replies.insert(id, req.reply);
                     Input::Command { req: id, cmd: req.cmd }
                 }
-                _ = report.tick(), if self.cfg.db_reports || self.cfg.vip_watch || self.cfg.fs_reports => {
+                _ = report.tick(), if self.cfg.db_reports || self.cfg.vip_watch || self.cfg.fs_reports || self.cfg.cloud_reports => {
                     if let Some(line) = transport.peer().and_then(|from| self.stats.drops.flush(from, std::time::Instant::now())) {
                         tracing::warn!(node = %self.node.id(), "{line}");
                     }
@@ -282,6 +285,11 @@ impl Driver {
         if self.cfg.fs_reports {
             if let Some(r) = self.backends.fs.report() {
                 let _ = tx.send(Input::FsReport(r));
+            }
+        }
+        if self.cfg.cloud_reports {
+            if let Some(r) = self.backends.cloud.report() {
+                let _ = tx.send(Input::CloudReport(r));
             }
         }
         tokio::spawn(async move {

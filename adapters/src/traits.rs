@@ -121,6 +121,10 @@ pub trait CloudIp: Send + Sync {
     async fn holder(&self) -> AdapterResult<Option<NodeId>>;
     /// Is that node's instance running, per the cloud API (the cloud arbiter)?
     async fn instance_running(&self, node: NodeId) -> AdapterResult<bool>;
+    /// The public IP, its holder and the domain check, for the status.
+    fn report(&self) -> Option<ridondato_core::CloudReport> {
+        None
+    }
 }
 
 /// The application's own services (B10).

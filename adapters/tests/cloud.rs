@@ -56,6 +56,22 @@ async fn the_association_moves_and_is_read_back_and_a_stopped_instance_is_not_ru
     testkit::set_running(&moto.url(), &s.instances[1], false).await.expect("stop b");
     assert!(!cloud.instance_running(B).await.expect("status"), "a stopped instance is not running");
     assert!(cloud.instance_running(A).await.expect("status"));
+    let r = cloud.report().expect("a report");
+    assert_eq!((r.holder_instance.as_deref(), r.public_ip.as_deref()), (Some(s.instances[0].as_str()), Some(s.public_ip.as_str())), "{r:?}");
+}
+
+/// The domain operators use is checked against the public IP: a name leading elsewhere is a
+/// warning in the status; one leading to the public IP is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_not_leading_to_the_public_ip_is_a_warning() {
+    let Some((moto, s)) = world().await else { return };
+    let cloud = Ec2CloudIp::connect(config(&moto.url(), &s)).await.expect("connect");
+    let w = cloud.check_domain("localhost").await.expect("localhost is not the public IP");
+    assert!(w.starts_with("localhost resolves to ") && w.ends_with(&format!("not to the public IP {}", s.public_ip)), "{w}");
+    assert_eq!(cloud.report().expect("report").dns_warning.as_deref(), Some(w.as_str()));
+    // (Not tried: a name that does not resolve, which would query the machine's DNS server.)
+    assert_eq!(cloud.check_domain(&s.public_ip).await, None, "a name that leads to the public IP");
+    assert_eq!(cloud.report().expect("report").dns_warning, None);
 }
 
 /// Throttling and 503s are retried by the SDK with back-off and the move still happens; a
@@ -107,5 +123,5 @@ async fn a_wrong_address_or_allocation_is_named_at_start() {
     c.instances.remove(&B);
     let cloud = Ec2CloudIp::connect(c).await.expect("connects");
     let err = cloud.associate(B).await.expect_err("no instance").0;
-    assert!(err.contains("no instance id for node n2"), "{err}");
+    assert!(err.contains("cloud.instance_ids: no instance id for node n2"), "{err}");
 }

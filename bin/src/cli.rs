@@ -29,15 +29,19 @@ pub fn socket_and_words(args: &[String]) -> Result<(PathBuf, Vec<String>), Strin
 pub fn parse_command(verb: &str, words: &[String]) -> Result<Command, String> {
     let arg = words.first().map(String::as_str);
     let forced = words.len() == 2 && words[1] == "--accept-data-loss";
-    if words.len() > 1 && !(verb == "set-state" && arg == Some("master") && forced) {
+    let peer = words.len() == 2 && words[1] == "--peer";
+    if words.len() > 1 && !(verb == "set-state" && ((arg == Some("master") && forced) || peer)) {
         return Err(format!("`{verb}`: unexpected `{}`", words[1..].join(" ")));
     }
     Ok(match (verb, arg) {
+        ("set-state", Some("master")) if peer => Command::AskPeer(Target::Master),
+        ("set-state", Some("slave")) if peer => Command::AskPeer(Target::Slave),
+        ("set-state", Some("off")) if peer => Command::AskPeer(Target::Off),
         ("set-state", Some("master")) if forced => Command::ForceMaster,
         ("set-state", Some("master")) => Command::SetState(Target::Master),
         ("set-state", Some("slave")) => Command::SetState(Target::Slave),
         ("set-state", Some("off")) => Command::SetState(Target::Off),
-        ("set-state", _) => return Err("usage: ridondato set-state master [--accept-data-loss] | slave | off".into()),
+        ("set-state", _) => return Err("usage: ridondato set-state master [--accept-data-loss] | slave | off, or with --peer for the peer node".into()),
         ("switchover", None) => Command::Switchover,
         ("maintenance", Some("on")) => Command::Maintenance(true),
         ("maintenance", Some("off")) => Command::Maintenance(false),

@@ -85,18 +85,32 @@ pub struct SharedIp {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // validated now, read by its adapter when that lands (issues 4, 5)
 pub struct CloudSection {
+    /// The name operators reach the Master by; checked to resolve to the public IP.
     pub domain: String,
     pub public_ip: Option<IpAddr>,
     pub allocation_id: Option<String>,
     pub region: String,
     /// Instance id of each node, by node id ("1" = "i-…").
     pub instance_ids: BTreeMap<String, String>,
-    /// API endpoint override (tests).
+    /// API endpoint override (a VPC endpoint; tests).
     pub endpoint: Option<String>,
     #[serde(default)]
     pub auto_failover: bool,
+    /// One API operation, retries of throttling and 5xx included, ends within this.
+    #[serde(default = "default_api_deadline_ms")]
+    pub api_deadline_ms: u64,
+    /// How often the domain is checked against the public IP.
+    #[serde(default = "default_dns_check_s")]
+    pub dns_check_interval_s: u64,
+}
+
+fn default_api_deadline_ms() -> u64 {
+    10_000
+}
+
+fn default_dns_check_s() -> u64 {
+    60
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -395,9 +409,31 @@ pub fn parse(text: &str) -> Result<NodeConfig, Vec<ConfigProblem>> {
                         problems.push(problem("cloud.public_ip", "give the Elastic IP or its allocation_id"));
                     }
                     for id in [n.id, n.peer_id] {
-                        if !c.instance_ids.contains_key(&id.to_string()) {
-                            problems.push(problem("cloud.instance_ids", format!("no instance id for node {id}")));
+                        match c.instance_ids.get(&id.to_string()) {
+                            None => problems.push(problem("cloud.instance_ids", format!("no instance id for node {id}"))),
+                            Some(i) if !i.starts_with("i-") || i.len() > 32 => {
+                                problems.push(problem("cloud.instance_ids", format!("`{}` (node {id}) is not an EC2 instance id (i-…)", i)))
+                            }
+                            Some(_) => {}
                         }
+                    }
+                    if let Some(a) = c.allocation_id.as_ref().filter(|a| !a.starts_with("eipalloc-") || a.len() > 40) {
+                        problems.push(problem("cloud.allocation_id", format!("`{}` is not an Elastic IP allocation id (eipalloc-…)", a)));
+                    }
+                    if c.region.is_empty() || !c.region.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-') {
+                        problems.push(problem("cloud.region", format!("`{}` is not a region name such as eu-south-1", c.region)));
+                    }
+                    if c.domain.is_empty() {
+                        problems.push(problem("cloud.domain", "give the name operators reach the Master by"));
+                    }
+                    if let Some(e) = c.endpoint.as_ref().filter(|e| !(e.starts_with("https://") || e.starts_with("http://"))) {
+                        problems.push(problem("cloud.endpoint", format!("`{}` is not an http(s) URL", e)));
+                    }
+                    if !(1000..=120_000).contains(&c.api_deadline_ms) {
+                        problems.push(problem("cloud.api_deadline_ms", format!("{} is outside 1000..=120000", c.api_deadline_ms)));
+                    }
+                    if c.dns_check_interval_s == 0 {
+                        problems.push(problem("cloud.dns_check_interval_s", "must be at least 1"));
                     }
                 }
             }
@@ -605,5 +641,21 @@ primary = true
     fn cloud_mode_needs_its_section_and_no_vip() {
         let bad = GOOD.replace("peer_ip = \"198.18.0.2\"", "peer_ip = \"198.18.0.2\"\nmode = \"cloud\"");
         assert_eq!(fields(&bad), vec!["shared_ip", "cloud"]);
+    }
+
+    #[test]
+    fn a_cloud_section_is_checked_field_by_field() {
+        let base = GOOD.split("[[shared_ip]]").next().unwrap_or_default().replace("id = 1\n", "id = 1\nmode = \"cloud\"\n");
+        let good = format!(
+            "{base}[cloud]\ndomain = \"pbx.example.com\"\npublic_ip = \"203.0.113.10\"\nregion = \"eu-south-1\"\nauto_failover = true\n[cloud.instance_ids]\n1 = \"i-0123456789abcdef0\"\n2 = \"i-0fedcba9876543210\"\n"
+        );
+        let c = parse(&good).expect("valid");
+        assert!(c.core.mode == Mode::Cloud && c.core.cloud_auto_failover && !c.core.components.vip);
+        let bad = good
+            .replace("domain = \"pbx.example.com\"", "domain = \"\"\nendpoint = \"ftp://x\"\napi_deadline_ms = 10")
+            .replace("eu-south-1", "EU South")
+            .replace("2 = \"i-0fedcba9876543210\"", "2 = \"web-2\"")
+            .replace("public_ip = \"203.0.113.10\"", "allocation_id = \"203.0.113.10\"");
+        assert_eq!(fields(&bad), vec!["cloud.instance_ids", "cloud.allocation_id", "cloud.region", "cloud.domain", "cloud.endpoint", "cloud.api_deadline_ms"]);
     }
 }

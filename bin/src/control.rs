@@ -1,17 +1,22 @@
 //! The local control channel: a Unix socket, one JSON request per connection, one JSON answer.
 //! Access is the socket file's permissions (0600, root); the HTTP API (later) adds tokens.
 
-use ridondato_adapters::DriverHandle;
-use ridondato_core::{Command, Status};
+use ridondato_adapters::{CloudIp, DriverHandle};
+use ridondato_core::{Command, NodeId, Status};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
     Status,
     Command(Command),
+    /// `cloud move-ip`: associate the public IP with that node's instance and read it back.
+    CloudMoveIp(NodeId),
+    /// Who holds the public IP, read from the cloud API now.
+    CloudHolder,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -32,7 +37,7 @@ const REQUEST_WITHIN: Duration = Duration::from_secs(5);
 /// Serves requests for as long as the daemon runs: an accept error (out of file descriptors,
 /// say) is logged and retried after a pause, never the end of the control channel. Bad
 /// requests get an answer naming what is wrong.
-pub async fn serve(path: &Path, handle: DriverHandle) -> std::io::Result<()> {
+pub async fn serve(path: &Path, handle: DriverHandle, cloud: Option<Arc<dyn CloudIp>>) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -47,9 +52,10 @@ pub async fn serve(path: &Path, handle: DriverHandle) -> std::io::Result<()> {
         let Ok(slot) = slots.clone().acquire_owned().await else { return Ok(()) };
         let Some((stream, _)) = errors.check(listener.accept().await).await else { continue };
         let h = handle.clone();
+        let c = cloud.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            if let Err(e) = answer(stream, h).await {
+            if let Err(e) = answer(stream, h, c).await {
                 tracing::debug!("control connection: {e}");
             }
         });
@@ -61,7 +67,7 @@ fn set_private(path: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
-async fn answer(stream: tokio::net::UnixStream, h: DriverHandle) -> std::io::Result<()> {
+async fn answer(stream: tokio::net::UnixStream, h: DriverHandle, cloud: Option<Arc<dyn CloudIp>>) -> std::io::Result<()> {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
     // Who asks (the kernel's word, SO_PEERCRED): every command is audited with it.
     let caller = stream
@@ -89,10 +95,35 @@ async fn answer(stream: tokio::net::UnixStream, h: DriverHandle) -> std::io::Res
             }
             Response::Reply(reply)
         }
+        Ok(Request::CloudMoveIp(to)) => {
+            tracing::info!("operator command from {caller}: cloud move-ip to {to}");
+            let reply = match &cloud {
+                None => Err("this node is not in cloud mode".to_string()),
+                Some(c) => move_ip(c.as_ref(), to).await,
+            };
+            match &reply {
+                Ok(m) => tracing::info!("operator command from {caller}: done: {m}"),
+                Err(e) => tracing::warn!("operator command from {caller}: failed: {e}"),
+            }
+            Response::Reply(reply)
+        }
+        Ok(Request::CloudHolder) => Response::Reply(match &cloud {
+            None => Err("this node is not in cloud mode".to_string()),
+            Some(c) => c.holder().await.map(|h| h.map_or("none".to_string(), |n| n.0.to_string())).map_err(|e| e.0),
+        }),
     };
     let mut out = serde_json::to_vec(&response).unwrap_or_default();
     out.push(b'\n');
     w.write_all(&out).await
+}
+
+/// Moves the public IP and proves it by reading the association back.
+async fn move_ip(c: &dyn CloudIp, to: NodeId) -> Result<String, String> {
+    c.associate(to).await.map_err(|e| e.0)?;
+    match c.holder().await.map_err(|e| e.0)? {
+        Some(n) if n == to => Ok(format!("the public IP is associated with node {} (read back from the API)", to.0)),
+        other => Err(format!("the API accepted the move but reads the public IP as held by {other:?}")),
+    }
 }
 
 /// Client side: one request, one answer. A status must come within 5 s; a command within
@@ -101,7 +132,7 @@ async fn answer(stream: tokio::net::UnixStream, h: DriverHandle) -> std::io::Res
 pub fn request(path: &Path, req: &Request) -> Result<Response, String> {
     let within = match req {
         Request::Status => Duration::from_secs(5),
-        Request::Command(_) => Duration::from_secs(60),
+        Request::Command(_) | Request::CloudMoveIp(_) | Request::CloudHolder => Duration::from_secs(60),
     };
     let mut s = std::os::unix::net::UnixStream::connect(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::PermissionDenied => format!("permission denied on {}: the control socket is root's; run this as root", path.display()),

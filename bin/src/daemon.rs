@@ -4,6 +4,7 @@
 
 use crate::config::{self, NodeConfig};
 use ridondato_adapters::auth_codec::{AuthCodec, Key};
+use ridondato_adapters::cloud::{CloudConfig, Ec2CloudIp};
 use ridondato_adapters::fs_sync::{FsSyncConfig, RsyncFsSync};
 use ridondato_adapters::lan::{ArpTiming, NetlinkVip, SharedIpSpec};
 use ridondato_adapters::mariadb::{MariaDb, MariaDbConfig};
@@ -181,7 +182,16 @@ async fn serve(cfg: NodeConfig) -> Result<(), String> {
         Some(ip) => ip,
         None => route_source(f.node.peer_ip).map_err(|e| format!("node.management_ip: {e}"))?,
     };
-    let backends = backends(&cfg, local_ip, &key)?;
+    let mut backends = backends(&cfg, local_ip, &key)?;
+    let cloud = match &f.cloud {
+        Some(c) => {
+            let cloud = Arc::new(cloud_adapter(&cfg, c).await?);
+            backends.cloud = cloud.clone();
+            spawn_domain_check(cloud.clone(), c.domain.clone(), Duration::from_secs(c.dns_check_interval_s));
+            Some(cloud)
+        }
+        None => None,
+    };
     let vip = backends.vip.clone();
     let transport = UdpTransport::bind(SocketAddr::new(local_ip, f.node.port), SocketAddr::new(f.node.peer_ip, f.node.port))
         .await
@@ -192,6 +202,7 @@ async fn serve(cfg: NodeConfig) -> Result<(), String> {
         db_reports: f.db.is_some(),
         vip_watch: !f.shared_ips.is_empty(),
         fs_reports: f.fs.is_some(),
+        cloud_reports: f.cloud.is_some(),
         run: random_run()?,
         // Catch-up and promotion wait up to promote_timeout_ms for the relay log: the driver's
         // deadline must not cut them shorter.
@@ -204,8 +215,9 @@ async fn serve(cfg: NodeConfig) -> Result<(), String> {
 
     let socket = f.node.control_socket.clone();
     let h = handle.clone();
+    let c = cloud.map(|c| c as Arc<dyn ridondato_adapters::CloudIp>);
     tokio::spawn(async move {
-        if let Err(e) = crate::control::serve(&socket, h).await {
+        if let Err(e) = crate::control::serve(&socket, h, c).await {
             tracing::error!("control socket {}: {e}", socket.display());
         }
     });
@@ -241,6 +253,37 @@ async fn serve(cfg: NodeConfig) -> Result<(), String> {
     let result = driver.run().await.map_err(|e| e.to_string());
     let _ = std::fs::remove_file(&f.node.control_socket);
     result
+}
+
+/// The cloud adapter from `[cloud]`: the client is set up here, the API first called by the
+/// checks and the core (a node starts even while the API is out of reach, and says so).
+async fn cloud_adapter(cfg: &NodeConfig, c: &config::CloudSection) -> Result<Ec2CloudIp, String> {
+    let mut instances = std::collections::BTreeMap::new();
+    for id in [cfg.core.node, cfg.core.peer] {
+        let i = c.instance_ids.get(&id.0.to_string()).ok_or_else(|| format!("cloud.instance_ids: no instance id for node {}", id.0))?;
+        instances.insert(id, i.clone());
+    }
+    let mut cc = CloudConfig::new(&c.region, instances);
+    cc.endpoint = c.endpoint.clone();
+    cc.allocation_id = c.allocation_id.clone();
+    cc.public_ip = c.public_ip;
+    cc.deadline = Duration::from_millis(c.api_deadline_ms);
+    Ok(Ec2CloudIp::new(cc).await)
+}
+
+/// At start and then every `every`: the association (who holds the public IP, and whether the
+/// API answers) and whether the domain resolves to the public IP; both end up in the status.
+fn spawn_domain_check(cloud: Arc<Ec2CloudIp>, domain: String, every: Duration) {
+    tokio::spawn(async move {
+        loop {
+            match cloud.association().await {
+                Ok(a) => tracing::debug!("cloud: public IP {:?} held by {:?}", a.public_ip, a.instance),
+                Err(e) => tracing::warn!("cloud: {e}"),
+            }
+            cloud.check_domain(&domain).await;
+            tokio::time::sleep(every).await;
+        }
+    });
 }
 
 /// Takes the hard limit on open files as the soft one (the unit sets `LimitNOFILE`; a manual

@@ -22,10 +22,8 @@ pub fn check(cfg: &NodeConfig) -> Vec<ConfigProblem> {
         }
     }
     // Components whose adapters have not landed yet are refused rather than half-run.
-    for (section, present) in [("mongo", f.mongo.is_some()), ("cloud", f.cloud.is_some())] {
-        if present {
-            problem(section, format!("this build has no {section} adapter yet; remove the [{section}] section to run without it"));
-        }
+    if f.mongo.is_some() {
+        problem("mongo", "this build has no mongo adapter yet; remove the [mongo] section to run without it".to_string());
     }
     let ifaces = ridondato_adapters::lan::local_interfaces();
     let local = |ip: IpAddr| ifaces.iter().any(|(_, addrs)| addrs.iter().any(|(a, _)| *a == ip));

@@ -1,6 +1,7 @@
 //! `ridondato`: the daemon and the operator CLI.
 
 mod cli;
+mod cloud_cmd;
 mod config;
 mod control;
 mod daemon;
@@ -18,7 +19,13 @@ usage:
   ridondato set-state master|slave|off      change this node's state (S15)
   ridondato set-state master --accept-data-loss
                                             promote past the promotion policy (logged)
+  ridondato set-state master|slave|off --peer
+                                            ask the peer node for that state (its rules decide)
   ridondato switchover                      planned switch-over: the Slave becomes Master
+  ridondato cloud-switchover [--dry-run] [--abort] [--journal FILE]
+                                            cloud mode: the four switch-over steps (S14), each
+                                            verified, journaled, resumed by running it again
+  ridondato cloud move-ip NODE_ID | holder  cloud mode: move the public IP (read back) / who holds it
   ridondato maintenance on|off              pause automatic failover (both nodes)
   ridondato resync db|fs|all|cancel [--yes] forced resync from the Master, with progress
                                             (db/all: asks first; this node's data is saved)
@@ -37,6 +44,8 @@ fn main() {
         Some("lab-frame") => debug_cmd::run(rest),
         Some("check-config") => check_config(rest),
         Some("status") => cli::status(rest),
+        Some("cloud") => cloud_cmd::cloud(rest),
+        Some("cloud-switchover") => cloud_cmd::switchover(rest),
         Some(verb @ ("set-state" | "switchover" | "maintenance" | "resync")) => cli::command(verb, rest),
         Some("help" | "-h" | "--help") | None => {
             println!("{USAGE}");

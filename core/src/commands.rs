@@ -13,6 +13,13 @@ impl Node {
             Command::SetState(target) => self.set_state(target, false),
             Command::ForceMaster => self.set_state(Target::Master, true),
             Command::Switchover => self.switchover(req),
+            Command::AskPeer(target) => match self.peer.silent_for(self.now) {
+                Some(s) if s <= self.cfg.timing.failover_timeout => {
+                    self.out.push(crate::action::Action::Send(crate::message::Message::SetStateRequest { from: self.cfg.node, target }));
+                    Ok(Some(format!("asked the peer {} to be {target:?}", self.cfg.peer).to_lowercase()))
+                }
+                _ => Err(format!("the peer {} is not heard: it cannot be asked anything", self.cfg.peer)),
+            },
             Command::Maintenance(on) => {
                 self.maintenance = Maintenance { on, version: self.maintenance.version + 1 };
                 self.refused = None;
@@ -35,7 +42,7 @@ impl Node {
             .or_else(|| self.handover.as_ref().map(|_| "busy: a switch-over is under way".into()))
     }
 
-    fn set_state(&mut self, target: Target, force: bool) -> Result<Option<String>, String> {
+    pub(crate) fn set_state(&mut self, target: Target, force: bool) -> Result<Option<String>, String> {
         let want = match target {
             Target::Master => Role::Master,
             Target::Slave => Role::Slave,

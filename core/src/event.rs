@@ -38,6 +38,10 @@ pub enum Event {
     HandoverSent {
         epoch: u64,
     },
+    /// The peer's operator asked this node for a state: what, and what came of it.
+    OperatorRequest {
+        what: String,
+    },
     /// The local database stopped or started answering, or its replication changed.
     DbHealth {
         what: String,
@@ -74,6 +78,7 @@ impl std::fmt::Display for Event {
             Event::JobFinished { job, result } => write!(f, "job {job} {result}"),
             Event::HandoverSent { epoch } => write!(f, "handover sent at epoch {epoch}"),
             Event::DbHealth { what } => write!(f, "database: {what}"),
+            Event::OperatorRequest { what } => f.write_str(what),
             Event::ErrantFound { count, gtids } => write!(f, "errant transactions: {count} here that the Master lacks ({gtids})"),
             Event::Promoted { at, master_last, missing, lossless } => {
                 write!(f, "promoted at position {}; the old Master last reported {}; ", at.0, master_last.0)?;

@@ -3,7 +3,7 @@
 use crate::action::OpId;
 use crate::message::Message;
 use crate::persist::PersistedState;
-use crate::types::{DbFacts, FsReport, NodeId, Position, Progress, ResyncKind};
+use crate::types::{CloudReport, DbFacts, FsReport, NodeId, Position, Progress, ResyncKind};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +30,8 @@ pub enum Input {
     JobProgress { job: u64, progress: Progress },
     /// Periodic report of the file-sync adapter.
     FsReport(FsReport),
+    /// The cloud adapter's report (public IP, domain check).
+    CloudReport(CloudReport),
     /// The VIP appeared or disappeared behind the node's back (someone ran `ip addr`).
     VipObserved { held: bool },
     /// The carrier of the VIP's interface went down or came back (netlink link events).
@@ -99,6 +101,9 @@ pub enum Command {
     ForceMaster,
     /// Planned switch-over (B4/B5): the Slave becomes Master with nothing lost.
     Switchover,
+    /// `set-state --peer`: ask the peer to take a state (it decides by its own rules; the
+    /// operator sees the outcome in the peer's role).
+    AskPeer(Target),
     Maintenance(bool),
     Resync(ResyncKind),
     CancelResync,

@@ -59,13 +59,19 @@ pub enum Message {
         position: Position,
         sent_at: Millis,
     },
+    /// An operator on the peer asks this node to take `target` (`set-state --peer`, the cloud
+    /// switch-over's steps): decided here by the same rules as a local `set-state`.
+    SetStateRequest {
+        from: NodeId,
+        target: crate::input::Target,
+    },
 }
 
 impl Message {
     pub fn from(&self) -> NodeId {
         match self {
             Message::Heartbeat(h) => h.from,
-            Message::SwitchoverRequest { from, .. } | Message::Handover { from, .. } => *from,
+            Message::SwitchoverRequest { from, .. } | Message::Handover { from, .. } | Message::SetStateRequest { from, .. } => *from,
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::plan::Plan;
 use crate::resync::Job;
 use crate::status::{Alarm, PeerStatus, Status};
 use crate::time::Millis;
-use crate::types::{DbFacts, FsReport, NodeId, Position, Replication, Role};
+use crate::types::{CloudReport, DbFacts, FsReport, NodeId, Position, Replication, Role};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A pair member's state machine. Feed it inputs with `handle`; carry out the actions it returns.
@@ -93,6 +93,7 @@ pub struct Node {
     pub(crate) master_marks: std::collections::VecDeque<(Position, Millis)>,
     pub(crate) fs_pushing: bool,
     pub(crate) fs_report: Option<FsReport>,
+    pub(crate) cloud_report: Option<CloudReport>,
     pub(crate) services_running: bool,
     pub(crate) cloud_holder: Option<NodeId>,
     /// The Master epoch our DB currently replicates from, if any.
@@ -170,6 +171,7 @@ impl Node {
             master_marks: Default::default(),
             fs_pushing: false,
             fs_report: None,
+            cloud_report: None,
             services_running: false,
             cloud_holder: None,
             replicating_from: None,
@@ -219,6 +221,11 @@ impl Node {
             Input::DbErrant { count, gtids } => self.on_errant(count, &gtids),
             Input::JobProgress { job, progress } => self.on_job_progress(job, progress),
             Input::FsReport(r) => self.on_fs_report(r),
+            Input::CloudReport(r) => {
+                let dns = r.dns_warning.clone().map(|what| Alarm::DomainMismatch { what });
+                self.alarm_slot(dns, |a| matches!(a, Alarm::DomainMismatch { .. }));
+                self.cloud_report = Some(r);
+            }
             Input::VipObserved { held } => self.on_vip_observed(held),
             Input::LinkObserved { up } => self.on_link(up),
             Input::Command { req, cmd } => self.on_command(req, cmd),
@@ -273,6 +280,14 @@ impl Node {
                         self.emit(Event::TakeoverRefused { why: format!("switch-over requested by peer: {e}") });
                     }
                 }
+            }
+            Message::SetStateRequest { target, .. } => {
+                let outcome = self.set_state(target, false);
+                let what = match &outcome {
+                    Ok(m) => format!("the peer's operator asked for {target:?}: {}", m.as_deref().unwrap_or("started")),
+                    Err(e) => format!("the peer's operator asked for {target:?}, refused: {e}"),
+                };
+                self.emit(Event::OperatorRequest { what });
             }
             Message::Handover { epoch, position, sent_at, .. } => {
                 // A hand-over held up in the network (a partition that queued it) is stale: the
@@ -693,6 +708,7 @@ impl Node {
             promotion_blocker: self.promotion_blocker(),
             fs_pushing: self.fs_pushing,
             fs: self.fs_report.clone(),
+            cloud: self.cloud_report.clone(),
             services_running: self.services_running,
             cloud_holder: self.cloud_holder,
             job: self.job.as_ref().map(|j| j.status()),

@@ -123,7 +123,10 @@ impl Plan {
         let peer_silent = !n.peer_alive();
         if !lan && via == Via::Arbiter && peer_silent {
             // Both instances usually reach the cloud API even when they cannot reach each other:
-            // taking the public IP from a running peer would make the two chase it in turn.
+            // taking the public IP from a running peer would make the two chase it in turn. Who
+            // holds it is asked first: if this node does, taking the role takes nothing from the
+            // peer (a lone start), and the instance check is skipped (`plan_step_done`).
+            ops.push(Op::QueryCloudIp);
             ops.push(Op::CheckPeerInstance { peer: n.cfg.peer });
         }
         // An operator's `set-state master` is checked too: a node cut from its LAN would
@@ -413,6 +416,9 @@ impl Node {
                         if let Some(h) = self.handover.as_mut() {
                             h.position = Some(*position);
                         }
+                    }
+                    (Op::QueryCloudIp, Done::CloudHolder { node: Some(holder) }) if *holder == self.cfg.node && plan.goal == Goal::Master => {
+                        plan.steps.retain(|s| !matches!(s, Step::Run(Op::CheckPeerInstance { .. })));
                     }
                     _ => {}
                 }

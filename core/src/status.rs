@@ -2,7 +2,7 @@
 
 use crate::persist::Maintenance;
 use crate::time::Millis;
-use crate::types::{FsReport, NodeId, Position, Replication, ResyncKind, ResyncPhase, Role};
+use crate::types::{CloudReport, FsReport, NodeId, Position, Replication, ResyncKind, ResyncPhase, Role};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -37,6 +37,10 @@ pub enum Alarm {
     VipTamperedWith,
     /// The cloud public IP is associated with another node while this one was Master.
     CloudIpMovedAway,
+    /// Cloud: the domain operators use does not resolve to the public IP (what it resolves to).
+    DomainMismatch {
+        what: String,
+    },
     /// Cloud: the Master is silent but its instance runs: no automatic takeover.
     PeerInstanceRunning,
     SwitchoverFailed,
@@ -98,6 +102,7 @@ impl fmt::Display for Alarm {
             Alarm::VipConflict => f.write_str("vip-conflict"),
             Alarm::LinkDown => f.write_str("link-down"),
             Alarm::CloudIpMovedAway => f.write_str("cloud-ip-moved-away"),
+            Alarm::DomainMismatch { what } => write!(f, "domain-mismatch({what})"),
             Alarm::PeerInstanceRunning => f.write_str("peer-instance-running"),
             Alarm::SwitchoverFailed => f.write_str("switchover-failed"),
             Alarm::ResyncFailed => f.write_str("resync-failed"),
@@ -208,6 +213,9 @@ pub struct Status {
     pub fs: Option<FsReport>,
     pub services_running: bool,
     pub cloud_holder: Option<NodeId>,
+    /// The cloud adapter's last report (cloud mode).
+    #[serde(default)]
+    pub cloud: Option<CloudReport>,
     pub job: Option<JobStatus>,
     pub alarms: Vec<Alarm>,
     pub now: Millis,

@@ -135,6 +135,22 @@ pub struct FsReport {
     pub refused: Option<String>,
 }
 
+/// What the cloud adapter says of the public IP and of the domain operators use (S13).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloudReport {
+    pub public_ip: Option<String>,
+    /// The instance holding the public IP at the last look, if any.
+    pub holder_instance: Option<String>,
+    /// The domain, and what it resolved to at the last check.
+    pub domain: String,
+    pub resolved: Vec<String>,
+    /// Set while the domain does not lead to the public IP: operators using it reach the wrong
+    /// place, or nothing.
+    pub dns_warning: Option<String>,
+    /// The last API call that failed, with the API's code and message.
+    pub last_error: Option<String>,
+}
+
 /// What the database says of its own replication (not what the node asked of it).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Replication {

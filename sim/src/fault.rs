@@ -123,6 +123,7 @@ pub fn command_text(c: &Command) -> String {
         Command::Resync(k) => format!("resync {}", k.as_str()),
         Command::CancelResync => "resync cancel".into(),
         Command::Shutdown => "shutdown".into(),
+        Command::AskPeer(t) => format!("{} --peer", command_text(&Command::SetState(*t))),
     }
 }
 
@@ -133,6 +134,9 @@ pub fn parse_command(words: &[&str]) -> Result<Command, String> {
         ["set-state", "slave"] => Command::SetState(Target::Slave),
         ["set-state", "off"] => Command::SetState(Target::Off),
         ["set-state", "master", "--accept-data-loss"] => Command::ForceMaster,
+        ["set-state", "master", "--peer"] => Command::AskPeer(Target::Master),
+        ["set-state", "slave", "--peer"] => Command::AskPeer(Target::Slave),
+        ["set-state", "off", "--peer"] => Command::AskPeer(Target::Off),
         ["switchover"] => Command::Switchover,
         ["maintenance", "on"] => Command::Maintenance(true),
         ["maintenance", "off"] => Command::Maintenance(false),

@@ -12,7 +12,7 @@ use crate::traits::{AdapterError, AdapterResult, CloudIp};
 use async_trait::async_trait;
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{InstanceStateName, SummaryStatus};
-use ridondato_core::NodeId;
+use ridondato_core::{CloudReport, NodeId};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -59,7 +59,9 @@ pub struct Association {
 pub struct Ec2CloudIp {
     client: aws_sdk_ec2::Client,
     cfg: CloudConfig,
-    allocation: String,
+    /// Found at the first call that needs it (the API may be down when the daemon starts).
+    allocation: tokio::sync::OnceCell<String>,
+    report: std::sync::Mutex<CloudReport>,
 }
 
 /// An SDK error as the API said it: its code and message, or what failed before an answer.
@@ -76,9 +78,9 @@ where
 }
 
 impl Ec2CloudIp {
-    /// Loads the credentials and region, and finds the allocation id of `public_ip` if needed
-    /// (which also checks at start that the API answers and the address exists).
-    pub async fn connect(cfg: CloudConfig) -> AdapterResult<Ec2CloudIp> {
+    /// Sets the client up (region, endpoint, retries, deadlines) without calling the API: a
+    /// daemon starts even while the API is out of reach, and says so in its status.
+    pub async fn new(cfg: CloudConfig) -> Ec2CloudIp {
         use aws_config::retry::RetryConfig;
         use aws_config::timeout::TimeoutConfig;
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -93,30 +95,95 @@ impl Ec2CloudIp {
             loader = loader.endpoint_url(url);
         }
         let client = aws_sdk_ec2::Client::new(&loader.load().await);
-        let allocation = match (&cfg.allocation_id, cfg.public_ip) {
-            (Some(a), _) => a.clone(),
-            (None, Some(ip)) => {
-                let field = |e: AdapterError| AdapterError::new(format!("cloud.public_ip {ip}: {}", e.0));
-                let out = client.describe_addresses().public_ips(ip.to_string()).send().await.map_err(|e| field(api_error("DescribeAddresses", e)))?;
-                let a = out.addresses().first().and_then(|a| a.allocation_id());
-                a.ok_or_else(|| AdapterError::new(format!("cloud: {ip} is not an Elastic IP of this account in {}", cfg.region)))?.to_string()
-            }
-            (None, None) => return Err(AdapterError::new("cloud: give the Elastic IP or its allocation id")),
-        };
-        let me = Ec2CloudIp { client, cfg, allocation };
-        me.association().await.map_err(|e| AdapterError::new(format!("cloud.allocation_id {}: {}", me.allocation, e.0)))?;
+        let report = CloudReport { public_ip: cfg.public_ip.map(|ip| ip.to_string()), ..CloudReport::default() };
+        Ec2CloudIp { client, cfg, allocation: tokio::sync::OnceCell::new(), report: std::sync::Mutex::new(report) }
+    }
+
+    /// `new`, then a first look at the association: wrong settings are named at once.
+    pub async fn connect(cfg: CloudConfig) -> AdapterResult<Ec2CloudIp> {
+        let me = Ec2CloudIp::new(cfg).await;
+        me.association().await?;
         Ok(me)
+    }
+
+    /// The allocation id: configured, or found once from the public IP.
+    async fn allocation(&self) -> AdapterResult<&str> {
+        let found = self
+            .allocation
+            .get_or_try_init(|| async {
+                match (&self.cfg.allocation_id, self.cfg.public_ip) {
+                    (Some(a), _) => Ok(a.clone()),
+                    (None, Some(ip)) => {
+                        let field = |e: AdapterError| AdapterError::new(format!("cloud.public_ip {ip}: {}", e.0));
+                        let out =
+                            self.client.describe_addresses().public_ips(ip.to_string()).send().await.map_err(|e| field(api_error("DescribeAddresses", e)))?;
+                        let a = out.addresses().first().and_then(|a| a.allocation_id());
+                        Ok(a.ok_or_else(|| AdapterError::new(format!("cloud.public_ip {ip}: not an Elastic IP of this account in {}", self.cfg.region)))?
+                            .to_string())
+                    }
+                    (None, None) => Err(AdapterError::new("cloud: give the Elastic IP or its allocation id")),
+                }
+            })
+            .await;
+        Ok(found.map_err(|e| self.failed(e))?.as_str())
+    }
+
+    /// Notes a failure for the status, and passes it on.
+    fn failed(&self, e: AdapterError) -> AdapterError {
+        self.lock().last_error = Some(e.0.clone());
+        e
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CloudReport> {
+        self.report.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Resolves `domain` and says whether it leads to the public IP (S13: operators reach the
+    /// Master through that name). Kept for the status; returns the warning, if any.
+    pub async fn check_domain(&self, domain: &str) -> Option<String> {
+        let resolved: Vec<String> = match tokio::net::lookup_host((domain, 0)).await {
+            Ok(addrs) => {
+                let mut v: Vec<String> = addrs.map(|a| a.ip().to_string()).collect();
+                v.dedup();
+                v
+            }
+            Err(_) => Vec::new(),
+        };
+        let public = self.lock().public_ip.clone();
+        let warning = match (&public, resolved.is_empty()) {
+            (_, true) => Some(format!("{domain} does not resolve")),
+            (Some(ip), false) if !resolved.contains(ip) => Some(format!("{domain} resolves to {}, not to the public IP {ip}", resolved.join(", "))),
+            _ => None,
+        };
+        let mut r = self.lock();
+        r.domain = domain.to_string();
+        r.resolved = resolved;
+        if r.dns_warning != warning {
+            match &warning {
+                Some(w) => tracing::warn!("cloud: {w}: operators using that name do not reach the Master"),
+                None => tracing::info!("cloud: {domain} resolves to the public IP"),
+            }
+        }
+        r.dns_warning = warning.clone();
+        warning
     }
 
     /// The Elastic IP's current association.
     pub async fn association(&self) -> AdapterResult<Association> {
-        let out = self.client.describe_addresses().allocation_ids(&self.allocation).send().await.map_err(|e| api_error("DescribeAddresses", e))?;
-        let a = out.addresses().first().ok_or_else(|| AdapterError::new(format!("cloud: no Elastic IP with allocation id {}", self.allocation)))?;
-        Ok(Association { public_ip: a.public_ip().map(str::to_string), instance: a.instance_id().map(str::to_string) })
+        let allocation = self.allocation().await?;
+        let field = |e: AdapterError| self.failed(AdapterError::new(format!("cloud.allocation_id {allocation}: {}", e.0)));
+        let out = self.client.describe_addresses().allocation_ids(allocation).send().await.map_err(|e| field(api_error("DescribeAddresses", e)))?;
+        let a = out.addresses().first().ok_or_else(|| field(AdapterError::new("no such Elastic IP")))?;
+        let now = Association { public_ip: a.public_ip().map(str::to_string), instance: a.instance_id().map(str::to_string) };
+        let mut r = self.lock();
+        r.public_ip = now.public_ip.clone().or(r.public_ip.take());
+        r.holder_instance = now.instance.clone();
+        r.last_error = None;
+        Ok(now)
     }
 
     fn instance(&self, node: NodeId) -> AdapterResult<&str> {
-        self.cfg.instances.get(&node).map(String::as_str).ok_or_else(|| AdapterError::new(format!("cloud: no instance id for node {node}")))
+        self.cfg.instances.get(&node).map(String::as_str).ok_or_else(|| AdapterError::new(format!("cloud.instance_ids: no instance id for node {node}")))
     }
 
     fn node_of(&self, instance: &str) -> Option<NodeId> {
@@ -128,15 +195,16 @@ impl Ec2CloudIp {
 impl CloudIp for Ec2CloudIp {
     async fn associate(&self, to: NodeId) -> AdapterResult<()> {
         let instance = self.instance(to)?.to_string();
+        let allocation = self.allocation().await?;
         // Reassociation allowed, explicitly: the address is, by design, taken from the other node.
         self.client
             .associate_address()
-            .allocation_id(&self.allocation)
+            .allocation_id(allocation)
             .instance_id(&instance)
             .allow_reassociation(true)
             .send()
             .await
-            .map_err(|e| api_error("AssociateAddress", e))?;
+            .map_err(|e| self.failed(api_error("AssociateAddress", e)))?;
         // The call's success is not the proof: read the association back until it says so.
         let until = tokio::time::Instant::now() + self.cfg.settle;
         loop {
@@ -182,7 +250,7 @@ impl CloudIp for Ec2CloudIp {
             .include_all_instances(true)
             .send()
             .await
-            .map_err(|e| api_error("DescribeInstanceStatus", e))?;
+            .map_err(|e| self.failed(api_error("DescribeInstanceStatus", e)))?;
         let Some(s) = out.instance_statuses().first() else {
             // Terminated long ago instances drop out of the answer.
             return Ok(false);
@@ -190,5 +258,9 @@ impl CloudIp for Ec2CloudIp {
         let state = s.instance_state().and_then(|st| st.name()).cloned();
         let impaired = |x: Option<&aws_sdk_ec2::types::InstanceStatusSummary>| x.and_then(|x| x.status()) == Some(&SummaryStatus::Impaired);
         Ok(state == Some(InstanceStateName::Running) && !impaired(s.instance_status()) && !impaired(s.system_status()))
+    }
+
+    fn report(&self) -> Option<CloudReport> {
+        Some(self.lock().clone())
     }
 }

@@ -72,6 +72,7 @@ impl Moto {
             None => std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok(),
             Some(ns) => std::process::Command::new("ip")
                 .args(["netns", "exec", ns, "bash", "-c", &format!("exec 3<>/dev/tcp/{}/{}", self.addr.ip(), self.addr.port())])
+                .stderr(std::process::Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success()),
         }

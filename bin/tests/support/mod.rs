@@ -3,6 +3,8 @@
 //! real mariadbd. Each user takes a subset, hence the dead-code allowance.
 #![allow(dead_code)]
 
+pub mod cloud;
+
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -40,6 +42,8 @@ pub struct Lab {
     pub work: PathBuf,
     pub env: std::collections::BTreeMap<String, String>,
     pub daemons: Vec<(String, Child)>,
+    /// Set in each daemon's environment (the cloud lab's API credentials).
+    pub daemon_env: Vec<(String, String)>,
 }
 
 impl Lab {
@@ -58,7 +62,7 @@ impl Lab {
         std::fs::write(&secret, b"lab secret 0123456789abcdef\n").expect("secret");
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        let lab = Lab { name, work, env, daemons: Vec::new() };
+        let lab = Lab { name, work, env, daemons: Vec::new(), daemon_env: Vec::new() };
         for n in ["a", "b"] {
             let (ok, out) = sh(&["bash", repo().join("scripts/lab-node.sh").to_str().unwrap_or_default(), &lab.name, n, lab.work.to_str().unwrap_or_default()]);
             assert!(ok, "config {n}: {out}");
@@ -97,6 +101,7 @@ impl Lab {
         let cfg = self.work.join(format!("{node}.toml"));
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns(node), BIN, "run", "--config", cfg.to_str().unwrap_or_default()])
+            .envs(self.daemon_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -1,0 +1,244 @@
+//! Cloud mode's operator commands (S14): `cloud move-ip`, `cloud holder`, and the seed's four
+//! manual switch-over steps as one command, `cloud-switchover`, run from either node through
+//! its daemon (the other node is reached over the authenticated peer link). Each step is
+//! verified before the next; the run is journaled, so a run cut short (the CLI killed, the API
+//! failing, a node restarting) is resumed by running the command again, or undone with
+//! `--abort` while the old Master can still take its role back.
+
+use crate::control::{request, Request, Response};
+use ridondato_core::{Command, NodeId, Role, Status, Target};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "usage: ridondato cloud move-ip NODE_ID | cloud holder | cloud-switchover [--dry-run] [--abort] [--journal FILE]";
+/// Where a run is journaled unless `--journal` or `--config` (its state_dir) says otherwise.
+const DEFAULT_JOURNAL: &str = "/var/lib/ridondato/cloud-switchover.json";
+/// How long a node may take to reach the state a step asked of it.
+const STEP_WITHIN: Duration = Duration::from_secs(60);
+
+/// What a run has done so far: the four steps in order, the last one completed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Journal {
+    from: u8,
+    to: u8,
+    done: u8,
+}
+
+fn reply(r: Response) -> Result<String, String> {
+    match r {
+        Response::Reply(r) => r,
+        Response::BadRequest(e) => Err(e),
+        Response::Status(..) => Err("unexpected answer from the daemon".into()),
+    }
+}
+
+fn status(socket: &Path) -> Result<Status, String> {
+    match request(socket, &Request::Status)? {
+        Response::Status(s, _) => Ok(*s),
+        other => Err(reply(other).err().unwrap_or_else(|| "no status".into())),
+    }
+}
+
+/// `cloud move-ip N`, `cloud holder`.
+pub fn cloud(args: &[String]) -> Result<(), String> {
+    let (socket, words) = crate::cli::socket_and_words(args)?;
+    match words.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["move-ip", n] => {
+            let to: u8 = n.parse().map_err(|_| format!("move-ip: `{n}` is not a node id\n{USAGE}"))?;
+            println!("{}", reply(request(&socket, &Request::CloudMoveIp(NodeId(to)))?)?);
+            Ok(())
+        }
+        ["holder"] => {
+            println!("{}", reply(request(&socket, &Request::CloudHolder)?)?);
+            Ok(())
+        }
+        _ => Err(USAGE.into()),
+    }
+}
+
+/// `cloud-switchover [--dry-run] [--abort] [--journal FILE]`.
+pub fn switchover(args: &[String]) -> Result<(), String> {
+    let mut journal_path = None;
+    let mut rest = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--journal" => journal_path = Some(PathBuf::from(it.next().ok_or("--journal needs a file")?)),
+            "--config" => {
+                let f = it.next().ok_or("--config needs a file")?;
+                let cfg = crate::config::load(Path::new(f))?;
+                journal_path = journal_path.or(Some(cfg.file.node.state_dir.join("cloud-switchover.json")));
+                rest.extend(["--config".to_string(), f.clone()]);
+            }
+            _ => rest.push(a.clone()),
+        }
+    }
+    let (socket, words) = crate::cli::socket_and_words(&rest)?;
+    let (dry_run, abort) = (words.iter().any(|w| w == "--dry-run"), words.iter().any(|w| w == "--abort"));
+    if let Some(w) = words.iter().find(|w| *w != "--dry-run" && *w != "--abort") {
+        return Err(format!("cloud-switchover: unexpected `{w}`\n{USAGE}"));
+    }
+    let path = journal_path.unwrap_or_else(|| PathBuf::from(DEFAULT_JOURNAL));
+    let run = Run { socket, me: NodeId(0), path };
+    let s = status(&run.socket)?;
+    if s.cloud.is_none() {
+        return Err("this node is not in cloud mode ([cloud] in its configuration)".into());
+    }
+    let run = Run { me: s.node, ..run };
+    let journal = match run.load()? {
+        Some(j) => {
+            println!("resuming the switch-over from node {} to node {} after step {}/4 (journal {})", j.from, j.to, j.done, run.path.display());
+            j
+        }
+        None if abort => return Err("no switch-over to abort: no journal".into()),
+        None => {
+            let (from, to) = match (s.role, s.peer.role, s.peer.alive) {
+                (_, _, false) => return Err(format!("the peer {} is not heard: a switch-over needs both nodes", s.peer.id)),
+                (Role::Master, Some(Role::Slave), _) => (s.node, s.peer.id),
+                (Role::Slave, Some(Role::Master), _) => (s.peer.id, s.node),
+                (r, p, _) => {
+                    return Err(format!(
+                        "a switch-over needs a Master and a Slave; this node is {r}, the peer {}",
+                        p.map_or("unknown".into(), |p| p.to_string())
+                    ))
+                }
+            };
+            Journal { from: from.0, to: to.0, done: 0 }
+        }
+    };
+    let (from, to) = (NodeId(journal.from), NodeId(journal.to));
+    if abort {
+        return run.abort(&journal);
+    }
+    let ip = s.cloud.as_ref().and_then(|c| c.public_ip.clone()).unwrap_or_else(|| "the public IP".into());
+    let steps = [
+        format!("node {}: services off, confirmed by its state", from.0),
+        format!("{ip}: associated with node {}'s instance, read back from the API", to.0),
+        format!("node {}: Master, confirmed by its state", to.0),
+        format!("node {}: Slave, confirmed by its state", from.0),
+    ];
+    if dry_run {
+        println!("cloud switch-over plan (nothing done):");
+        for (i, s) in steps.iter().enumerate() {
+            let mark = if (i as u8) < journal.done { " (done)" } else { "" };
+            println!("  {}/4 {s}{mark}", i + 1);
+        }
+        return Ok(());
+    }
+    let mut journal = journal;
+    run.save(&journal)?;
+    for k in journal.done + 1..=4 {
+        println!("step {k}/4: {}", steps[usize::from(k) - 1]);
+        let t = Instant::now();
+        let result = match k {
+            1 => run.set(from, Target::Off),
+            2 => reply(request(&run.socket, &Request::CloudMoveIp(to))?),
+            3 => run.set(to, Target::Master),
+            _ => run.set(from, Target::Slave),
+        };
+        match result {
+            Ok(m) => println!("  done in {} ms: {m}", t.elapsed().as_millis()),
+            Err(e) => {
+                let next = match k {
+                    1 | 2 => "run `ridondato cloud-switchover` again to resume once the cause is fixed, or `--abort` to give the role back to the old Master",
+                    _ => "run `ridondato cloud-switchover` again to resume once the cause is fixed",
+                };
+                return Err(format!("step {k}/4 failed: {e}\nthe run is journaled in {}: {next}", run.path.display()));
+            }
+        }
+        journal.done = k;
+        run.save(&journal)?;
+    }
+    let _ = std::fs::remove_file(&run.path);
+    println!("switch-over done: node {} is Master and holds {ip}; node {} is Slave", to.0, from.0);
+    Ok(())
+}
+
+struct Run {
+    socket: PathBuf,
+    me: NodeId,
+    path: PathBuf,
+}
+
+impl Run {
+    fn load(&self) -> Result<Option<Journal>, String> {
+        match std::fs::read(&self.path) {
+            Ok(b) => {
+                serde_json::from_slice(&b).map(Some).map_err(|e| format!("{}: not a switch-over journal ({e}); remove it to start afresh", self.path.display()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", self.path.display())),
+        }
+    }
+
+    /// Written whole to a temporary name and renamed: a crash leaves the old or the new one.
+    fn save(&self, j: &Journal) -> Result<(), String> {
+        let e = |x: std::io::Error| format!("journal {}: {x}", self.path.display());
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(e)?;
+        }
+        let tmp = self.path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp).map_err(e)?;
+        std::io::Write::write_all(&mut f, &serde_json::to_vec(j).map_err(|x| x.to_string())?).map_err(e)?;
+        f.sync_all().map_err(e)?;
+        std::fs::rename(&tmp, &self.path).map_err(e)
+    }
+
+    /// The role a node has now: this node's own, or the peer's as last heard.
+    fn role_of(&self, node: NodeId) -> Result<Option<Role>, String> {
+        let s = status(&self.socket)?;
+        Ok(if node == self.me { Some(s.role) } else { s.peer.role.filter(|_| s.peer.alive) })
+    }
+
+    /// Asks `node` for `target` and waits until it has it. The peer is asked again every 2 s
+    /// (the request travels as a datagram; asking twice is harmless).
+    fn set(&self, node: NodeId, target: Target) -> Result<String, String> {
+        let want = match target {
+            Target::Master => Role::Master,
+            Target::Slave => Role::Slave,
+            Target::Off => Role::Off,
+        };
+        let cmd = if node == self.me { Command::SetState(target) } else { Command::AskPeer(target) };
+        let t = Instant::now();
+        let mut asked: Option<Instant> = None;
+        loop {
+            if self.role_of(node)? == Some(want) {
+                return Ok(format!("node {} is {want}", node.0));
+            }
+            let again = asked.is_none_or(|a| node != self.me && a.elapsed() >= Duration::from_secs(2));
+            if again {
+                // A local refusal is final; the peer's own refusal shows only as a role that does
+                // not come (and in its log), its request failing only when it is not heard.
+                if let Err(e) = reply(request(&self.socket, &Request::Command(cmd.clone()))?) {
+                    return Err(format!("node {} refused: {e}", node.0));
+                }
+                asked = Some(Instant::now());
+            }
+            if t.elapsed() > STEP_WITHIN {
+                let now = self.role_of(node)?.map_or("not heard".into(), |r| r.to_string());
+                return Err(format!("node {} is {now}, not {want}, after {} s (its log and `ridondato status` there say why)", node.0, STEP_WITHIN.as_secs()));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Gives the role back to the old Master, possible while the new one has not taken it.
+    fn abort(&self, j: &Journal) -> Result<(), String> {
+        let (from, to) = (NodeId(j.from), NodeId(j.to));
+        if j.done >= 3 {
+            return Err(format!("node {} is already Master: finish with `ridondato cloud-switchover`, or switch back with a new run", to.0));
+        }
+        if j.done >= 2 {
+            println!("abort: the public IP back to node {}", from.0);
+            println!("  {}", reply(request(&self.socket, &Request::CloudMoveIp(from))?)?);
+        }
+        if j.done >= 1 {
+            println!("abort: node {} Master again", from.0);
+            println!("  {}", self.set(from, Target::Master)?);
+        }
+        let _ = std::fs::remove_file(&self.path);
+        println!("aborted: node {} is Master, node {} is Slave", from.0, to.0);
+        Ok(())
+    }
+}
