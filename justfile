@@ -35,3 +35,7 @@ bench-db TRIALS="5":
 # file sync: latency vs lsyncd, the cap in 1-s windows vs rsync --bwlimit, initial sync vs rsync
 bench-fs:
     bash scripts/bench-fs.sh
+
+# cloud mode against moto: public IP move time and the four-step switch-over, step by step
+bench-cloud TRIALS="5":
+    bash scripts/bench-cloud.sh {{TRIALS}}

@@ -19,6 +19,7 @@ pub struct NodeFile {
     pub mongo: Option<MongoSection>,
     pub fs: Option<FsSection>,
     pub services: Option<ServicesSection>,
+    pub api: Option<ApiSection>,
     #[serde(default)]
     pub timing: TimingSection,
     #[serde(default)]
@@ -81,6 +82,21 @@ pub struct SharedIp {
     #[serde(default)]
     pub primary: bool,
     pub label: Option<String>,
+}
+
+/// The HTTP API (S15, B7): health checks for load balancers, status, commands, metrics, events.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// Served on the management IP and on loopback.
+    #[serde(default = "default_api_port")]
+    pub port: u16,
+    /// The bearer token every call but the health checks and metrics needs (mode 600).
+    pub token_file: PathBuf,
+}
+
+fn default_api_port() -> u16 {
+    8008
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -456,6 +472,15 @@ pub fn parse(text: &str) -> Result<NodeConfig, Vec<ConfigProblem>> {
         }
         if fs.exclude.iter().any(|x| x.is_empty() || x.contains('\n')) {
             problems.push(problem("fs.exclude", "patterns must be non-empty single lines"));
+        }
+    }
+    if let Some(api) = &file.api {
+        let rsync = file.fs.as_ref().map(|f| f.rsync_port);
+        if api.port == 0 || api.port == n.port || Some(api.port) == rsync {
+            problems.push(problem("api.port", format!("must be a port of its own (not 0, not node.port {}, not fs.rsync_port)", n.port)));
+        }
+        if !api.token_file.is_absolute() {
+            problems.push(problem("api.token_file", format!("`{}` must be an absolute path", api.token_file.display())));
         }
     }
     if let Some(s) = &file.services {

@@ -249,6 +249,13 @@ async fn serve(cfg: NodeConfig) -> Result<(), String> {
         }
         std::process::exit(1);
     });
+    if let Some(a) = &f.api {
+        let token = crate::api::auth::Token::from_file(&a.token_file).map_err(|e| format!("api.token_file: {e}"))?;
+        let facts = crate::api::health::Facts { components: cfg.core.components, mode: cfg.core.mode, node: cfg.core.node };
+        let addrs = [SocketAddr::new(local_ip, a.port), SocketAddr::new(IpAddr::from([127, 0, 0, 1]), a.port)];
+        crate::api::serve(&addrs, crate::api::Api::new(handle.clone(), token, facts)).await?;
+        tracing::info!("HTTP API on {local_ip}:{0} and 127.0.0.1:{0}", a.port);
+    }
     crate::notify::spawn(handle.clone());
     let result = driver.run().await.map_err(|e| e.to_string());
     let _ = std::fs::remove_file(&f.node.control_socket);

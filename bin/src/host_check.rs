@@ -13,6 +13,9 @@ pub fn check(cfg: &NodeConfig) -> Vec<ConfigProblem> {
     if let Err(e) = ridondato_adapters::auth_codec::Key::from_file(&f.node.secret_file) {
         problem("node.secret_file", e);
     }
+    if let Some(Err(e)) = f.api.as_ref().map(|a| crate::api::auth::Token::from_file(&a.token_file)) {
+        problem("api.token_file", e);
+    }
     // `run` replaces a socket left by an earlier run: never a file that is not a socket (a
     // typo could otherwise delete the configuration itself).
     if let Ok(meta) = std::fs::symlink_metadata(&f.node.control_socket) {

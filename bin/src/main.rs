@@ -1,5 +1,6 @@
 //! `ridondato`: the daemon and the operator CLI.
 
+mod api;
 mod cli;
 mod cloud_cmd;
 mod config;

@@ -1,0 +1,251 @@
+//! The HTTP API (S15, B7) on axum: health checks for load balancers (`/master`, `/slave`,
+//! `/health`, no token), `/metrics` (no token, as Prometheus scrapes), and behind the bearer
+//! token `/status`, `/events` and the commands. Served on the management IP and loopback.
+//! Errors are JSON `{"error": "..."}` naming what is wrong; a refused command says why (409).
+
+// The error of these helpers is the HTTP answer itself, returned as is by the handlers (the
+// axum way); boxing it would only add an allocation on the error path.
+#![allow(clippy::result_large_err)]
+
+pub mod auth;
+pub mod events;
+pub mod health;
+pub mod metrics;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ridondato_adapters::DriverHandle;
+use ridondato_core::{Command, ResyncKind, Target};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct Api {
+    pub handle: DriverHandle,
+    pub token: Arc<auth::Token>,
+    pub facts: health::Facts,
+    pub counters: Arc<events::Counters>,
+    pub events: tokio::sync::broadcast::Sender<events::Event>,
+}
+
+impl Api {
+    pub fn new(handle: DriverHandle, token: auth::Token, facts: health::Facts) -> Api {
+        let counters = Arc::new(events::Counters::default());
+        let events = events::spawn_watcher(handle.status.clone(), counters.clone());
+        Api { handle, token: Arc::new(token), facts, counters, events }
+    }
+}
+
+pub fn router(api: Api) -> Router {
+    Router::new()
+        .route("/master", get(master).options(master))
+        .route("/slave", get(slave).options(slave))
+        .route("/health", get(health).options(health))
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .route("/events", get(events))
+        .route("/state", post(state))
+        .route("/switchover", post(switchover))
+        .route("/maintenance", post(maintenance))
+        .route("/resync", post(resync).delete(cancel_resync))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint: see the README's API section") })
+        .with_state(api)
+}
+
+/// Serves on each address until the daemon ends; a port in use is an error at start.
+pub async fn serve(addrs: &[SocketAddr], api: Api) -> Result<(), String> {
+    for &addr in addrs {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("api: listening on {addr}: {e}"))?;
+        let app = router(api.clone());
+        tokio::spawn(async move {
+            // axum's accept loop pauses and goes on after an accept error (out of descriptors).
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!("api on {addr}: {e}");
+            }
+        });
+    }
+    Ok(())
+}
+
+fn error(code: StatusCode, msg: impl Into<String>) -> Response {
+    (code, Json(json!({ "error": msg.into() }))).into_response()
+}
+
+/// A health answer: 200 or 503; OPTIONS gets the code alone (HEAD is stripped by axum).
+fn check(method: &Method, ok: bool, why: String, role: &str) -> Response {
+    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    if method == Method::OPTIONS {
+        return code.into_response();
+    }
+    (code, Json(json!({ "role": role, "state": why }))).into_response()
+}
+
+fn current(api: &Api) -> Option<ridondato_core::Status> {
+    api.handle.status.borrow().clone()
+}
+
+fn starting() -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, "the node is starting")
+}
+
+async fn master(State(api): State<Api>, method: Method) -> Response {
+    match current(&api) {
+        Some(s) => {
+            let (ok, why) = health::master(&s, &api.facts);
+            check(&method, ok, why, s.role.as_str())
+        }
+        None => starting(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct LagQuery {
+    lag: Option<String>,
+}
+
+async fn slave(State(api): State<Api>, method: Method, Query(q): Query<LagQuery>) -> Response {
+    let lag = match q.lag.as_deref().map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(ms)) => Some(ms),
+        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "lag: milliseconds, a whole number (e.g. /slave?lag=500)"),
+    };
+    match current(&api) {
+        Some(s) => {
+            let (ok, why) = health::slave(&s, &api.facts, lag);
+            check(&method, ok, why, s.role.as_str())
+        }
+        None => starting(),
+    }
+}
+
+async fn health(State(api): State<Api>, method: Method) -> Response {
+    match current(&api) {
+        Some(s) => check(&method, true, "running".into(), s.role.as_str()),
+        None => starting(),
+    }
+}
+
+async fn metrics(State(api): State<Api>) -> Response {
+    match current(&api) {
+        Some(s) => (
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            metrics::render(&s, &api.handle.stats.drops.totals(), &api.counters),
+        )
+            .into_response(),
+        None => starting(),
+    }
+}
+
+/// `Err`: the 401 to answer.
+fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
+    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if api.token.accepts(given) {
+        return Ok(());
+    }
+    let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong token: send `Authorization: Bearer <the token in api.token_file>`");
+    r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    Err(r)
+}
+
+async fn status(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&api, &headers) {
+        return r;
+    }
+    match current(&api) {
+        Some(s) => Json(json!({ "node": s, "dropped_datagrams": api.handle.stats.drops.totals() })).into_response(),
+        None => starting(),
+    }
+}
+
+async fn events(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&api, &headers) {
+        return r;
+    }
+    let rx = api.events.subscribe();
+    // First the node as it is now, so a listener knows where it starts (and that it is on).
+    let first = api.handle.status.borrow().as_ref().map(
+        |s| json!({ "node": s.node.0, "role": s.role.as_str(), "epoch": s.epoch, "alarms": s.alarms.iter().map(ToString::to_string).collect::<Vec<_>>() }),
+    );
+    let first = futures::stream::iter(first.map(|d| Ok(SseEvent::default().event("status").data(d.to_string()))));
+    let rest = futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) => return Some((Ok::<_, std::convert::Infallible>(SseEvent::default().event(e.kind).data(e.data.to_string())), rx)),
+                // A slow reader lost some: it goes on with the next.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(futures::StreamExt::chain(first, rest)).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// Runs an operator command on behalf of the API caller, audited as the control socket does.
+async fn run(api: &Api, headers: &HeaderMap, cmd: Command) -> Response {
+    if let Err(r) = authorize(api, headers) {
+        return r;
+    }
+    tracing::info!("api command: {cmd:?}");
+    match api.handle.command(cmd).await {
+        Ok(m) => Json(json!({ "result": m })).into_response(),
+        Err(e) if e.contains("not running") || e.contains("stopped before") => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(e) => error(StatusCode::CONFLICT, e),
+    }
+}
+
+/// The JSON body's `field`, a string among `allowed`.
+fn field<'a>(body: &Bytes, name: &str, allowed: &[&'a str]) -> Result<&'a str, Response> {
+    let usage = format!("body: expected {{\"{name}\": \"{}\"}}", allowed.join("|"));
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("{usage}: {e}")))?;
+    let given = v.get(name).and_then(|x| x.as_str()).ok_or_else(|| error(StatusCode::BAD_REQUEST, usage.clone()))?;
+    allowed
+        .iter()
+        .find(|a| **a == given)
+        .copied()
+        .ok_or_else(|| error(StatusCode::BAD_REQUEST, format!("{name}: `{}` is not one of {}", cut(given), allowed.join(", "))))
+}
+
+fn cut(s: &str) -> String {
+    s.chars().take(40).collect()
+}
+
+async fn state(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
+    let cmd = match field(&body, "state", &["master", "slave", "off"]) {
+        Ok("master") => Command::SetState(Target::Master),
+        Ok("slave") => Command::SetState(Target::Slave),
+        Ok(_) => Command::SetState(Target::Off),
+        Err(r) => return r,
+    };
+    run(&api, &headers, cmd).await
+}
+
+async fn switchover(State(api): State<Api>, headers: HeaderMap) -> Response {
+    run(&api, &headers, Command::Switchover).await
+}
+
+async fn maintenance(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
+    match field(&body, "maintenance", &["on", "off"]) {
+        Ok(v) => run(&api, &headers, Command::Maintenance(v == "on")).await,
+        Err(r) => r,
+    }
+}
+
+async fn resync(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
+    let kind = match field(&body, "resync", &["db", "fs", "all"]) {
+        Ok("db") => ResyncKind::Db,
+        Ok("fs") => ResyncKind::Fs,
+        Ok(_) => ResyncKind::All,
+        Err(r) => return r,
+    };
+    run(&api, &headers, Command::Resync(kind)).await
+}
+
+async fn cancel_resync(State(api): State<Api>, headers: HeaderMap) -> Response {
+    run(&api, &headers, Command::CancelResync).await
+}
