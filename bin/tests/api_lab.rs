@@ -23,20 +23,9 @@ fn url(lab: &Lab, node: &str, path: &str) -> String {
     format!("http://{ip}:8008{path}")
 }
 
-/// Health checks follow the roles (GET, HEAD, OPTIONS alike); everything else needs the token;
-/// bad input and refused commands are JSON naming what is wrong; a switch-over from the API
-/// moves the role, the event stream tells of it, the metrics count it.
-#[test]
-fn health_checks_follow_the_roles_and_commands_need_the_token() {
-    if !lab_available() {
-        return;
-    }
-    let curl_ok = sh(&["which", "curl"]).0;
-    assert!(curl_ok || std::env::var("CI").map_or(true, |v| v != "true"), "curl is missing (scripts/deps-lan.sh installs it)");
-    if !curl_ok {
-        return;
-    }
-    let mut lab = Lab::up("api");
+/// A lab whose two nodes serve the API on port 8008 with the token `TOKEN`.
+fn api_lab(tag: &str) -> Lab {
+    let lab = Lab::up(tag);
     let token = lab.work.join("api.token");
     std::fs::write(&token, format!("{TOKEN}\n")).expect("token");
     use std::os::unix::fs::PermissionsExt;
@@ -47,6 +36,28 @@ fn health_checks_follow_the_roles_and_commands_need_the_token() {
         cfg.push_str(&format!("\n[api]\nport = 8008\ntoken_file = \"{}\"\n", token.display()));
         std::fs::write(&path, cfg).expect("config");
     }
+    lab
+}
+
+/// Whether the tool is here; under CI its absence is a failure.
+fn tool(name: &str) -> bool {
+    let ok = sh(&["which", name]).0;
+    assert!(ok || std::env::var("CI").map_or(true, |v| v != "true"), "{name} is missing (scripts/deps-lan.sh installs it)");
+    ok
+}
+
+/// Health checks follow the roles (GET, HEAD, OPTIONS alike); everything else needs the token;
+/// bad input and refused commands are JSON naming what is wrong; a switch-over from the API
+/// moves the role, the event stream tells of it, the metrics count it.
+#[test]
+fn health_checks_follow_the_roles_and_commands_need_the_token() {
+    if !lab_available() {
+        return;
+    }
+    if !tool("curl") {
+        return;
+    }
+    let mut lab = api_lab("api");
     lab.start("a");
     assert!(lab.wait_role("a", "master", Duration::from_secs(5)));
     lab.start("b");
@@ -108,4 +119,76 @@ fn health_checks_follow_the_roles_and_commands_need_the_token() {
     for line in ["ridondato_role{role=\"master\"} 1", "ridondato_promotions_total 1", "ridondato_peer_alive 1"] {
         assert!(metrics.lines().any(|l| l == line), "missing `{line}`:\n{metrics}");
     }
+}
+
+/// HAProxy ends its process when this is dropped (by PID).
+struct Haproxy(std::process::Child);
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// HAProxy's view of one backend's servers: (server, status) from its CSV stats.
+fn servers(lab: &Lab, backend: &str) -> Vec<(String, String)> {
+    let (_, csv) = lab.exec("c", &["curl", "-s", "--max-time", "2", "http://127.0.0.1:8404/stats;csv"]);
+    csv.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f.len() > 17 && f[0] == backend && f[1] != "FRONTEND" && f[1] != "BACKEND").then(|| (f[1].to_string(), f[17].to_string()))
+        })
+        .collect()
+}
+
+fn up(lab: &Lab, backend: &str, server: &str) -> bool {
+    servers(lab, backend).iter().any(|(s, st)| s == server && st == "UP")
+}
+
+/// `etc/haproxy.cfg.example`, pointed at the lab, run by Debian's haproxy in the client's
+/// namespace: its write pool follows a failover within one check interval (500 ms) of the new
+/// Master answering `/master`, and its report pool takes the returning node once it is Slave.
+#[test]
+fn haproxy_with_the_example_config_follows_a_failover_within_one_check_interval() {
+    if !lab_available() || !tool("curl") || !tool("haproxy") {
+        return;
+    }
+    let mut lab = api_lab("hap");
+    let example = std::fs::read_to_string(repo().join("etc/haproxy.cfg.example")).expect("the example");
+    let cfg = example.replace("198.18.0.1", lab.var("LAB_A")).replace("198.18.0.2", lab.var("LAB_B")).replace("198.18.0.100", lab.var("LAB_VIP"));
+    let path = lab.work.join("haproxy.cfg");
+    std::fs::write(&path, cfg).expect("haproxy.cfg");
+    let (ok, out) = sh(&["haproxy", "-c", "-f", path.to_str().unwrap_or_default()]);
+    assert!(ok, "the example is a valid HAProxy configuration: {out}");
+    lab.start("a");
+    assert!(lab.wait_role("a", "master", Duration::from_secs(5)));
+    lab.start("b");
+    assert!(lab.wait_role("b", "slave", Duration::from_secs(5)));
+    let ns = lab.ns("c");
+    let _haproxy = Haproxy(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, "haproxy", "-db", "-f", path.to_str().unwrap_or_default()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("haproxy"),
+    );
+    wait_for("HAProxy to send writes to a only", Duration::from_secs(10), || up(&lab, "pbx_write", "node1") && !up(&lab, "pbx_write", "node2"));
+    wait_for("HAProxy to send reports to b", Duration::from_secs(10), || up(&lab, "pbx_reports", "node2") && !up(&lab, "pbx_reports", "node1"));
+
+    lab.lab(&["link-down", "a"]);
+    assert!(lab.wait_role("b", "master", Duration::from_secs(5)), "b takes over");
+    wait_for("b's /master to answer 200", Duration::from_secs(5), || curl(&lab, &[&url(&lab, "b", "/master")]).0 == 200);
+    let t = std::time::Instant::now();
+    wait_for("HAProxy to send writes to b", Duration::from_secs(5), || up(&lab, "pbx_write", "node2"));
+    let followed = t.elapsed();
+    eprintln!("HAProxy's write pool followed {} ms after b's /master answered 200", followed.as_millis());
+    assert!(followed <= Duration::from_millis(500 + 300), "within one check interval (500 ms, and the stats poll): {followed:?}");
+    assert!(!up(&lab, "pbx_write", "node1"), "never both in the write pool: {:?}", servers(&lab, "pbx_write"));
+
+    lab.lab(&["link-up", "a"]);
+    assert!(lab.wait_role("a", "slave", Duration::from_secs(5)), "a returns as Slave");
+    wait_for("HAProxy to send reports to a", Duration::from_secs(5), || up(&lab, "pbx_reports", "node1") && !up(&lab, "pbx_reports", "node2"));
+    assert!(up(&lab, "pbx_write", "node2") && !up(&lab, "pbx_write", "node1"));
 }

@@ -19,7 +19,8 @@ fn a_master_b_slave(c: &mut CloudLab) {
 
 /// The seed's four manual steps as one command: a plan on `--dry-run`; the API refusing the
 /// move stops the run at step 2 with the API's own code, journaled; run again once the API
-/// works, it resumes at step 2 and ends with b Master on the public IP and a Slave. Then the
+/// works (throttled twice, retried), it resumes at step 2 and ends with b Master on the public
+/// IP and a Slave. Then the
 /// manual switch-over stays manual: b's daemon killed, a waits for an operator.
 #[test]
 fn the_four_step_switchover_stops_on_an_api_refusal_and_resumes_to_a_consistent_end() {
@@ -38,9 +39,13 @@ fn the_four_step_switchover_stops_on_an_api_refusal_and_resumes_to_a_consistent_
     assert_eq!(c.holder().as_deref(), Some(c.setup.instances[0].as_str()), "nothing moved");
     assert_eq!((c.lab.role("a"), c.lab.role("b")), ("off".into(), "slave".into()), "never both Master");
 
+    // Healed, but throttled twice: the SDK's retries carry the move through.
     c.proxy.heal();
+    let before = c.proxy.seen("AssociateAddress");
+    c.proxy.fail("AssociateAddress", ridondato_adapters::cloud::fault_proxy::Fault::Throttle, Some(2));
     let (ok, out) = c.switchover("a", &[]);
     assert!(ok, "resumed: {out}");
+    assert_eq!(c.proxy.seen("AssociateAddress"), before + 3, "two throttled calls, then the one that went through");
     assert!(out.contains("resuming the switch-over from node 1 to node 2 after step 1/4") && !out.contains("step 1/4:"), "{out}");
     assert!(out.contains("step 2/4") && out.contains("step 4/4") && out.contains("switch-over done"), "{out}");
     assert_eq!(c.holder().as_deref(), Some(c.setup.instances[1].as_str()), "the public IP is on b's instance (DescribeAddresses)");
