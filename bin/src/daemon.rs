@@ -253,7 +253,9 @@ async fn serve(cfg: NodeConfig) -> Result<(), String> {
         let token = crate::api::auth::Token::from_file(&a.token_file).map_err(|e| format!("api.token_file: {e}"))?;
         let facts = crate::api::health::Facts { components: cfg.core.components, mode: cfg.core.mode, node: cfg.core.node };
         let addrs = [SocketAddr::new(local_ip, a.port), SocketAddr::new(IpAddr::from([127, 0, 0, 1]), a.port)];
-        crate::api::serve(&addrs, crate::api::Api::new(handle.clone(), token, facts)).await?;
+        let addresses =
+            serde_json::json!({ "me": local_ip.to_string(), "peer": f.node.peer_ip.to_string(), "bandwidth_kib_s": f.node.replication_bandwidth_kbps });
+        crate::api::serve(&addrs, crate::api::Api::new(handle.clone(), token, facts, addresses)).await?;
         tracing::info!("HTTP API on {local_ip}:{0} and 127.0.0.1:{0}", a.port);
     }
     crate::notify::spawn(handle.clone());

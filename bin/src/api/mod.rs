@@ -32,18 +32,24 @@ pub struct Api {
     pub facts: health::Facts,
     pub counters: Arc<events::Counters>,
     pub events: tokio::sync::broadcast::Sender<events::Event>,
+    /// What the page shows besides the status: the nodes' addresses, the file-sync cap.
+    pub addresses: Arc<serde_json::Value>,
 }
 
 impl Api {
-    pub fn new(handle: DriverHandle, token: auth::Token, facts: health::Facts) -> Api {
+    pub fn new(handle: DriverHandle, token: auth::Token, facts: health::Facts, addresses: serde_json::Value) -> Api {
         let counters = Arc::new(events::Counters::default());
         let events = events::spawn_watcher(handle.status.clone(), counters.clone());
-        Api { handle, token: Arc::new(token), facts, counters, events }
+        Api { handle, token: Arc::new(token), facts, counters, events, addresses: Arc::new(addresses) }
     }
 }
 
+/// The System Monitor page (S15): one file, embedded, nothing fetched from elsewhere.
+const PAGE: &str = include_str!("page.html");
+
 pub fn router(api: Api) -> Router {
     Router::new()
+        .route("/", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE) }))
         .route("/master", get(master).options(master))
         .route("/slave", get(slave).options(slave))
         .route("/health", get(health).options(health))
@@ -158,7 +164,10 @@ async fn status(State(api): State<Api>, headers: HeaderMap) -> Response {
         return r;
     }
     match current(&api) {
-        Some(s) => Json(json!({ "node": s, "dropped_datagrams": api.handle.stats.drops.totals() })).into_response(),
+        Some(s) => {
+            let alarms: Vec<String> = s.alarms.iter().map(ToString::to_string).collect();
+            Json(json!({ "node": s, "alarms": alarms, "addresses": *api.addresses, "dropped_datagrams": api.handle.stats.drops.totals() })).into_response()
+        }
         None => starting(),
     }
 }
@@ -215,12 +224,19 @@ fn cut(s: &str) -> String {
     s.chars().take(40).collect()
 }
 
+/// `{"state": "master|slave|off"}`, and `"node": "peer"` to ask the peer (as `--peer`).
 async fn state(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
-    let cmd = match field(&body, "state", &["master", "slave", "off"]) {
-        Ok("master") => Command::SetState(Target::Master),
-        Ok("slave") => Command::SetState(Target::Slave),
-        Ok(_) => Command::SetState(Target::Off),
+    let target = match field(&body, "state", &["master", "slave", "off"]) {
+        Ok("master") => Target::Master,
+        Ok("slave") => Target::Slave,
+        Ok(_) => Target::Off,
         Err(r) => return r,
+    };
+    let peer = serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v.get("node").and_then(|n| n.as_str()).map(str::to_string));
+    let cmd = match peer.as_deref() {
+        None | Some("me") => Command::SetState(target),
+        Some("peer") => Command::AskPeer(target),
+        Some(other) => return error(StatusCode::BAD_REQUEST, format!("node: `{}` is neither me nor peer", cut(other))),
     };
     run(&api, &headers, cmd).await
 }
