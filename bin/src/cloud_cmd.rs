@@ -57,8 +57,13 @@ pub fn cloud(args: &[String]) -> Result<(), String> {
     }
 }
 
-/// `cloud-switchover [--dry-run] [--abort] [--journal FILE]`.
+/// `cloud-switchover [--dry-run] [--abort] [--journal FILE]`, its progress on standard output.
 pub fn switchover(args: &[String]) -> Result<(), String> {
+    switchover_with(args, &mut |line| println!("{line}"))
+}
+
+/// The same, each line of progress given to `say` (the HTTP API logs them).
+pub fn switchover_with(args: &[String], say: &mut dyn FnMut(&str)) -> Result<(), String> {
     let mut journal_path = None;
     let mut rest = Vec::new();
     let mut it = args.iter();
@@ -88,7 +93,7 @@ pub fn switchover(args: &[String]) -> Result<(), String> {
     let run = Run { me: s.node, ..run };
     let journal = match run.load()? {
         Some(j) => {
-            println!("resuming the switch-over from node {} to node {} after step {}/4 (journal {})", j.from, j.to, j.done, run.path.display());
+            say(&format!("resuming the switch-over from node {} to node {} after step {}/4 (journal {})", j.from, j.to, j.done, run.path.display()));
             j
         }
         None if abort => return Err("no switch-over to abort: no journal".into()),
@@ -109,7 +114,7 @@ pub fn switchover(args: &[String]) -> Result<(), String> {
     };
     let (from, to) = (NodeId(journal.from), NodeId(journal.to));
     if abort {
-        return run.abort(&journal);
+        return run.abort(&journal, say);
     }
     let ip = s.cloud.as_ref().and_then(|c| c.public_ip.clone()).unwrap_or_else(|| "the public IP".into());
     let steps = [
@@ -119,17 +124,17 @@ pub fn switchover(args: &[String]) -> Result<(), String> {
         format!("node {}: Slave, confirmed by its state", from.0),
     ];
     if dry_run {
-        println!("cloud switch-over plan (nothing done):");
+        say("cloud switch-over plan (nothing done):");
         for (i, s) in steps.iter().enumerate() {
             let mark = if (i as u8) < journal.done { " (done)" } else { "" };
-            println!("  {}/4 {s}{mark}", i + 1);
+            say(&format!("  {}/4 {s}{mark}", i + 1));
         }
         return Ok(());
     }
     let mut journal = journal;
     run.save(&journal)?;
     for k in journal.done + 1..=4 {
-        println!("step {k}/4: {}", steps[usize::from(k) - 1]);
+        say(&format!("step {k}/4: {}", steps[usize::from(k) - 1]));
         let t = Instant::now();
         let result = match k {
             1 => run.set(from, Target::Off),
@@ -138,7 +143,7 @@ pub fn switchover(args: &[String]) -> Result<(), String> {
             _ => run.set(from, Target::Slave),
         };
         match result {
-            Ok(m) => println!("  done in {} ms: {m}", t.elapsed().as_millis()),
+            Ok(m) => say(&format!("  done in {} ms: {m}", t.elapsed().as_millis())),
             Err(e) => {
                 let next = match k {
                     1 | 2 => "run `ridondato cloud-switchover` again to resume once the cause is fixed, or `--abort` to give the role back to the old Master",
@@ -151,7 +156,7 @@ pub fn switchover(args: &[String]) -> Result<(), String> {
         run.save(&journal)?;
     }
     let _ = std::fs::remove_file(&run.path);
-    println!("switch-over done: node {} is Master and holds {ip}; node {} is Slave", to.0, from.0);
+    say(&format!("switch-over done: node {} is Master and holds {ip}; node {} is Slave", to.0, from.0));
     Ok(())
 }
 
@@ -224,21 +229,21 @@ impl Run {
     }
 
     /// Gives the role back to the old Master, possible while the new one has not taken it.
-    fn abort(&self, j: &Journal) -> Result<(), String> {
+    fn abort(&self, j: &Journal, say: &mut dyn FnMut(&str)) -> Result<(), String> {
         let (from, to) = (NodeId(j.from), NodeId(j.to));
         if j.done >= 3 {
             return Err(format!("node {} is already Master: finish with `ridondato cloud-switchover`, or switch back with a new run", to.0));
         }
         if j.done >= 2 {
-            println!("abort: the public IP back to node {}", from.0);
-            println!("  {}", reply(request(&self.socket, &Request::CloudMoveIp(from))?)?);
+            say(&format!("abort: the public IP back to node {}", from.0));
+            say(&format!("  {}", reply(request(&self.socket, &Request::CloudMoveIp(from))?)?));
         }
         if j.done >= 1 {
-            println!("abort: node {} Master again", from.0);
-            println!("  {}", self.set(from, Target::Master)?);
+            say(&format!("abort: node {} Master again", from.0));
+            say(&format!("  {}", self.set(from, Target::Master)?));
         }
         let _ = std::fs::remove_file(&self.path);
-        println!("aborted: node {} is Master, node {} is Slave", from.0, to.0);
+        say(&format!("aborted: node {} is Master, node {} is Slave", from.0, to.0));
         Ok(())
     }
 }

@@ -255,7 +255,11 @@ async fn serve(cfg: NodeConfig) -> Result<(), String> {
         let addrs = [SocketAddr::new(local_ip, a.port), SocketAddr::new(IpAddr::from([127, 0, 0, 1]), a.port)];
         let addresses =
             serde_json::json!({ "me": local_ip.to_string(), "peer": f.node.peer_ip.to_string(), "bandwidth_kib_s": f.node.replication_bandwidth_kbps });
-        crate::api::serve(&addrs, crate::api::Api::new(handle.clone(), token, facts, addresses)).await?;
+        let mut api = crate::api::Api::new(handle.clone(), token, facts, addresses);
+        if f.cloud.is_some() {
+            api.cloud_switchover = Some(Arc::new((f.node.control_socket.clone(), f.node.state_dir.join("cloud-switchover.json"))));
+        }
+        crate::api::serve(&addrs, api).await?;
         tracing::info!("HTTP API on {local_ip}:{0} and 127.0.0.1:{0}", a.port);
     }
     crate::notify::spawn(handle.clone());

@@ -55,11 +55,28 @@ fn the_four_step_switchover_stops_on_an_api_refusal_and_resumes_to_a_consistent_
     let (ok, out) = c.switchover("a", &["--abort"]);
     assert!(!ok && out.contains("no switch-over to abort"), "{out}");
 
+    // The same four steps started from the HTTP API (on b, now Master): the plan, then the run.
+    let api = |args: &[&str]| {
+        let url = format!("http://{}:8008/cloud-switchover", c.lab.var("LAB_B"));
+        let auth = format!("Authorization: Bearer {}", support::cloud::API_TOKEN);
+        let mut v = vec!["curl", "-s", "--max-time", "60", "-w", "\n%{http_code}", "-X", "POST", "-H", &auth];
+        v.extend_from_slice(args);
+        v.push(&url);
+        c.lab.exec("c", &v).1
+    };
+    let plan = api(&["-d", "{\"dry_run\": true}"]);
+    assert!(plan.contains("1/4 node 2: services off") && plan.trim_end().ends_with("200"), "{plan}");
+    let started = api(&[]);
+    assert!(started.trim_end().ends_with("202"), "{started}");
+    assert!(c.lab.wait_role("a", "master", Duration::from_secs(20)) && c.lab.wait_role("b", "slave", Duration::from_secs(20)), "switched back from the API");
+    assert_eq!(c.holder().as_deref(), Some(c.setup.instances[0].as_str()));
+    wait_for("the API's run to finish and remove its journal", Duration::from_secs(10), || !c.lab.work.join("b/cloud-switchover.json").exists());
+
     // Manual mode (the seed's default): the Master's death is an alarm, not a takeover.
-    c.lab.kill9("b");
-    wait_for("a to say the Master is silent", Duration::from_secs(5), || c.lab.alarms("a").contains("MasterUnreachable"));
-    assert_eq!(c.lab.role("a"), "slave", "no automatic failover unless auto_failover = true");
-    assert_eq!(c.holder().as_deref(), Some(c.setup.instances[1].as_str()));
+    c.lab.kill9("a");
+    wait_for("b to say the Master is silent", Duration::from_secs(5), || c.lab.alarms("b").contains("MasterUnreachable"));
+    assert_eq!(c.lab.role("b"), "slave", "no automatic failover unless auto_failover = true");
+    assert_eq!(c.holder().as_deref(), Some(c.setup.instances[0].as_str()));
 }
 
 /// With `auto_failover = true` the cloud API is the arbiter: heartbeats cut while a's instance

@@ -34,13 +34,17 @@ pub struct Api {
     pub events: tokio::sync::broadcast::Sender<events::Event>,
     /// What the page shows besides the status: the nodes' addresses, the file-sync cap.
     pub addresses: Arc<serde_json::Value>,
+    /// Cloud mode: the control socket and the journal `cloud-switchover` runs with.
+    pub cloud_switchover: Option<Arc<(std::path::PathBuf, std::path::PathBuf)>>,
+    /// A cloud switch-over started from the API is running.
+    pub cloud_running: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Api {
     pub fn new(handle: DriverHandle, token: auth::Token, facts: health::Facts, addresses: serde_json::Value) -> Api {
         let counters = Arc::new(events::Counters::default());
         let events = events::spawn_watcher(handle.status.clone(), counters.clone());
-        Api { handle, token: Arc::new(token), facts, counters, events, addresses: Arc::new(addresses) }
+        Api { handle, token: Arc::new(token), facts, counters, events, addresses: Arc::new(addresses), cloud_switchover: None, cloud_running: Arc::default() }
     }
 }
 
@@ -58,6 +62,7 @@ pub fn router(api: Api) -> Router {
         .route("/events", get(events))
         .route("/state", post(state))
         .route("/switchover", post(switchover))
+        .route("/cloud-switchover", post(cloud_switchover))
         .route("/maintenance", post(maintenance))
         .route("/resync", post(resync).delete(cancel_resync))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint: see the README's API section") })
@@ -243,6 +248,45 @@ async fn state(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Respo
 
 async fn switchover(State(api): State<Api>, headers: HeaderMap) -> Response {
     run(&api, &headers, Command::Switchover).await
+}
+
+/// The four cloud steps (S14), run by the daemon as `ridondato cloud-switchover` would (same
+/// journal, so the CLI can resume a run the API started); `{"dry_run": true}` answers the plan.
+/// Progress goes to the log and, as role changes, to `/events`.
+async fn cloud_switchover(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
+    use std::sync::atomic::Ordering;
+    if let Err(r) = authorize(&api, &headers) {
+        return r;
+    }
+    let Some(paths) = api.cloud_switchover.clone() else { return error(StatusCode::CONFLICT, "this node is not in cloud mode") };
+    let dry_run = serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v.get("dry_run").and_then(|d| d.as_bool())).unwrap_or(false);
+    let mut args = vec!["--socket".to_string(), paths.0.display().to_string(), "--journal".into(), paths.1.display().to_string()];
+    if dry_run {
+        args.push("--dry-run".into());
+        let plan = tokio::task::spawn_blocking(move || {
+            let mut lines = Vec::new();
+            crate::cloud_cmd::switchover_with(&args, &mut |l| lines.push(l.to_string())).map(|()| lines)
+        })
+        .await;
+        return match plan {
+            Ok(Ok(lines)) => Json(json!({ "result": lines })).into_response(),
+            Ok(Err(e)) => error(StatusCode::CONFLICT, e),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        };
+    }
+    if api.cloud_running.swap(true, Ordering::SeqCst) {
+        return error(StatusCode::CONFLICT, "a cloud switch-over started from the API is already running");
+    }
+    tracing::info!("api command: cloud-switchover");
+    let running = api.cloud_running.clone();
+    tokio::task::spawn_blocking(move || {
+        let r = crate::cloud_cmd::switchover_with(&args, &mut |l| tracing::info!("cloud-switchover: {l}"));
+        if let Err(e) = r {
+            tracing::warn!("cloud-switchover: {e}");
+        }
+        running.store(false, Ordering::SeqCst);
+    });
+    (StatusCode::ACCEPTED, Json(json!({ "result": "cloud switch-over started: each step is logged; roles show on /events" }))).into_response()
 }
 
 async fn maintenance(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
