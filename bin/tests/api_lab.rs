@@ -26,16 +26,7 @@ fn url(lab: &Lab, node: &str, path: &str) -> String {
 /// A lab whose two nodes serve the API on port 8008 with the token `TOKEN`.
 fn api_lab(tag: &str) -> Lab {
     let lab = Lab::up(tag);
-    let token = lab.work.join("api.token");
-    std::fs::write(&token, format!("{TOKEN}\n")).expect("token");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    for n in ["a", "b"] {
-        let path = lab.work.join(format!("{n}.toml"));
-        let mut cfg = std::fs::read_to_string(&path).expect("config");
-        cfg.push_str(&format!("\n[api]\nport = 8008\ntoken_file = \"{}\"\n", token.display()));
-        std::fs::write(&path, cfg).expect("config");
-    }
+    with_api(&lab, TOKEN);
     lab
 }
 
@@ -121,16 +112,6 @@ fn health_checks_follow_the_roles_and_commands_need_the_token() {
     }
 }
 
-/// HAProxy ends its process when this is dropped (by PID).
-struct Haproxy(std::process::Child);
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// HAProxy's view of one backend's servers: (server, status) from its CSV stats.
 fn servers(lab: &Lab, backend: &str) -> Vec<(String, String)> {
     let (_, csv) = lab.exec("c", &["curl", "-s", "--max-time", "2", "http://127.0.0.1:8404/stats;csv"]);
@@ -165,15 +146,7 @@ fn haproxy_with_the_example_config_follows_a_failover_within_one_check_interval(
     assert!(lab.wait_role("a", "master", Duration::from_secs(5)));
     lab.start("b");
     assert!(lab.wait_role("b", "slave", Duration::from_secs(5)));
-    let ns = lab.ns("c");
-    let _haproxy = Haproxy(
-        std::process::Command::new("ip")
-            .args(["netns", "exec", &ns, "haproxy", "-db", "-f", path.to_str().unwrap_or_default()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("haproxy"),
-    );
+    let _haproxy = Spawned::in_ns(&lab, "c", &["haproxy", "-db", "-f", path.to_str().unwrap_or_default()]);
     wait_for("HAProxy to send writes to a only", Duration::from_secs(10), || up(&lab, "pbx_write", "node1") && !up(&lab, "pbx_write", "node2"));
     wait_for("HAProxy to send reports to b", Duration::from_secs(10), || up(&lab, "pbx_reports", "node2") && !up(&lab, "pbx_reports", "node1"));
 

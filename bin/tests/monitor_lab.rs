@@ -12,15 +12,6 @@ use support::*;
 
 const TOKEN: &str = "lab-page-token-0123456789abcdef";
 
-struct Driver(std::process::Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Evaluates `script` in the page until it returns `want`.
 async fn until(c: &Client, what: &str, script: &str, want: &str, secs: u64) -> Result<(), String> {
     let t = std::time::Instant::now();
@@ -95,17 +86,14 @@ fn the_system_monitor_shows_both_nodes_runs_a_resync_and_a_switchover() {
         return;
     }
     let mut lab = Lab::up("web");
-    let token = lab.work.join("api.token");
-    std::fs::write(&token, format!("{TOKEN}\n")).expect("token");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    with_api(&lab, TOKEN);
     let work = lab.work.clone();
     for n in ["a", "b"] {
         let files = work.join(n).join("files");
         std::fs::create_dir_all(&files).expect("files dir");
         let path = lab.work.join(format!("{n}.toml"));
         let mut cfg = std::fs::read_to_string(&path).expect("config");
-        cfg.push_str(&format!("\n[fs]\npaths = [\"{}\"]\n\n[api]\nport = 8008\ntoken_file = \"{}\"\n", files.display(), token.display()));
+        cfg.push_str(&format!("\n[fs]\npaths = [\"{}\"]\n", files.display()));
         std::fs::write(&path, cfg).expect("config");
     }
     for i in 0..200 {
@@ -116,14 +104,7 @@ fn the_system_monitor_shows_both_nodes_runs_a_resync_and_a_switchover() {
     lab.start("b");
     assert!(lab.wait_role("b", "slave", Duration::from_secs(5)));
     let ns = lab.ns("c");
-    let _driver = Driver(
-        std::process::Command::new("ip")
-            .args(["netns", "exec", &ns, "chromedriver", "--port=9515"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("chromedriver"),
-    );
+    let _driver = Spawned::in_ns(&lab, "c", &["chromedriver", "--port=9515"]);
     wait_for("chromedriver to listen", Duration::from_secs(10), || lab.exec("c", &["curl", "-s", "http://127.0.0.1:9515/status"]).1.contains("ready"));
     let url = format!("http://{}:8008/", lab.var("LAB_B"));
     let shot = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("system-monitor.png");

@@ -96,10 +96,6 @@ impl CloudLab {
         for (k, v) in testkit::fake_credentials() {
             lab.daemon_env.push((k.into(), v.into()));
         }
-        let token = lab.work.join("api.token");
-        std::fs::write(&token, format!("{API_TOKEN}\n")).expect("token");
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         for (n, id) in [("a", 1), ("b", 2)] {
             let path = lab.work.join(format!("{n}.toml"));
             let cfg = std::fs::read_to_string(&path).expect("config");
@@ -109,16 +105,16 @@ impl CloudLab {
             let mut cfg = format!("{}{}", &cfg[..start], &cfg[end..]);
             cfg = cfg.replacen(&format!("id = {id}\n"), &format!("id = {id}\nmode = \"cloud\"\n"), 1);
             cfg.push_str(&format!(
-                "\n[api]\nport = 8008\ntoken_file = \"{token}\"\n\n[cloud]\ndomain = \"{ip}\"\npublic_ip = \"{ip}\"\nregion = \"{region}\"\nendpoint = \"{url}\"\nauto_failover = {auto_failover}\napi_deadline_ms = 5000\n[cloud.instance_ids]\n1 = \"{a}\"\n2 = \"{b}\"\n",
+                "\n[cloud]\ndomain = \"{ip}\"\npublic_ip = \"{ip}\"\nregion = \"{region}\"\nendpoint = \"{url}\"\nauto_failover = {auto_failover}\napi_deadline_ms = 5000\n[cloud.instance_ids]\n1 = \"{a}\"\n2 = \"{b}\"\n",
                 ip = setup.public_ip,
                 region = testkit::REGION,
                 url = proxy.url(),
                 a = setup.instances[0],
                 b = setup.instances[1],
-                token = token.display(),
             ));
             std::fs::write(&path, cfg).expect("config");
         }
+        super::with_api(&lab, API_TOKEN);
         Some(CloudLab { lab, setup, proxy, ns, moto_url, _moto: moto })
     }
 

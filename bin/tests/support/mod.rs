@@ -275,6 +275,39 @@ pub fn db_lab(
     (lab, sa, sb, rt)
 }
 
+/// Writes `token` to the lab's API token file (mode 600) and gives both nodes an `[api]` section
+/// on port 8008 using it.
+pub fn with_api(lab: &Lab, token: &str) {
+    let file = lab.work.join("api.token");
+    std::fs::write(&file, format!("{token}\n")).expect("token");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    for n in ["a", "b"] {
+        let path = lab.work.join(format!("{n}.toml"));
+        let mut cfg = std::fs::read_to_string(&path).expect("config");
+        cfg.push_str(&format!("\n[api]\nport = 8008\ntoken_file = \"{}\"\n", file.display()));
+        std::fs::write(&path, cfg).expect("config");
+    }
+}
+
+/// A program the test started in one of the lab's namespaces, ended (by its PID) when dropped.
+pub struct Spawned(Child);
+
+impl Spawned {
+    pub fn in_ns(lab: &Lab, node: &str, args: &[&str]) -> Spawned {
+        let ns = lab.ns(node);
+        let child = Command::new("ip").args(["netns", "exec", &ns]).args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+        Spawned(child.unwrap_or_else(|e| panic!("starting {args:?}: {e}")))
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Polls OK every 50 ms; fails the caller with WHAT once WITHIN has passed.
 pub fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
     let t = Instant::now();
