@@ -39,3 +39,7 @@ bench-fs:
 # cloud mode against moto: public IP move time and the four-step switch-over, step by step
 bench-cloud TRIALS="5":
     bash scripts/bench-cloud.sh {{TRIALS}}
+
+# The HTTP API: health checks quiet and under a heartbeat-port flood, the page's first paint, RSS.
+bench-api CHECKS="2000":
+    bash scripts/bench-api.sh {{CHECKS}}

@@ -98,6 +98,10 @@ pub struct DriverStats {
     /// The same, by reason, and their rate-limited log lines.
     pub drops: crate::drop_log::DropLog,
     pub inputs: AtomicU64,
+    /// Messages to the peer handed to the transport (heartbeats and the rest of the protocol).
+    pub sent: AtomicU64,
+    /// Messages from the peer that passed authentication and replay checks.
+    pub received: AtomicU64,
 }
 
 /// What the daemon, the control channel and the simulator hold of a running driver.
@@ -192,7 +196,10 @@ impl Driver {
                 _ = tokio::time::sleep(sleep_for) => Input::Tick,
                 r = transport.recv() => match r {
                     Ok(datagram) => match self.codec.open(&datagram) {
-                        Ok(Some(msg)) => Input::Peer(msg),
+                        Ok(Some(msg)) => {
+                            self.stats.received.fetch_add(1, Ordering::Relaxed);
+                            Input::Peer(msg)
+                        }
                         Ok(None) => continue,
                         Err(why) => {
                             self.stats.rejected_datagrams.fetch_add(1, Ordering::Relaxed);
@@ -270,7 +277,9 @@ impl Driver {
         let datagram = self.codec.seal(msg);
         // A heartbeat that cannot leave within a heartbeat's time is as good as lost.
         match tokio::time::timeout(Duration::from_millis(50), self.transport.send(&datagram)).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => {
+                self.stats.sent.fetch_add(1, Ordering::Relaxed);
+            }
             Ok(Err(e)) => tracing::debug!(node = %self.node.id(), "send: {e}"),
             Err(_) => tracing::debug!(node = %self.node.id(), "send timed out"),
         }

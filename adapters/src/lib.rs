@@ -14,6 +14,8 @@ pub mod fs_sync;
 pub mod lan;
 #[cfg(feature = "mariadb")]
 pub mod mariadb;
+#[cfg(feature = "mongo")]
+pub mod mongo;
 pub mod services_cmd;
 pub mod store_file;
 pub mod traits;

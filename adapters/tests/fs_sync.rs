@@ -220,7 +220,7 @@ async fn a_cut_transfer_leaves_no_partial_file() {
     if !available() {
         return;
     }
-    let p = pair("partial", |c| c.bandwidth_kbps = 200);
+    let p = pair("partial", |c| c.bandwidth_kib_s = 200);
     p.a.push_start(B).await.expect("push");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let data: Vec<u8> = (0..1_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
@@ -421,7 +421,7 @@ async fn a_cancelled_resync_stops_and_leaves_no_temporary_file() {
     if !available() {
         return;
     }
-    let p = pair("cancel", |c| c.bandwidth_kbps = 200);
+    let p = pair("cancel", |c| c.bandwidth_kib_s = 200);
     std::fs::write(p.b_dir.join("big"), vec![7u8; 1_000_000]).expect("write");
     let mut pull = Box::pin(p.a.resync_from(B, Arc::new(|_| {})));
     let t = Instant::now();
@@ -590,7 +590,7 @@ fn bad_configuration_is_refused_with_the_field_named() {
     let _host = shared();
     let base = std::env::temp_dir().join(format!("ridondato-fs-bad-{}", std::process::id()));
     let _dirs = Dirs(base.clone());
-    let cfg = |paths: Vec<PathBuf>, kbps: u64, secret: &str| FsSyncConfig::new(paths, BTreeMap::new(), kbps, secret.into(), base.clone());
+    let cfg = |paths: Vec<PathBuf>, kib_s: u64, secret: &str| FsSyncConfig::new(paths, BTreeMap::new(), kib_s, secret.into(), base.clone());
     let e = RsyncFsSync::new(cfg(vec![PathBuf::from("/nonexistent/ridondato")], 1000, "s")).expect_err("a missing directory");
     assert!(e.0.contains("fs.paths[0]"), "{e}");
     let e = RsyncFsSync::new(cfg(vec![std::env::temp_dir()], 0, "s")).expect_err("no bandwidth");

@@ -1,65 +1,15 @@
 //! Operator commands against a running node (S14, S15): status, set-state, switchover,
 //! maintenance, resync with a progress bar.
 
-use crate::control::{request, Request, Response};
-use ridondato_core::{Command, JobState, ResyncKind, Status, Target};
-use std::path::PathBuf;
+use crate::client::{Failure, Node};
+use ridondato_core::{Command, JobState, ResyncKind, Status};
 use std::time::Duration;
 
 pub const DEFAULT_SOCKET: &str = "/run/ridondato/control.sock";
 
-/// Splits `--socket PATH` (or `--config FILE`, whose control_socket is used) from the words.
-pub fn socket_and_words(args: &[String]) -> Result<(PathBuf, Vec<String>), String> {
-    let mut socket = PathBuf::from(DEFAULT_SOCKET);
-    let mut words = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--socket" => socket = it.next().ok_or("--socket needs a path")?.into(),
-            "--config" => {
-                let f = it.next().ok_or("--config needs a file")?;
-                socket = crate::config::load(std::path::Path::new(f))?.file.node.control_socket;
-            }
-            w => words.push(w.to_string()),
-        }
-    }
-    Ok((socket, words))
-}
-
-pub fn parse_command(verb: &str, words: &[String]) -> Result<Command, String> {
-    let arg = words.first().map(String::as_str);
-    let forced = words.len() == 2 && words[1] == "--accept-data-loss";
-    let peer = words.len() == 2 && words[1] == "--peer";
-    if words.len() > 1 && !(verb == "set-state" && ((arg == Some("master") && forced) || peer)) {
-        return Err(format!("`{verb}`: unexpected `{}`", words[1..].join(" ")));
-    }
-    Ok(match (verb, arg) {
-        ("set-state", Some("master")) if peer => Command::AskPeer(Target::Master),
-        ("set-state", Some("slave")) if peer => Command::AskPeer(Target::Slave),
-        ("set-state", Some("off")) if peer => Command::AskPeer(Target::Off),
-        ("set-state", Some("master")) if forced => Command::ForceMaster,
-        ("set-state", Some("master")) => Command::SetState(Target::Master),
-        ("set-state", Some("slave")) => Command::SetState(Target::Slave),
-        ("set-state", Some("off")) => Command::SetState(Target::Off),
-        ("set-state", _) => return Err("usage: ridondato set-state master [--accept-data-loss] | slave | off, or with --peer for the peer node".into()),
-        ("switchover", None) => Command::Switchover,
-        ("maintenance", Some("on")) => Command::Maintenance(true),
-        ("maintenance", Some("off")) => Command::Maintenance(false),
-        ("maintenance", _) => return Err("usage: ridondato maintenance on|off".into()),
-        ("resync", Some("db")) => Command::Resync(ResyncKind::Db),
-        ("resync", Some("fs")) => Command::Resync(ResyncKind::Fs),
-        ("resync", Some("all")) => Command::Resync(ResyncKind::All),
-        ("resync", Some("cancel")) => Command::CancelResync,
-        ("resync", _) => return Err("usage: ridondato resync db|fs|all|cancel".into()),
-        (v, Some(extra)) => return Err(format!("`{v}` takes no argument `{extra}`")),
-        (v, None) => return Err(format!("unknown command `{v}`")),
-    })
-}
-
-pub fn status(args: &[String]) -> Result<(), String> {
-    let (socket, words) = socket_and_words(args)?;
-    let json = words.iter().any(|w| w == "--json");
-    let (s, dropped) = fetch_status_and_drops(&socket)?;
+/// `status`: the two-node table and this node's details, or `--json`.
+pub fn status(node: &Node, json: bool) -> Result<(), Failure> {
+    let (s, dropped) = node.status()?;
     if json {
         let mut v = serde_json::to_value(&s).map_err(|e| e.to_string())?;
         if let Some(o) = v.as_object_mut() {
@@ -76,18 +26,6 @@ pub fn status(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn fetch_status(socket: &std::path::Path) -> Result<Status, String> {
-    fetch_status_and_drops(socket).map(|(s, _)| s)
-}
-
-fn fetch_status_and_drops(socket: &std::path::Path) -> Result<(Status, std::collections::BTreeMap<String, u64>), String> {
-    match request(socket, &Request::Status)? {
-        Response::Status(s, dropped) => Ok((*s, dropped)),
-        Response::Reply(Err(e)) | Response::BadRequest(e) => Err(e),
-        Response::Reply(Ok(m)) => Err(m),
-    }
-}
-
 /// Bytes for a person: B, KiB, MiB or GiB.
 fn size(b: u64) -> String {
     match b {
@@ -98,13 +36,35 @@ fn size(b: u64) -> String {
     }
 }
 
+/// The two nodes side by side as this node sees them (the peer as last heard), then this
+/// node's details. Two fixed columns need no table crate.
+fn table(s: &Status) -> String {
+    let yes = |b: bool| if b { "yes" } else { "no" }.to_string();
+    let role = format!("{}{}", s.role, s.transition.as_ref().map(|t| format!(" ({t})")).unwrap_or_default());
+    let peer_role = match (s.peer.role, s.peer.alive) {
+        (None, _) => "never heard".to_string(),
+        (Some(r), true) => r.to_string(),
+        (Some(r), false) => format!("unreachable (was {r})"),
+    };
+    let heard = s.peer.silent_for_ms.map_or("-".to_string(), |ms| format!("{ms} ms ago"));
+    let rows = [
+        ("", format!("node {} (this)", s.node.0), format!("node {} (peer)", s.peer.id.0)),
+        ("role", role, peer_role),
+        ("epoch", s.epoch.to_string(), s.peer.epoch.to_string()),
+        ("last heard", "-".into(), heard),
+        ("db position", s.db_position.0.to_string(), s.peer.position.0.to_string()),
+        ("semi-sync", yes(s.semi_sync_active), yes(s.peer.semi_sync)),
+        ("node IP held", yes(s.vip_held), "-".into()),
+        ("services", yes(s.services_running), "-".into()),
+        ("file sync pushing", yes(s.fs_pushing), "-".into()),
+    ];
+    let w = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(0).max(16);
+    rows.iter().map(|(k, a, b)| format!("{k:<18} {a:<w$}  {b}\n")).collect()
+}
+
 pub fn render_status(s: &Status) -> String {
     let yes = |b: bool| if b { "yes" } else { "no" };
-    let mut out = format!("node {}  role {}  epoch {}{}\n", s.node, s.role, s.epoch, s.transition.as_ref().map(|t| format!("  ({t})")).unwrap_or_default());
-    let peer_role = s.peer.role.map_or("never heard".to_string(), |r| r.to_string());
-    let silent = s.peer.silent_for_ms.map_or(String::new(), |ms| format!(", heard {ms} ms ago"));
-    out += &format!("peer {}  {}{}{}\n", s.peer.id, peer_role, if s.peer.alive { "" } else { " (silent)" }, silent);
-    out += &format!("vip {}  services {}  fs-push {}\n", yes(s.vip_held), yes(s.services_running), yes(s.fs_pushing));
+    let mut out = table(s);
     // A node without a database reports nothing about one: no line for it.
     let db_seen = s.db_writable || s.db_replicating || s.db_position.0 > 0 || s.db_lag_ms.is_some() || s.db_error.is_some();
     if db_seen {
@@ -162,33 +122,30 @@ pub fn render_status(s: &Status) -> String {
     out
 }
 
-/// Sends one command; for `resync`, follows the job with a progress bar until it ends.
-pub fn command(verb: &str, args: &[String]) -> Result<(), String> {
-    let (socket, words) = socket_and_words(args)?;
-    let no_wait = words.iter().any(|w| w == "--no-wait");
-    let words: Vec<String> = words.into_iter().filter(|w| w != "--no-wait").collect();
-    let yes = words.iter().any(|w| w == "--yes");
-    let words: Vec<String> = words.into_iter().filter(|w| w != "--yes").collect();
-    let cmd = parse_command(verb, &words)?;
-    if let Command::Resync(kind @ (ResyncKind::Db | ResyncKind::All)) = cmd {
-        confirm_db_resync(&socket, kind, yes)?;
-    }
-    let follow = matches!(cmd, Command::Resync(_)) && !no_wait;
-    match request(&socket, &Request::Command(cmd))? {
-        Response::Reply(Ok(m)) => println!("{m}"),
-        Response::Reply(Err(e)) | Response::BadRequest(e) => return Err(e),
-        Response::Status(..) => return Err("unexpected answer".into()),
-    }
-    if follow {
-        follow_job(&socket)?;
-    }
+/// Sends one command and prints the node's answer.
+pub fn command(node: &Node, cmd: Command) -> Result<(), Failure> {
+    println!("{}", node.command(cmd)?);
     Ok(())
+}
+
+/// `resync`: asks first when the database is to be replaced, starts the job, and follows it
+/// with a progress bar until it ends (unless `no_wait`).
+pub fn resync(node: &Node, kind: Option<ResyncKind>, yes: bool, no_wait: bool) -> Result<(), Failure> {
+    let Some(kind) = kind else { return command(node, Command::CancelResync) };
+    if matches!(kind, ResyncKind::Db | ResyncKind::All) {
+        confirm_db_resync(node, kind, yes)?;
+    }
+    println!("{}", node.command(Command::Resync(kind))?);
+    if no_wait {
+        return Ok(());
+    }
+    follow_job(node)
 }
 
 /// A database resync replaces this node's data: say what will be discarded, and where it is
 /// saved first, then ask (`--yes` answers for scripts).
-fn confirm_db_resync(socket: &std::path::Path, kind: ResyncKind, yes: bool) -> Result<(), String> {
-    let s = fetch_status(socket)?;
+fn confirm_db_resync(node: &Node, kind: ResyncKind, yes: bool) -> Result<(), Failure> {
+    let (s, _) = node.status()?;
     let errant: u64 = s.alarms.iter().map(|a| if let ridondato_core::Alarm::ErrantTransactions { count } = a { *count } else { 0 }).sum();
     let mut plan = format!(
         "resync {}: this node's database (position {}) is replaced by a copy of the Master's ({}, position {}).\n",
@@ -219,24 +176,41 @@ fn confirm_db_resync(socket: &std::path::Path, kind: ResyncKind, yes: bool) -> R
     }
 }
 
-fn follow_job(socket: &std::path::Path) -> Result<(), String> {
+/// Follows the running job with indicatif's bar (bytes of the current phase, rate, ETA); the
+/// bar hides itself when standard error is not a terminal, the result line is printed anyway.
+fn follow_job(node: &Node) -> Result<(), Failure> {
+    let style = indicatif::ProgressStyle::with_template(
+        "{prefix:>13} [{bar:32}] {percent:>3}% {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+    )
+    .map_err(|e| e.to_string())?
+    .progress_chars("#>.");
+    let bar = indicatif::ProgressBar::new(0).with_style(style);
+    let mut phase = None;
     loop {
-        let s = fetch_status(socket)?;
-        let Some(j) = s.job else { return Err("the job disappeared".into()) };
-        let pct = j.percent();
-        let bar: String = (0..40).map(|i| if i * 100 / 40 < pct as usize { '#' } else { '.' }).collect();
-        let files = j.files.map_or(String::new(), |(d, t)| format!("  files {d}/{t}"));
-        eprint!("\r[{bar}] {pct:>3}%  {:<14}{files:<22}", j.phase.as_str());
+        let (s, _) = node.status()?;
+        let Some(j) = s.job else {
+            bar.abandon();
+            return Err("the job disappeared (the node restarted?): see `ridondato status`".into());
+        };
+        if phase != Some(j.phase_index) {
+            // A new phase has its own size: start the bar (and its rate) again.
+            phase = Some(j.phase_index);
+            bar.reset();
+            bar.set_prefix(format!("{} {}/{}", j.phase.as_str(), j.phase_index + 1, j.phases));
+        }
+        bar.set_length(j.total.max(1));
+        bar.set_position(j.done.min(j.total.max(1)));
+        bar.set_message(format!("{}% overall{}", j.percent(), j.files.map_or(String::new(), |(d, t)| format!(", files {d}/{t}"))));
         match j.state {
             JobState::Running => std::thread::sleep(Duration::from_millis(250)),
             JobState::Done => {
-                eprintln!();
+                bar.finish();
                 println!("resync {} done", j.kind.as_str());
                 return Ok(());
             }
             JobState::Failed | JobState::Cancelled => {
-                eprintln!();
-                return Err(format!("resync {} {:?}: {}", j.kind.as_str(), j.state, j.error.unwrap_or_default()));
+                bar.abandon();
+                return Err(format!("resync {} {:?}: {}", j.kind.as_str(), j.state, j.error.unwrap_or_default()).into());
             }
         }
     }
@@ -246,6 +220,23 @@ fn follow_job(socket: &std::path::Path) -> Result<(), String> {
 mod tests {
     use super::*;
     use ridondato_core::{Config, FsReport, JobStatus, Node, NodeId, ResyncPhase};
+
+    #[test]
+    fn the_two_nodes_stand_side_by_side() {
+        let mut s = Node::new(Config::lan(NodeId(1), NodeId(2))).status();
+        assert!(render_status(&s).contains("never heard"), "{}", render_status(&s));
+        s.peer.role = Some(ridondato_core::Role::Master);
+        s.peer.alive = false;
+        s.peer.silent_for_ms = Some(1500);
+        let out = render_status(&s);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].contains("node 1 (this)") && lines[0].contains("node 2 (peer)"), "{out}");
+        assert!(lines[1].starts_with("role") && lines[1].ends_with("unreachable (was master)"), "{out}");
+        assert!(out.contains("1500 ms ago"), "{out}");
+        // The columns line up: the peer's column starts at the same place on every row.
+        let col = lines[0].find("node 2").unwrap_or(0);
+        assert!(lines.iter().take(9).all(|l| l.len() >= col), "{out}");
+    }
 
     #[test]
     fn the_file_sync_and_a_resync_in_files_are_shown() {

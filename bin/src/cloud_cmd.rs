@@ -5,13 +5,14 @@
 //! failing, a node restarting) is resumed by running the command again, or undone with
 //! `--abort` while the old Master can still take its role back.
 
+use crate::args::{CloudVerb, Target as To};
+use crate::client::{Failure, Node};
 use crate::control::{request, Request, Response};
 use ridondato_core::{Command, NodeId, Role, Status, Target};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: ridondato cloud move-ip NODE_ID | cloud holder | cloud-switchover [--dry-run] [--abort] [--journal FILE]";
 /// Where a run is journaled unless `--journal` or `--config` (its state_dir) says otherwise.
 const DEFAULT_JOURNAL: &str = "/var/lib/ridondato/cloud-switchover.json";
 /// How long a node may take to reach the state a step asked of it.
@@ -40,51 +41,53 @@ fn status(socket: &Path) -> Result<Status, String> {
     }
 }
 
-/// `cloud move-ip N`, `cloud holder`.
-pub fn cloud(args: &[String]) -> Result<(), String> {
-    let (socket, words) = crate::cli::socket_and_words(args)?;
-    match words.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        ["move-ip", n] => {
-            let to: u8 = n.parse().map_err(|_| format!("move-ip: `{n}` is not a node id\n{USAGE}"))?;
-            println!("{}", reply(request(&socket, &Request::CloudMoveIp(NodeId(to)))?)?);
-            Ok(())
-        }
-        ["holder"] => {
-            println!("{}", reply(request(&socket, &Request::CloudHolder)?)?);
-            Ok(())
-        }
-        _ => Err(USAGE.into()),
-    }
+/// `cloud move-ip N`, `cloud holder`: root on the node only.
+pub fn cloud(what: &CloudVerb) -> Result<(), Failure> {
+    let (req, to, name) = match what {
+        CloudVerb::MoveIp { node, to } => (Request::CloudMoveIp(NodeId(*node)), to, "moving the public IP by hand"),
+        CloudVerb::Holder { to } => (Request::CloudHolder, to, "asking the cloud API who holds the IP"),
+    };
+    println!("{}", Node::from_target(to)?.local_only(&req, name)?);
+    Ok(())
 }
 
-/// `cloud-switchover [--dry-run] [--abort] [--journal FILE]`, its progress on standard output.
-pub fn switchover(args: &[String]) -> Result<(), String> {
-    switchover_with(args, &mut |line| println!("{line}"))
+/// A run of the four steps: through this node's control socket, journaled in `journal`.
+#[derive(Debug)]
+pub struct Switchover {
+    pub socket: PathBuf,
+    pub journal: PathBuf,
+    pub dry_run: bool,
+    pub abort: bool,
+}
+
+/// `cloud-switchover`, its progress on standard output; with `--url`, the node's daemon runs it
+/// (its journal) and the CLI prints the plan or the acceptance.
+pub fn switchover(to: &To, journal: Option<PathBuf>, dry_run: bool, abort: bool) -> Result<(), Failure> {
+    let node = Node::from_target(to)?;
+    if !node.is_local() {
+        if abort || journal.is_some() {
+            return Err(Failure::Usage("--abort and --journal are for the node itself (root, control socket), not through --url".into()));
+        }
+        let v = node.http("POST", "/cloud-switchover", Some(serde_json::json!({ "dry_run": dry_run })))?;
+        match &v["result"] {
+            serde_json::Value::Array(lines) => lines.iter().for_each(|l| println!("{}", l.as_str().unwrap_or_default())),
+            other => println!("{}", other.as_str().unwrap_or_default()),
+        }
+        return Ok(());
+    }
+    let journal = match (journal, &to.config) {
+        (Some(j), _) => j,
+        (None, Some(cfg)) => crate::config::load(cfg)?.file.node.state_dir.join("cloud-switchover.json"),
+        (None, None) => PathBuf::from(DEFAULT_JOURNAL),
+    };
+    let run = Switchover { socket: crate::client::socket_of(to)?, journal, dry_run, abort };
+    Ok(switchover_with(&run, &mut |line| println!("{line}"))?)
 }
 
 /// The same, each line of progress given to `say` (the HTTP API logs them).
-pub fn switchover_with(args: &[String], say: &mut dyn FnMut(&str)) -> Result<(), String> {
-    let mut journal_path = None;
-    let mut rest = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--journal" => journal_path = Some(PathBuf::from(it.next().ok_or("--journal needs a file")?)),
-            "--config" => {
-                let f = it.next().ok_or("--config needs a file")?;
-                let cfg = crate::config::load(Path::new(f))?;
-                journal_path = journal_path.or(Some(cfg.file.node.state_dir.join("cloud-switchover.json")));
-                rest.extend(["--config".to_string(), f.clone()]);
-            }
-            _ => rest.push(a.clone()),
-        }
-    }
-    let (socket, words) = crate::cli::socket_and_words(&rest)?;
-    let (dry_run, abort) = (words.iter().any(|w| w == "--dry-run"), words.iter().any(|w| w == "--abort"));
-    if let Some(w) = words.iter().find(|w| *w != "--dry-run" && *w != "--abort") {
-        return Err(format!("cloud-switchover: unexpected `{w}`\n{USAGE}"));
-    }
-    let path = journal_path.unwrap_or_else(|| PathBuf::from(DEFAULT_JOURNAL));
+pub fn switchover_with(opts: &Switchover, say: &mut dyn FnMut(&str)) -> Result<(), String> {
+    let (socket, dry_run, abort) = (opts.socket.clone(), opts.dry_run, opts.abort);
+    let path = opts.journal.clone();
     let run = Run { socket, me: NodeId(0), path };
     let s = status(&run.socket)?;
     if s.cloud.is_none() {

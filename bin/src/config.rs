@@ -42,9 +42,13 @@ pub struct NodeSection {
     pub port: u16,
     #[serde(default = "default_mode")]
     pub mode: String,
-    /// Replication bandwidth for file sync, KB/s (S7, S9).
+    /// Replication bandwidth for file sync (S7, S9), in KiB/s (1024 bytes per second, rsync's
+    /// unit; the seed's "KB").
     #[serde(default = "default_bandwidth")]
-    pub replication_bandwidth_kbps: u64,
+    pub replication_bandwidth_kib_s: u64,
+    /// The field's old name, which read as kilobits: refused with the new name, never guessed.
+    #[serde(default)]
+    pub replication_bandwidth_kbps: Option<toml::Value>,
     /// File holding the cluster's shared secret (at least 16 bytes), for node-to-node traffic.
     pub secret_file: PathBuf,
     #[serde(default = "default_state_dir")]
@@ -93,6 +97,9 @@ pub struct ApiSection {
     pub port: u16,
     /// The bearer token every call but the health checks and metrics needs (mode 600).
     pub token_file: PathBuf,
+    /// TLS: the certificate chain (PEM) and its private key (PEM, mode 600), both or neither.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
 }
 
 fn default_api_port() -> u16 {
@@ -377,8 +384,14 @@ pub fn parse(text: &str) -> Result<NodeConfig, Vec<ConfigProblem>> {
     if n.id == 0 || n.peer_id == 0 {
         problems.push(problem("node.id", "node ids start at 1"));
     }
-    if n.replication_bandwidth_kbps == 0 {
-        problems.push(problem("node.replication_bandwidth_kbps", "must be greater than 0 KB/s"));
+    if n.replication_bandwidth_kib_s == 0 {
+        problems.push(problem("node.replication_bandwidth_kib_s", "must be greater than 0 KiB/s"));
+    }
+    if n.replication_bandwidth_kbps.is_some() {
+        problems.push(problem(
+            "node.replication_bandwidth_kbps",
+            "renamed: write it as replication_bandwidth_kib_s (KiB/s, 1024 bytes per second; the value keeps its meaning)",
+        ));
     }
     if n.port == 0 {
         problems.push(problem("node.port", "must be a port number above 0"));
@@ -481,6 +494,11 @@ pub fn parse(text: &str) -> Result<NodeConfig, Vec<ConfigProblem>> {
         }
         if !api.token_file.is_absolute() {
             problems.push(problem("api.token_file", format!("`{}` must be an absolute path", api.token_file.display())));
+        }
+        match (&api.tls_cert_file, &api.tls_key_file) {
+            (Some(_), None) => problems.push(problem("api.tls_key_file", "missing: TLS needs the certificate and its key")),
+            (None, Some(_)) => problems.push(problem("api.tls_cert_file", "missing: TLS needs the certificate and its key")),
+            _ => {}
         }
     }
     if let Some(s) = &file.services {
@@ -587,7 +605,7 @@ id = 1
 peer_id = 2
 peer_ip = "198.18.0.2"
 management_ip = "198.18.0.1"
-replication_bandwidth_kbps = 1000
+replication_bandwidth_kib_s = 1000
 secret_file = "/etc/ridondato/secret"
 
 [[shared_ip]]
@@ -612,8 +630,17 @@ primary = true
 
     #[test]
     fn every_problem_is_named_at_once() {
-        let bad = GOOD.replace("prefix = 24", "prefix = 40").replace("replication_bandwidth_kbps = 1000", "replication_bandwidth_kbps = 0");
-        assert_eq!(fields(&bad), vec!["node.replication_bandwidth_kbps", "shared_ip[0].prefix"]);
+        let bad = GOOD.replace("prefix = 24", "prefix = 40").replace("replication_bandwidth_kib_s = 1000", "replication_bandwidth_kib_s = 0");
+        assert_eq!(fields(&bad), vec!["node.replication_bandwidth_kib_s", "shared_ip[0].prefix"]);
+    }
+
+    #[test]
+    fn the_bandwidth_fields_old_name_is_refused_with_the_new_one() {
+        let old = GOOD.replace("replication_bandwidth_kib_s = 1000", "replication_bandwidth_kbps = 1000");
+        let problems = parse(&old).expect_err("refused");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].field, "node.replication_bandwidth_kbps");
+        assert!(problems[0].reason.contains("replication_bandwidth_kib_s"), "{}", problems[0].reason);
     }
 
     #[test]

@@ -18,23 +18,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub fn run(args: &[String]) -> Result<(), String> {
-    const USAGE: &str = "usage: ridondato run --config FILE [--log-format text|json]";
-    let (path, json) = match args {
-        [flag, file] if flag == "--config" => (file, false),
-        [flag, file, lf, fmt] if flag == "--config" && lf == "--log-format" => match fmt.as_str() {
-            "text" => (file, false),
-            "json" => (file, true),
-            other => return Err(format!("--log-format: `{other}` is neither text nor json\n{USAGE}")),
-        },
-        _ => return Err(USAGE.into()),
-    };
-    let cfg = config::load(std::path::Path::new(path))?;
+pub fn run(path: &std::path::Path, json: bool) -> Result<(), String> {
+    let cfg = config::load(path)?;
     // The same host checks as `check-config`, before anything is touched.
     let problems = crate::host_check::check(&cfg);
     if !problems.is_empty() {
         let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
-        return Err(format!("{path}: {} problem(s) on this host, nothing started:\n{}", problems.len(), list.join("\n")));
+        return Err(format!("{}: {} problem(s) on this host, nothing started:\n{}", path.display(), problems.len(), list.join("\n")));
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(
         // sqlx's pool reports, at warn, the idle sessions our own fence ends (it ends every
@@ -163,7 +153,7 @@ fn backends(cfg: &NodeConfig, local_ip: IpAddr, key: &Key) -> Result<Backends, S
         let mut c = FsSyncConfig::new(
             fs.paths.clone(),
             [(cfg.core.peer, SocketAddr::new(f.node.peer_ip, fs.rsync_port))].into_iter().collect(),
-            f.node.replication_bandwidth_kbps,
+            f.node.replication_bandwidth_kib_s,
             key.derived_password("rsync"),
             f.node.state_dir.join("fs"),
         );
@@ -254,13 +244,18 @@ async fn serve(cfg: NodeConfig) -> Result<(), String> {
         let facts = crate::api::health::Facts { components: cfg.core.components, mode: cfg.core.mode, node: cfg.core.node };
         let addrs = [SocketAddr::new(local_ip, a.port), SocketAddr::new(IpAddr::from([127, 0, 0, 1]), a.port)];
         let addresses =
-            serde_json::json!({ "me": local_ip.to_string(), "peer": f.node.peer_ip.to_string(), "bandwidth_kib_s": f.node.replication_bandwidth_kbps });
+            serde_json::json!({ "me": local_ip.to_string(), "peer": f.node.peer_ip.to_string(), "bandwidth_kib_s": f.node.replication_bandwidth_kib_s });
         let mut api = crate::api::Api::new(handle.clone(), token, facts, addresses);
         if f.cloud.is_some() {
             api.cloud_switchover = Some(Arc::new((f.node.control_socket.clone(), f.node.state_dir.join("cloud-switchover.json"))));
         }
-        crate::api::serve(&addrs, api).await?;
-        tracing::info!("HTTP API on {local_ip}:{0} and 127.0.0.1:{0}", a.port);
+        let tls = match (&a.tls_cert_file, &a.tls_key_file) {
+            (Some(cert), Some(key)) => Some(crate::api::serve::tls_config(cert, key)?),
+            _ => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        crate::api::serve(&addrs, api, tls).await?;
+        tracing::info!("HTTP API on {scheme}://{local_ip}:{0} and {scheme}://127.0.0.1:{0}", a.port);
     }
     crate::notify::spawn(handle.clone());
     let result = driver.run().await.map_err(|e| e.to_string());

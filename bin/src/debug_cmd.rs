@@ -2,34 +2,15 @@
 //! request) to a daemon, optionally forged or repeated, so that the lab can check that forged and
 //! replayed frames are refused.
 
+use crate::args::LabFrameArgs;
 use ridondato_adapters::auth_codec::{AuthCodec, Key};
 use ridondato_adapters::MessageCodec;
 use ridondato_core::{Message, NodeId};
 use std::net::SocketAddr;
 
-const USAGE: &str =
-    "usage: ridondato lab-frame --secret FILE --from ID --to ID --dest IP:PORT [--forge] [--repeat N] [--bind IP:PORT --save FILE] [--replay FILE]";
-
-pub fn run(args: &[String]) -> Result<(), String> {
-    let (mut secret, mut from, mut to, mut dest, mut forge, mut repeat) = (None, None, None, None, false, 1u32);
-    let (mut bind, mut save, mut replay) = (None, None, None);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = || it.next().cloned().ok_or_else(|| format!("{a} needs a value\n{USAGE}"));
-        match a.as_str() {
-            "--secret" => secret = Some(val()?),
-            "--from" => from = Some(val()?.parse::<u8>().map_err(|_| "--from: not a node id")?),
-            "--to" => to = Some(val()?.parse::<u8>().map_err(|_| "--to: not a node id")?),
-            "--dest" => dest = Some(val()?.parse::<SocketAddr>().map_err(|_| "--dest: expected IP:PORT")?),
-            "--repeat" => repeat = val()?.parse().map_err(|_| "--repeat: not a number")?,
-            "--forge" => forge = true,
-            "--bind" => bind = Some(val()?.parse::<SocketAddr>().map_err(|_| "--bind: expected IP:PORT")?),
-            "--save" => save = Some(val()?),
-            "--replay" => replay = Some(val()?),
-            other => return Err(format!("unknown option {other}\n{USAGE}")),
-        }
-    }
-    let (Some(secret), Some(from), Some(to), Some(dest)) = (secret, from, to, dest) else { return Err(USAGE.into()) };
+pub fn run(a: &LabFrameArgs) -> Result<(), String> {
+    let (secret, from, to, dest, forge, repeat, bind) = (&a.secret, a.from, a.to, a.dest, a.forge, a.repeat, a.bind);
+    let (save, replay) = (a.save.clone(), a.replay.clone());
     if let Some(file) = replay {
         // A frame captured earlier, sent again byte for byte.
         let frame = std::fs::read(&file).map_err(|e| format!("{file}: {e}"))?;

@@ -16,6 +16,17 @@ pub fn check(cfg: &NodeConfig) -> Vec<ConfigProblem> {
     if let Some(Err(e)) = f.api.as_ref().map(|a| crate::api::auth::Token::from_file(&a.token_file)) {
         problem("api.token_file", e);
     }
+    if let Some((cert, key)) = f.api.as_ref().and_then(|a| a.tls_cert_file.as_ref().zip(a.tls_key_file.as_ref())) {
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::metadata(key).map(|m| m.permissions().mode() & 0o777) {
+            Ok(mode) if mode & 0o077 != 0 => problem("api.tls_key_file", format!("{} is readable by others (mode {mode:o}): chmod 600 it", key.display())),
+            _ => {}
+        }
+        // The error names the file (api.tls_cert_file or api.tls_key_file) and what is wrong.
+        if let Err(e) = crate::api::serve::tls_config(cert, key) {
+            problem("api.tls", e);
+        }
+    }
     // `run` replaces a socket left by an earlier run: never a file that is not a socket (a
     // typo could otherwise delete the configuration itself).
     if let Ok(meta) = std::fs::symlink_metadata(&f.node.control_socket) {
@@ -26,7 +37,11 @@ pub fn check(cfg: &NodeConfig) -> Vec<ConfigProblem> {
     }
     // Components whose adapters have not landed yet are refused rather than half-run.
     if f.mongo.is_some() {
-        problem("mongo", "this build has no mongo adapter yet; remove the [mongo] section to run without it".to_string());
+        problem(
+            "mongo",
+            "the daemon does not run MongoDB yet (its adapter is tested, the daemon's wiring is not done); remove the [mongo] section to run without it"
+                .to_string(),
+        );
     }
     let ifaces = ridondato_adapters::lan::local_interfaces();
     let local = |ip: IpAddr| ifaces.iter().any(|(_, addrs)| addrs.iter().any(|(a, _)| *a == ip));

@@ -1,7 +1,9 @@
 //! `ridondato`: the daemon and the operator CLI.
 
 mod api;
+mod args;
 mod cli;
+mod client;
 mod cloud_cmd;
 mod config;
 mod control;
@@ -11,63 +13,69 @@ mod host_check;
 mod notify;
 mod sim_cmd;
 
-const USAGE: &str = "ridondato — a high-availability pair for a PBX
-
-usage:
-  ridondato run --config FILE               the daemon
-  ridondato check-config FILE               validate a node configuration
-  ridondato status [--json]                 this node's state, peer, VIP, replication, job, alarms
-  ridondato set-state master|slave|off      change this node's state (S15)
-  ridondato set-state master --accept-data-loss
-                                            promote past the promotion policy (logged)
-  ridondato set-state master|slave|off --peer
-                                            ask the peer node for that state (its rules decide)
-  ridondato switchover                      planned switch-over: the Slave becomes Master
-  ridondato cloud-switchover [--dry-run] [--abort] [--journal FILE]
-                                            cloud mode: the four switch-over steps (S14), each
-                                            verified, journaled, resumed by running it again
-  ridondato cloud move-ip NODE_ID | holder  cloud mode: move the public IP (read back) / who holds it
-  ridondato maintenance on|off              pause automatic failover (both nodes)
-  ridondato resync db|fs|all|cancel [--yes] forced resync from the Master, with progress
-                                            (db/all: asks first; this node's data is saved)
-  ridondato sim FILE... [--seed S]          run scenario files in the simulator
-  ridondato sim --sweep N [--seed S]        run N random fault schedules
-  ridondato sim --bench                     simulator speed
-  ridondato lab-frame ...                   send a (forged/repeated) frame, for lab tests
-Operator commands take --socket PATH or --config FILE (default socket /run/ridondato/control.sock).";
+use args::{Cli, LogFormat, OnOff, State, Verb};
+use clap::{CommandFactory, Parser};
+use client::{Failure, Node};
+use ridondato_core::{Command, Target};
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let rest = args.get(1..).unwrap_or(&[]);
-    let result = match args.first().map(String::as_str) {
-        Some("sim") => sim_cmd::run(rest),
-        Some("run") => daemon::run(rest),
-        Some("lab-frame") => debug_cmd::run(rest),
-        Some("check-config") => check_config(rest),
-        Some("status") => cli::status(rest),
-        Some("cloud") => cloud_cmd::cloud(rest),
-        Some("cloud-switchover") => cloud_cmd::switchover(rest),
-        Some(verb @ ("set-state" | "switchover" | "maintenance" | "resync")) => cli::command(verb, rest),
-        Some("help" | "-h" | "--help") | None => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        Some(other) => Err(format!("unknown command `{other}`\n\n{USAGE}")),
-    };
-    if let Err(e) = result {
-        eprintln!("error: {e}");
-        std::process::exit(1);
+    // Two TLS providers are compiled in (the AWS SDK brings aws-lc-rs, the MongoDB driver ring):
+    // rustls then cannot pick a process default by itself, so name one before any TLS is used.
+    let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // clap prints its own usage errors and exits 2, --help and --version 0.
+    let cli = Cli::parse();
+    let result = dispatch(cli.verb);
+    if let Err(f) = result {
+        let (code, msg) = match f {
+            Failure::Refused(m) => (1, m),
+            Failure::Usage(m) => (2, m),
+            Failure::Unreachable(m) => (3, m),
+        };
+        eprintln!("error: {msg}");
+        std::process::exit(code);
     }
 }
 
-fn check_config(args: &[String]) -> Result<(), String> {
-    let [file] = args else { return Err("usage: ridondato check-config FILE".into()) };
-    let c = config::load(std::path::Path::new(file))?;
+fn dispatch(verb: Verb) -> Result<(), Failure> {
+    match verb {
+        Verb::Run { config, log_format } => Ok(daemon::run(&config, log_format == LogFormat::Json)?),
+        Verb::CheckConfig { file } => Ok(check_config(&file)?),
+        Verb::Status { to, json } => cli::status(&Node::from_target(&to)?, json),
+        Verb::SetState { state, accept_data_loss, peer, to } => {
+            let target = match state {
+                State::Master => Target::Master,
+                State::Slave => Target::Slave,
+                State::Off => Target::Off,
+            };
+            let cmd = match (accept_data_loss, peer) {
+                (true, _) if target != Target::Master => return Err(Failure::Usage("--accept-data-loss goes with `set-state master` only".into())),
+                (true, _) => Command::ForceMaster,
+                (false, true) => Command::AskPeer(target),
+                (false, false) => Command::SetState(target),
+            };
+            cli::command(&Node::from_target(&to)?, cmd)
+        }
+        Verb::Switchover { to } => cli::command(&Node::from_target(&to)?, Command::Switchover),
+        Verb::CloudSwitchover { dry_run, abort, journal, to } => cloud_cmd::switchover(&to, journal, dry_run, abort),
+        Verb::Cloud { what } => cloud_cmd::cloud(&what),
+        Verb::Maintenance { mode, to } => cli::command(&Node::from_target(&to)?, Command::Maintenance(mode == OnOff::On)),
+        Verb::Resync { what, yes, no_wait, to } => cli::resync(&Node::from_target(&to)?, client::resync_kind(what), yes, no_wait),
+        Verb::Sim(a) => Ok(sim_cmd::run(&a)?),
+        Verb::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "ridondato", &mut std::io::stdout());
+            Ok(())
+        }
+        Verb::LabFrame(a) => Ok(debug_cmd::run(&a)?),
+    }
+}
+
+fn check_config(file: &std::path::Path) -> Result<(), String> {
+    let c = config::load(file)?;
     let problems = host_check::check(&c);
     if !problems.is_empty() {
         let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
-        return Err(format!("{file}: {} problem(s) on this host:\n{}", problems.len(), list.join("\n")));
+        return Err(format!("{}: {} problem(s) on this host:\n{}", file.display(), problems.len(), list.join("\n")));
     }
-    println!("{file}: valid — node {} ({:?} mode), peer {} at {}", c.core.node, c.core.mode, c.core.peer, c.file.node.peer_ip);
+    println!("{}: valid — node {} ({:?} mode), peer {} at {}", file.display(), c.core.node, c.core.mode, c.core.peer, c.file.node.peer_ip);
     Ok(())
 }

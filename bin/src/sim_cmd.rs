@@ -1,43 +1,21 @@
 //! `ridondato sim`: run scenario files (timeline and verdict) or a seed sweep.
 
+use crate::args::SimArgs;
 use ridondato_sim::sweep::{random_schedule, run_schedule, sweep};
 use ridondato_sim::trace::render;
 use ridondato_sim::Scenario;
 use std::time::Instant;
 
-const USAGE: &str =
-    "usage: ridondato sim FILE... [--seed S]\n       ridondato sim --sweep N [--seed S] [--threads T] [--trace] [--tier2]\n       ridondato sim --bench";
-
-pub fn run(args: &[String]) -> Result<(), String> {
-    let mut files = Vec::new();
-    let mut seed: Option<u64> = None;
-    let mut sweep_n: Option<u64> = None;
-    let mut threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut show_trace = false;
-    let mut tier2 = false;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
-        match a.as_str() {
-            "--seed" => seed = Some(val("--seed")?.parse().map_err(|_| "--seed: not a number".to_string())?),
-            "--sweep" => sweep_n = Some(val("--sweep")?.parse().map_err(|_| "--sweep: not a number".to_string())?),
-            "--threads" => threads = val("--threads")?.parse().map_err(|_| "--threads: not a number".to_string())?,
-            "--trace" => show_trace = true,
-            "--tier2" => tier2 = true,
-            "--bench" => return bench(),
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(());
-            }
-            s if s.starts_with('-') => return Err(format!("unknown option {s}\n{USAGE}")),
-            f => files.push(f.to_string()),
-        }
+pub fn run(a: &SimArgs) -> Result<(), String> {
+    if a.bench {
+        return bench();
     }
-    match (sweep_n, files.is_empty()) {
-        (Some(n), true) if tier2 => run_tier2(n, seed.unwrap_or(1)),
-        (Some(n), true) => run_sweep(n, seed.unwrap_or(1), threads, show_trace),
-        (None, false) => run_files(&files, seed),
-        _ => Err(USAGE.to_string()),
+    let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+    match (a.sweep, a.files.is_empty()) {
+        (Some(n), true) if a.tier2 => run_tier2(n, a.seed.unwrap_or(1)),
+        (Some(n), true) => run_sweep(n, a.seed.unwrap_or(1), threads, a.trace),
+        (None, false) => run_files(&a.files, a.seed),
+        _ => Err("give scenario FILEs, or --sweep N, or --bench (see `ridondato sim --help`)".into()),
     }
 }
 

@@ -78,6 +78,8 @@ fn health_checks_follow_the_roles_and_commands_need_the_token() {
     assert!(code == 200 && body.contains("\"role\":\"Master\""), "{code} {body}");
     let (code, body) = curl(&lab, &["-X", "POST", "-H", &auth, "-d", "{\"state\":\"primary\"}", &url(&lab, "a", "/state")]);
     assert!(code == 400 && body.contains("`primary` is not one of master, slave, off"), "{code} {body}");
+    let (code, _) = curl(&lab, &["-X", "POST", "-d", "{\"state\":\"primary\"}", &url(&lab, "a", "/state")]);
+    assert_eq!(code, 401, "without the token, the body is not even looked at");
     assert_eq!(lab.role("a"), "master", "nothing done on bad input");
 
     // The event stream, listened to from the client while the switch-over runs.
@@ -107,8 +109,18 @@ fn health_checks_follow_the_roles_and_commands_need_the_token() {
     assert!(code == 409 && body.contains("switchover"), "refused, and why: {code} {body}");
     let (code, metrics) = curl(&lab, &[&url(&lab, "b", "/metrics")]);
     assert_eq!(code, 200);
-    for line in ["ridondato_role{role=\"master\"} 1", "ridondato_promotions_total 1", "ridondato_peer_alive 1"] {
+    for line in [
+        "ridondato_role{role=\"master\"} 1",
+        "ridondato_promotions_total{kind=\"switchover\"} 1",
+        "ridondato_promotions_total{kind=\"failover\"} 0",
+        "ridondato_peer_alive 1",
+    ] {
         assert!(metrics.lines().any(|l| l == line), "missing `{line}`:\n{metrics}");
+    }
+    // Heartbeats flow both ways: b has sent and received some since it started.
+    for name in ["ridondato_messages_sent_total ", "ridondato_messages_received_total "] {
+        let n: u64 = metrics.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.parse().ok()).unwrap_or(0);
+        assert!(n > 5, "{name}{n}:\n{metrics}");
     }
 }
 
@@ -164,4 +176,65 @@ fn haproxy_with_the_example_config_follows_a_failover_within_one_check_interval(
     assert!(lab.wait_role("a", "slave", Duration::from_secs(5)), "a returns as Slave");
     wait_for("HAProxy to send reports to a", Duration::from_secs(5), || up(&lab, "pbx_reports", "node1") && !up(&lab, "pbx_reports", "node2"));
     assert!(up(&lab, "pbx_write", "node2") && !up(&lab, "pbx_write", "node1"));
+}
+
+/// The CLI run from the client's namespace against a node's API (`--url`, `--token-file`): the
+/// same verbs as on the node, exit codes as documented (1 refused, 2 bad usage, 3 unreachable).
+#[test]
+fn the_cli_drives_a_remote_node_through_the_api() {
+    if !lab_available() {
+        return;
+    }
+    let mut lab = api_lab("cli");
+    lab.start("a");
+    assert!(lab.wait_role("a", "master", Duration::from_secs(5)));
+    lab.start("b");
+    assert!(lab.wait_role("b", "slave", Duration::from_secs(5)));
+    let token = lab.work.join("api.token").display().to_string();
+    let a = url(&lab, "a", "");
+    let ns = lab.ns("c");
+    // (exit code, stdout + stderr) of `ridondato ARGS` in the client's namespace.
+    let cli = |args: &[&str]| {
+        let o = std::process::Command::new("ip").args(["netns", "exec", &ns, BIN]).args(args).output().expect("ridondato");
+        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr))
+    };
+    wait_for("a's API", Duration::from_secs(5), || cli(&["status", "--url", &a, "--token-file", &token]).0 == 0);
+    let (code, out) = cli(&["status", "--url", &a, "--token-file", &token]);
+    assert!(code == 0 && out.contains("node 1 (this)") && out.contains("node 2 (peer)"), "{code} {out}");
+    let role = out.lines().find(|l| l.starts_with("role")).unwrap_or_default().to_string();
+    assert!(role.contains("master") && role.contains("slave"), "{out}");
+    let (code, out) = cli(&["status", "--json", "--url", &a, "--token-file", &token]);
+    assert!(code == 0 && out.contains("\"role\": \"Master\""), "{code} {out}");
+
+    assert_eq!(cli(&["maintenance", "on", "--url", &a, "--token-file", &token]).0, 0);
+    let (_, out) = cli(&["status", "--url", &a, "--token-file", &token]);
+    assert!(out.contains("maintenance ON"), "{out}");
+    assert_eq!(cli(&["maintenance", "off", "--url", &a, "--token-file", &token]).0, 0);
+
+    // Refused by the node (1), and why; promoting past the policy stays on the node itself.
+    let (code, out) = cli(&["set-state", "master", "--url", &url(&lab, "b", ""), "--token-file", &token]);
+    assert!(code == 1 && out.contains("switchover"), "{code} {out}");
+    let (code, out) = cli(&["set-state", "master", "--accept-data-loss", "--url", &a, "--token-file", &token]);
+    assert!(code == 1 && out.contains("on the node itself"), "{code} {out}");
+    // A wrong token (1), a token file others can read (2), bad usage (2), no API there (3).
+    let wrong = lab.work.join("wrong.token");
+    std::fs::write(&wrong, "not-the-token-0123456789\n").expect("token");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let (code, out) = cli(&["status", "--url", &a, "--token-file", wrong.to_str().unwrap_or_default()]);
+    assert!(code == 1 && out.contains("token"), "{code} {out}");
+    std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (code, out) = cli(&["status", "--url", &a, "--token-file", wrong.to_str().unwrap_or_default()]);
+    assert!(code == 2 && out.contains("chmod 600"), "{code} {out}");
+    let (code, out) = cli(&["resync", "everything", "--url", &a, "--token-file", &token]);
+    assert!(code == 2 && out.contains("everything") && out.contains("db, fs, all"), "{code} {out}");
+    let (code, out) = cli(&["status", "--url", &format!("http://{}:1", lab.var("LAB_A")), "--token-file", &token]);
+    assert!(code == 3 && out.contains("cannot reach"), "{code} {out}");
+
+    // The switch-over from the client, then a completion script for the operator's shell.
+    let (code, out) = cli(&["switchover", "--url", &a, "--token-file", &token]);
+    assert_eq!(code, 0, "{out}");
+    assert!(lab.wait_role("b", "master", Duration::from_secs(10)) && lab.wait_role("a", "slave", Duration::from_secs(10)));
+    let (code, out) = cli(&["completions", "bash"]);
+    assert!(code == 0 && out.contains("cloud-switchover") && out.contains("--token-file"), "{code}");
 }

@@ -24,7 +24,7 @@ fn secret(d: &Path, mode: u32) -> PathBuf {
 /// A node on the loopback interface: valid on any host.
 fn config(d: &Path, secret: &Path, extra_node: &str, shared: &str, tail: &str) -> PathBuf {
     let text = format!(
-        "[node]\nid = 1\npeer_id = 2\npeer_ip = \"198.18.0.2\"\nmanagement_ip = \"127.0.0.1\"\nreplication_bandwidth_kbps = 1000\nsecret_file = \"{}\"\nstate_dir = \"{}\"\ncontrol_socket = \"{}\"\n{extra_node}\n[[shared_ip]]\n{shared}\nprimary = true\n{tail}",
+        "[node]\nid = 1\npeer_id = 2\npeer_ip = \"198.18.0.2\"\nmanagement_ip = \"127.0.0.1\"\nreplication_bandwidth_kib_s = 1000\nsecret_file = \"{}\"\nstate_dir = \"{}\"\ncontrol_socket = \"{}\"\n{extra_node}\n[[shared_ip]]\n{shared}\nprimary = true\n{tail}",
         secret.display(),
         d.join("state").display(),
         d.join("control.sock").display(),
@@ -59,7 +59,7 @@ fn host_problems_are_all_named_by_check_config_and_run_touches_nothing() {
     let c = d.join("node.toml");
     let extra = "[mongo]\nuri = \"x\"\nreplica_set = \"rs0\"\n";
     let text = format!(
-        "[node]\nid = 1\npeer_id = 2\npeer_ip = \"127.0.0.1\"\nreplication_bandwidth_kbps = 1000\nsecret_file = \"{}\"\nstate_dir = \"{}\"\ncontrol_socket = \"{}\"\n\n[[shared_ip]]\ninterface = \"nosuch0\"\naddress = \"198.18.77.100\"\nprefix = 24\nprimary = true\n\n[[shared_ip]]\ninterface = \"lo\"\naddress = \"198.18.77.101\"\nprefix = 24\n\n{extra}",
+        "[node]\nid = 1\npeer_id = 2\npeer_ip = \"127.0.0.1\"\nreplication_bandwidth_kib_s = 1000\nsecret_file = \"{}\"\nstate_dir = \"{}\"\ncontrol_socket = \"{}\"\n\n[[shared_ip]]\ninterface = \"nosuch0\"\naddress = \"198.18.77.100\"\nprefix = 24\nprimary = true\n\n[[shared_ip]]\ninterface = \"lo\"\naddress = \"198.18.77.101\"\nprefix = 24\n\n{extra}",
         s.display(),
         d.join("state").display(),
         c.display(),

@@ -35,6 +35,8 @@ async fn click_and_confirm(c: &Client, id: &str) -> Result<(), String> {
 /// The page's run, as a person would: a wrong token refused, the right one; both nodes shown;
 /// Resync FS on the Slave with its progress bar to 100 %; a switch-over from the page.
 async fn session(url: String, shot: std::path::PathBuf) -> Result<(), String> {
+    // Two TLS providers are compiled into the workspace: fantoccini needs the process default.
+    let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
     let mut caps = serde_json::Map::new();
     let args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1100,800"];
     caps.insert("goog:chromeOptions".into(), serde_json::json!({ "args": args, "binary": "/usr/bin/chromium" }));

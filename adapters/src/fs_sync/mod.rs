@@ -38,7 +38,7 @@ pub struct FsSyncConfig {
     /// Where this node's own rsync daemon listens (its management IP); `None`: no daemon.
     pub listen: Option<SocketAddr>,
     /// KiB/s (rsync's unit) for all file traffic, both directions, real-time and resync (S7).
-    pub bandwidth_kbps: u64,
+    pub bandwidth_kib_s: u64,
     pub secret: String,
     /// How long changes are gathered before a transfer (≤ 100 ms).
     pub batch: Duration,
@@ -55,13 +55,13 @@ pub struct FsSyncConfig {
 
 impl FsSyncConfig {
     /// The defaults around the fields every deployment sets.
-    pub fn new(paths: Vec<PathBuf>, peers: BTreeMap<NodeId, SocketAddr>, bandwidth_kbps: u64, secret: String, work_dir: PathBuf) -> FsSyncConfig {
+    pub fn new(paths: Vec<PathBuf>, peers: BTreeMap<NodeId, SocketAddr>, bandwidth_kib_s: u64, secret: String, work_dir: PathBuf) -> FsSyncConfig {
         FsSyncConfig {
             paths,
             excludes: Vec::new(),
             peers,
             listen: None,
-            bandwidth_kbps,
+            bandwidth_kib_s,
             secret,
             batch: Duration::from_millis(50),
             max_batch: 20_000,
@@ -153,8 +153,8 @@ impl RsyncFsSync {
                 return Err(AdapterError::new(format!("fs.paths[{i}]: {} is not a directory", p.display())));
             }
         }
-        if cfg.bandwidth_kbps == 0 {
-            return Err(AdapterError::new("the replication bandwidth must be above 0 KB/s"));
+        if cfg.bandwidth_kib_s == 0 {
+            return Err(AdapterError::new("the replication bandwidth must be above 0 KiB/s"));
         }
         if cfg.secret.is_empty() || cfg.secret.contains(['\n', ':']) {
             return Err(AdapterError::new("the cluster secret for rsync must be one line without ':'"));
@@ -174,7 +174,7 @@ impl RsyncFsSync {
             }
             None => None,
         };
-        let shaper = shaper::Shaper::new(cfg.bandwidth_kbps.saturating_mul(1024));
+        let shaper = shaper::Shaper::new(cfg.bandwidth_kib_s.saturating_mul(1024));
         Ok(RsyncFsSync { inner: Arc::new(Inner { cfg, shaper, relays: Default::default(), shared }), tasks: Mutex::new(Vec::new()), _daemon: daemon })
     }
 

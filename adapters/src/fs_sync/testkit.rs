@@ -13,11 +13,11 @@ pub fn free_addr() -> SocketAddr {
 }
 
 /// Node 1 on `a_dir`, node 2 on `b_dir`, their own files under `work/wa` and `work/wb`, capped
-/// at `kbps`; `tune` adjusts both configurations before the adapters start.
-pub fn pair(work: &Path, a_dir: &Path, b_dir: &Path, kbps: u64, tune: impl Fn(&mut FsSyncConfig)) -> (RsyncFsSync, RsyncFsSync) {
+/// at `kib_s`; `tune` adjusts both configurations before the adapters start.
+pub fn pair(work: &Path, a_dir: &Path, b_dir: &Path, kib_s: u64, tune: impl Fn(&mut FsSyncConfig)) -> (RsyncFsSync, RsyncFsSync) {
     let (a_addr, b_addr) = (free_addr(), free_addr());
     let node = |dir: &Path, me: &str, listen, peer: NodeId, peer_addr| {
-        let mut c = FsSyncConfig::new(vec![dir.to_path_buf()], [(peer, peer_addr)].into_iter().collect(), kbps, SECRET.into(), work.join(me));
+        let mut c = FsSyncConfig::new(vec![dir.to_path_buf()], [(peer, peer_addr)].into_iter().collect(), kib_s, SECRET.into(), work.join(me));
         c.listen = Some(listen);
         tune(&mut c);
         RsyncFsSync::new(c).expect("adapter")

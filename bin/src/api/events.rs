@@ -9,8 +9,36 @@ use tokio::sync::{broadcast, watch};
 /// Counted since the daemon started.
 #[derive(Debug, Default)]
 pub struct Counters {
-    pub promotions: AtomicU64,
+    /// Times this node became Master, by kind (see [`promotion_kind`]).
+    pub promotions: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     pub demotions: AtomicU64,
+}
+
+impl Counters {
+    pub fn promoted(&self, kind: &'static str) {
+        if let Ok(mut m) = self.promotions.lock() {
+            *m.entry(kind).or_default() += 1;
+        }
+    }
+
+    pub fn promotions(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.promotions.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}
+
+/// What made this node Master, told from the status just before: out of start-up, a failover
+/// (the peer was silent), a switch-over (the peer was heard: it handed over, or an operator
+/// moved the role while both ran), or an operator's command on a node whose services were off.
+pub fn promotion_kind(before: Option<&Status>) -> &'static str {
+    match before {
+        None => "startup",
+        Some(b) => match b.role {
+            Role::Booting => "startup",
+            Role::Off => "operator",
+            _ if b.peer.alive => "switchover",
+            _ => "failover",
+        },
+    }
 }
 
 /// One event: its SSE name and its JSON data.
@@ -58,12 +86,8 @@ pub fn spawn_watcher(mut rx: watch::Receiver<Option<Status>>, counters: Arc<Coun
         while rx.changed().await.is_ok() {
             let Some(now) = rx.borrow_and_update().clone() else { continue };
             let was_master = last.as_ref().is_some_and(|l| l.role == Role::Master);
-            if let Some(l) = &last {
-                if l.role != now.role && now.role == Role::Master {
-                    counters.promotions.fetch_add(1, Ordering::Relaxed);
-                }
-            } else if now.role == Role::Master {
-                counters.promotions.fetch_add(1, Ordering::Relaxed);
+            if now.role == Role::Master && !was_master {
+                counters.promoted(promotion_kind(last.as_ref()));
             }
             if was_master && now.role != Role::Master {
                 counters.demotions.fetch_add(1, Ordering::Relaxed);
@@ -92,6 +116,14 @@ mod tests {
         assert_eq!(ev.iter().map(|e| e.kind).collect::<Vec<_>>(), vec!["role", "alarm"]);
         assert_eq!(ev[0].data["to"], "master");
         assert_eq!(ev[1].data["raised"], "peer-silent");
+        let mut peer_heard = a.clone();
+        peer_heard.role = Role::Slave;
+        peer_heard.peer.alive = true;
+        let mut peer_silent = peer_heard.clone();
+        peer_silent.peer.alive = false;
+        assert_eq!(promotion_kind(Some(&peer_heard)), "switchover");
+        assert_eq!(promotion_kind(Some(&peer_silent)), "failover");
+        assert_eq!(promotion_kind(None), "startup");
         let back = diff(Some(&b), &a);
         assert_eq!(back[1].data["cleared"], "peer-silent");
         assert!(diff(Some(&a), &a).is_empty(), "no change, no event");

@@ -23,6 +23,11 @@ struct AlarmLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: String,
 }
@@ -46,7 +51,7 @@ fn counter(r: &mut Registry, name: &str, help: &str, v: u64) {
 }
 
 /// The exposition text.
-pub fn render(s: &Status, drops: &BTreeMap<String, u64>, counters: &Counters) -> String {
+pub fn render(s: &Status, drops: &BTreeMap<String, u64>, link: (u64, u64), counters: &Counters) -> String {
     let mut r = Registry::with_prefix("ridondato");
     let roles: Family<RoleLabel, Gauge> = Family::default();
     for role in [Role::Booting, Role::Master, Role::Slave, Role::Off] {
@@ -87,7 +92,13 @@ pub fn render(s: &Status, drops: &BTreeMap<String, u64>, counters: &Counters) ->
         rejected.get_or_create(&ReasonLabel { reason: reason.clone() }).inc_by(*n);
     }
     r.register("datagrams_rejected", "Datagrams refused by the peer link, by reason", rejected);
-    counter(&mut r, "promotions", "Times this node became Master since start", counters.promotions.load(Ordering::Relaxed));
+    counter(&mut r, "messages_sent", "Messages (heartbeats and the rest) sent to the peer", link.0);
+    counter(&mut r, "messages_received", "Authenticated messages received from the peer", link.1);
+    let promotions: Family<KindLabel, Counter> = Family::default();
+    for kind in ["startup", "failover", "switchover", "operator"] {
+        promotions.get_or_create(&KindLabel { kind: kind.into() }).inc_by(counters.promotions().get(kind).copied().unwrap_or(0));
+    }
+    r.register("promotions", "Times this node became Master since start, by kind (startup, failover, switchover, operator)", promotions);
     counter(&mut r, "demotions", "Times this node stopped being Master since start", counters.demotions.load(Ordering::Relaxed));
     let mut out = String::new();
     let _ = prometheus_client::encoding::text::encode(&mut out, &r);
@@ -106,14 +117,18 @@ mod tests {
         s.alarms = vec![Alarm::PeerSilent];
         let drops = [("bad tag".to_string(), 7)].into_iter().collect();
         let c = Counters::default();
-        c.promotions.store(2, Ordering::Relaxed);
-        let out = render(&s, &drops, &c);
+        c.promoted("failover");
+        c.promoted("failover");
+        let out = render(&s, &drops, (40, 39), &c);
         for line in [
             "ridondato_role{role=\"master\"} 1",
             "ridondato_role{role=\"slave\"} 0",
             "ridondato_alarm{alarm=\"peer-silent\"} 1",
             "ridondato_datagrams_rejected_total{reason=\"bad tag\"} 7",
-            "ridondato_promotions_total 2",
+            "ridondato_promotions_total{kind=\"failover\"} 2",
+            "ridondato_promotions_total{kind=\"switchover\"} 0",
+            "ridondato_messages_sent_total 40",
+            "ridondato_messages_received_total 39",
             "# TYPE ridondato_epoch gauge",
         ] {
             assert!(out.lines().any(|l| l == line), "missing `{line}` in:\n{out}");

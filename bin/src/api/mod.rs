@@ -11,6 +11,7 @@ pub mod auth;
 pub mod events;
 pub mod health;
 pub mod metrics;
+pub mod serve;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -23,6 +24,7 @@ use ridondato_adapters::DriverHandle;
 use ridondato_core::{Command, ResyncKind, Target};
 use serde_json::json;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -69,17 +71,11 @@ pub fn router(api: Api) -> Router {
         .with_state(api)
 }
 
-/// Serves on each address until the daemon ends; a port in use is an error at start.
-pub async fn serve(addrs: &[SocketAddr], api: Api) -> Result<(), String> {
+/// Serves on each address until the daemon ends (over TLS when configured); a port in use is
+/// an error at start.
+pub async fn serve(addrs: &[SocketAddr], api: Api, tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>) -> Result<(), String> {
     for &addr in addrs {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("api: listening on {addr}: {e}"))?;
-        let app = router(api.clone());
-        tokio::spawn(async move {
-            // axum's accept loop pauses and goes on after an accept error (out of descriptors).
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!("api on {addr}: {e}");
-            }
-        });
+        serve::listen(addr, router(api.clone()), tls.clone(), serve::Limits::default()).await?;
     }
     Ok(())
 }
@@ -146,7 +142,12 @@ async fn metrics(State(api): State<Api>) -> Response {
     match current(&api) {
         Some(s) => (
             [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-            metrics::render(&s, &api.handle.stats.drops.totals(), &api.counters),
+            metrics::render(
+                &s,
+                &api.handle.stats.drops.totals(),
+                (api.handle.stats.sent.load(Ordering::Relaxed), api.handle.stats.received.load(Ordering::Relaxed)),
+                &api.counters,
+            ),
         )
             .into_response(),
         None => starting(),
@@ -231,6 +232,10 @@ fn cut(s: &str) -> String {
 
 /// `{"state": "master|slave|off"}`, and `"node": "peer"` to ask the peer (as `--peer`).
 async fn state(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
+    // The token first: a caller without it learns nothing, not even what a good body is.
+    if let Err(r) = authorize(&api, &headers) {
+        return r;
+    }
     let target = match field(&body, "state", &["master", "slave", "off"]) {
         Ok("master") => Target::Master,
         Ok("slave") => Target::Slave,
@@ -254,15 +259,13 @@ async fn switchover(State(api): State<Api>, headers: HeaderMap) -> Response {
 /// journal, so the CLI can resume a run the API started); `{"dry_run": true}` answers the plan.
 /// Progress goes to the log and, as role changes, to `/events`.
 async fn cloud_switchover(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
-    use std::sync::atomic::Ordering;
     if let Err(r) = authorize(&api, &headers) {
         return r;
     }
     let Some(paths) = api.cloud_switchover.clone() else { return error(StatusCode::CONFLICT, "this node is not in cloud mode") };
     let dry_run = serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v.get("dry_run").and_then(|d| d.as_bool())).unwrap_or(false);
-    let mut args = vec!["--socket".to_string(), paths.0.display().to_string(), "--journal".into(), paths.1.display().to_string()];
+    let args = crate::cloud_cmd::Switchover { socket: paths.0.clone(), journal: paths.1.clone(), dry_run, abort: false };
     if dry_run {
-        args.push("--dry-run".into());
         let plan = tokio::task::spawn_blocking(move || {
             let mut lines = Vec::new();
             crate::cloud_cmd::switchover_with(&args, &mut |l| lines.push(l.to_string())).map(|()| lines)
@@ -290,6 +293,9 @@ async fn cloud_switchover(State(api): State<Api>, headers: HeaderMap, body: Byte
 }
 
 async fn maintenance(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorize(&api, &headers) {
+        return r;
+    }
     match field(&body, "maintenance", &["on", "off"]) {
         Ok(v) => run(&api, &headers, Command::Maintenance(v == "on")).await,
         Err(r) => r,
@@ -297,6 +303,9 @@ async fn maintenance(State(api): State<Api>, headers: HeaderMap, body: Bytes) ->
 }
 
 async fn resync(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorize(&api, &headers) {
+        return r;
+    }
     let kind = match field(&body, "resync", &["db", "fs", "all"]) {
         Ok("db") => ResyncKind::Db,
         Ok("fs") => ResyncKind::Fs,
