@@ -123,3 +123,62 @@ async fn a_returning_old_master_reports_its_rollback() -> R {
     assert_eq!(ids(&direct(p.b_addr).await?).await?.len(), 1, "the cut-off writes are not on the new Master");
     Ok(())
 }
+
+/// The Slave's member rebuilt by MongoDB's initial sync: stopped and started through hooks (the
+/// peer's binary stands in for mongod), its old data moved aside, progress monotone to 100 %,
+/// a replicating secondary with every document at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_rebuilds_the_slaves_member_with_monotone_progress() -> R {
+    use ridondato_adapters::mongo::ResyncSetup;
+    use ridondato_adapters::services_cmd::{CommandServices, ServiceControl};
+    let peer_bin = std::env::current_exe()?.parent().and_then(|d| d.parent()).map(|d| d.join("ridondato-mongo-peer")).ok_or("target dir")?;
+    assert!(peer_bin.exists(), "{} is missing: `cargo test --workspace` builds it (or `cargo build -p ridondato-mongo-peer`)", peer_bin.display());
+    let (a_dir, work) = (fresh_dir("ad-resync-a"), fresh_dir("ad-resync-b"));
+    let b_dir = work.join("data");
+    std::fs::create_dir_all(&b_dir)?;
+    let a = start(&a_dir, any_port(), 0).await?;
+    let b_addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let pid = work.join("pid");
+    let start_b = format!(
+        "{} --bind {b_addr} --replSet rs0 --dbpath {} --initial-sync-bytes-per-sec 400000 >{} 2>&1 & echo $! > {}",
+        peer_bin.display(),
+        b_dir.display(),
+        work.join("log").display(),
+        pid.display()
+    );
+    let stop_b = format!("p=$(cat {}); kill $p; while kill -0 $p 2>/dev/null; do sleep 0.05; done", pid.display());
+    let control = CommandServices { control: ServiceControl::Hooks { start: start_b, stop: stop_b.clone() }, timeout: Duration::from_secs(10) };
+    ridondato_adapters::Services::start(&control).await?;
+    let (a_host, b_host) = (a.host().to_string(), b_addr.to_string());
+    let ca = direct(a.addr()).await?;
+    admin(&ca, doc! {"replSetInitiate": config(&a_host, &b_host, 1, 1)}).await?;
+    wait_for("A primary", 10, || async { admin(&ca, doc! {"hello": 1}).await.ok()?.get_bool("isWritablePrimary").ok()?.then_some(()) }).await?;
+    let calls = ca.database("app").collection::<Document>("calls");
+    calls.insert_many((0..1500i64).map(|i| doc! {"_id": i, "pad": "x".repeat(1000)})).await?;
+    let cb = direct(b_addr).await?;
+    caught_up(&ca, &cb).await?;
+
+    let cfg = MongoConfig {
+        uri: format!("mongodb://{b_addr}/"),
+        replica_set: "rs0".into(),
+        me: b_host.clone(),
+        peer: a_host.clone(),
+        timeout: Duration::from_secs(10),
+    };
+    let mb = MongoMember::connect(cfg).await?.with_resync(ResyncSetup { control: control.clone(), data_dir: b_dir.clone(), within: Duration::from_secs(60) });
+    let seen = Arc::new(Mutex::new(Vec::<(u64, u64)>::new()));
+    let s2 = seen.clone();
+    mb.resync(Arc::new(move |p| s2.lock().map(|mut v| v.push((p.done, p.total))).unwrap_or(()))).await?;
+    let seen = seen.lock().map(|v| v.clone()).unwrap_or_default();
+    let pct: Vec<u64> = seen.iter().map(|(d, t)| if *t == 0 { 0 } else { d * 100 / t }).collect();
+    println!("mongo resync progress samples (%): {pct:?}");
+    assert!(pct.len() >= 3 && pct.windows(2).all(|w| w[0] <= w[1]) && pct.last() == Some(&100), "{pct:?}");
+    assert_eq!(mb.report().await?.state, "SECONDARY");
+    assert_eq!(ids(&cb).await?.len(), 1500, "every document on the rebuilt member");
+    let saved = std::fs::read_dir(&work)?.filter_map(Result::ok).any(|e| e.file_name().to_string_lossy().starts_with("data.before-resync-"));
+    assert!(saved, "the old data is kept aside");
+    let _ = tokio::process::Command::new("sh").args(["-c", &stop_b]).status().await;
+    let _ = std::fs::remove_dir_all(&work);
+    let _ = std::fs::remove_dir_all(&a_dir);
+    Ok(())
+}

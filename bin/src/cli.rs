@@ -128,6 +128,44 @@ pub fn command(node: &Node, cmd: Command) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `switchover`: sends it, then prints each change of the two roles until they have swapped
+/// (or the node says it failed, or 30 s pass).
+pub fn switchover(node: &Node) -> Result<(), Failure> {
+    let (before, _) = node.status()?;
+    println!("{}", node.command(Command::Switchover)?);
+    let started = std::time::Instant::now();
+    let mut last = String::new();
+    loop {
+        let (s, _) = node.status()?;
+        let peer = s.peer.role.map_or("unknown".to_string(), |r| r.to_string());
+        let line = format!(
+            "  node {}: {}{}   node {}: {}{}",
+            s.node.0,
+            s.role,
+            s.transition.as_ref().map(|t| format!(" ({t})")).unwrap_or_default(),
+            s.peer.id.0,
+            peer,
+            if s.peer.alive { "" } else { " (not heard)" }
+        );
+        if line != last {
+            println!("{line}");
+            last = line;
+        }
+        if s.role != before.role && s.peer.role == Some(before.role) && s.peer.alive && s.transition.is_none() {
+            let master = if s.role == ridondato_core::Role::Master { s.node.0 } else { s.peer.id.0 };
+            println!("switch-over done in {} ms: node {master} is Master", started.elapsed().as_millis());
+            return Ok(());
+        }
+        if s.alarms.iter().any(|a| matches!(a, ridondato_core::Alarm::SwitchoverFailed)) && started.elapsed() > Duration::from_secs(1) {
+            return Err("the switch-over failed (alarm switchover-failed): see `ridondato status` and the log".into());
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err("the switch-over did not complete within 30 s: see `ridondato status`".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// `resync`: asks first when the database is to be replaced, starts the job, and follows it
 /// with a progress bar until it ends (unless `no_wait`).
 pub fn resync(node: &Node, kind: Option<ResyncKind>, yes: bool, no_wait: bool) -> Result<(), Failure> {

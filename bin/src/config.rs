@@ -187,12 +187,34 @@ fn default_promote_timeout() -> u64 {
     10_000
 }
 
+/// MongoDB (S6): this node's member of a two-member replica set that follows the node's role.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // validated now, read by its adapter when that lands (issues 4, 5)
 pub struct MongoSection {
+    /// The local member (`mongodb://127.0.0.1:27017/`); `directConnection=true` is added.
     pub uri: String,
     pub replica_set: String,
+    /// This member's and the peer's `host:port` as the replica-set configuration names them.
+    pub member: String,
+    pub peer_member: String,
+    /// How long a promotion may take to be writable primary, and a hand-over its catch-up.
+    #[serde(default = "default_mongo_timeout")]
+    pub timeout_ms: u64,
+    /// For the resync job: the member's systemd unit, or start/stop hooks, and its data directory.
+    pub unit: Option<String>,
+    pub start_hook: Option<String>,
+    pub stop_hook: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    /// How long an initial sync may take.
+    #[serde(default = "default_mongo_resync")]
+    pub resync_timeout_s: u64,
+}
+
+fn default_mongo_timeout() -> u64 {
+    10_000
+}
+fn default_mongo_resync() -> u64 {
+    3600
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -501,6 +523,33 @@ pub fn parse(text: &str) -> Result<NodeConfig, Vec<ConfigProblem>> {
             _ => {}
         }
     }
+    if let Some(m) = &file.mongo {
+        if !m.uri.starts_with("mongodb://") {
+            problems.push(problem("mongo.uri", format!("`{}`: expected mongodb://host:port/", m.uri)));
+        }
+        if m.replica_set.is_empty() {
+            problems.push(problem("mongo.replica_set", "must name the replica set"));
+        }
+        for (field, v) in [("mongo.member", &m.member), ("mongo.peer_member", &m.peer_member)] {
+            if v.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
+                problems.push(problem(field, format!("`{v}`: expected host:port as in the replica-set configuration")));
+            }
+        }
+        if m.member == m.peer_member {
+            problems.push(problem("mongo.peer_member", "equals mongo.member"));
+        }
+        if m.timeout_ms == 0 {
+            problems.push(problem("mongo.timeout_ms", "must be greater than 0"));
+        }
+        if m.start_hook.is_some() != m.stop_hook.is_some() || (m.unit.is_some() && m.start_hook.is_some()) {
+            problems.push(problem("mongo.start_hook", "give the unit, or both start_hook and stop_hook"));
+        }
+        if let Some(d) = &m.data_dir {
+            if !d.is_absolute() || d.parent().is_none_or(|p| p == Path::new("/")) {
+                problems.push(problem("mongo.data_dir", format!("`{}` must be an absolute path below a directory other than /", d.display())));
+            }
+        }
+    }
     if let Some(s) = &file.services {
         if s.units.is_empty() && s.start_hook.is_none() {
             problems.push(problem("services", "give systemd units or a start_hook, or remove [services]"));
@@ -632,6 +681,19 @@ primary = true
     fn every_problem_is_named_at_once() {
         let bad = GOOD.replace("prefix = 24", "prefix = 40").replace("replication_bandwidth_kib_s = 1000", "replication_bandwidth_kib_s = 0");
         assert_eq!(fields(&bad), vec!["node.replication_bandwidth_kib_s", "shared_ip[0].prefix"]);
+    }
+
+    #[test]
+    fn a_mongo_section_is_checked_field_by_field() {
+        let good = format!(
+            "{GOOD}\n[mongo]\nuri = \"mongodb://127.0.0.1:27017/\"\nreplica_set = \"rs0\"\nmember = \"198.18.0.1:27017\"\npeer_member = \"198.18.0.2:27017\"\n"
+        );
+        let c = parse(&good).expect("valid");
+        assert!(c.core.components.mongo);
+        let bad = good
+            .replace("mongodb://127.0.0.1:27017/", "http://x")
+            .replace("peer_member = \"198.18.0.2:27017\"", "peer_member = \"198.18.0.2\"\nstart_hook = \"true\"\ndata_dir = \"/mongo\"");
+        assert_eq!(fields(&bad), vec!["mongo.uri", "mongo.peer_member", "mongo.start_hook", "mongo.data_dir"]);
     }
 
     #[test]

@@ -165,6 +165,34 @@ fn backends(cfg: &NodeConfig, local_ip: IpAddr, key: &Key) -> Result<Backends, S
     Ok(b)
 }
 
+/// The local member of the replica set, with its resync job when the unit (or hooks) and the
+/// data directory are given.
+async fn mongo_adapter(m: &crate::config::MongoSection) -> Result<ridondato_adapters::mongo::MongoMember, String> {
+    use ridondato_adapters::mongo::{MongoConfig, MongoMember, ResyncSetup};
+    use ridondato_adapters::services_cmd::{CommandServices, ServiceControl};
+    let cfg = MongoConfig {
+        uri: m.uri.clone(),
+        replica_set: m.replica_set.clone(),
+        me: m.member.clone(),
+        peer: m.peer_member.clone(),
+        timeout: Duration::from_millis(m.timeout_ms),
+    };
+    let member = MongoMember::connect(cfg).await.map_err(|e| format!("[mongo]: {}", e.0))?;
+    let control = match (&m.unit, &m.start_hook, &m.stop_hook) {
+        (Some(unit), _, _) => Some(ServiceControl::Systemd(vec![unit.clone()])),
+        (None, Some(start), Some(stop)) => Some(ServiceControl::Hooks { start: start.clone(), stop: stop.clone() }),
+        _ => None,
+    };
+    Ok(match (control, &m.data_dir) {
+        (Some(control), Some(dir)) => member.with_resync(ResyncSetup {
+            control: CommandServices { control, timeout: Duration::from_millis(m.timeout_ms.max(30_000)) },
+            data_dir: dir.clone(),
+            within: Duration::from_secs(m.resync_timeout_s),
+        }),
+        _ => member,
+    })
+}
+
 async fn serve(cfg: NodeConfig) -> Result<(), String> {
     let f = &cfg.file;
     let key = Key::from_file(&f.node.secret_file).map_err(|e| format!("node.secret_file: {e}"))?;
@@ -173,6 +201,9 @@ async fn serve(cfg: NodeConfig) -> Result<(), String> {
         None => route_source(f.node.peer_ip).map_err(|e| format!("node.management_ip: {e}"))?,
     };
     let mut backends = backends(&cfg, local_ip, &key)?;
+    if let Some(m) = &f.mongo {
+        backends.mongo = Arc::new(mongo_adapter(m).await?);
+    }
     let cloud = match &f.cloud {
         Some(c) => {
             let cloud = Arc::new(cloud_adapter(&cfg, c).await?);

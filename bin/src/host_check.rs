@@ -35,14 +35,6 @@ pub fn check(cfg: &NodeConfig) -> Vec<ConfigProblem> {
             problem("node.control_socket", format!("{} exists and is not a socket: refusing to replace it", f.node.control_socket.display()));
         }
     }
-    // Components whose adapters have not landed yet are refused rather than half-run.
-    if f.mongo.is_some() {
-        problem(
-            "mongo",
-            "the daemon does not run MongoDB yet (its adapter is tested, the daemon's wiring is not done); remove the [mongo] section to run without it"
-                .to_string(),
-        );
-    }
     let ifaces = ridondato_adapters::lan::local_interfaces();
     let local = |ip: IpAddr| ifaces.iter().any(|(_, addrs)| addrs.iter().any(|(a, _)| *a == ip));
     if local(f.node.peer_ip) {

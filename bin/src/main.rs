@@ -55,7 +55,7 @@ fn dispatch(verb: Verb) -> Result<(), Failure> {
             };
             cli::command(&Node::from_target(&to)?, cmd)
         }
-        Verb::Switchover { to } => cli::command(&Node::from_target(&to)?, Command::Switchover),
+        Verb::Switchover { to } => cli::switchover(&Node::from_target(&to)?),
         Verb::CloudSwitchover { dry_run, abort, journal, to } => cloud_cmd::switchover(&to, journal, dry_run, abort),
         Verb::Cloud { what } => cloud_cmd::cloud(&what),
         Verb::Maintenance { mode, to } => cli::command(&Node::from_target(&to)?, Command::Maintenance(mode == OnOff::On)),

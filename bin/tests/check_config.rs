@@ -57,7 +57,7 @@ fn host_problems_are_all_named_by_check_config_and_run_touches_nothing() {
     let s = secret(&d, 0o644);
     // The control socket path names the configuration file itself (a typo).
     let c = d.join("node.toml");
-    let extra = "[mongo]\nuri = \"x\"\nreplica_set = \"rs0\"\n";
+    let extra = "";
     let text = format!(
         "[node]\nid = 1\npeer_id = 2\npeer_ip = \"127.0.0.1\"\nreplication_bandwidth_kib_s = 1000\nsecret_file = \"{}\"\nstate_dir = \"{}\"\ncontrol_socket = \"{}\"\n\n[[shared_ip]]\ninterface = \"nosuch0\"\naddress = \"198.18.77.100\"\nprefix = 24\nprimary = true\n\n[[shared_ip]]\ninterface = \"lo\"\naddress = \"198.18.77.101\"\nprefix = 24\n\n{extra}",
         s.display(),
@@ -69,7 +69,7 @@ fn host_problems_are_all_named_by_check_config_and_run_touches_nothing() {
         let args: Vec<&str> = if verb == "run" { vec!["run", "--config", c.to_str().unwrap_or_default()] } else { vec![verb, c.to_str().unwrap_or_default()] };
         let (ok, out) = run(&args);
         assert!(!ok, "{verb} refuses: {out}");
-        for field in ["node.secret_file", "node.control_socket", "node.peer_ip", "shared_ip[0].interface", "shared_ip[1].address", "mongo"] {
+        for field in ["node.secret_file", "node.control_socket", "node.peer_ip", "shared_ip[0].interface", "shared_ip[1].address"] {
             assert!(out.contains(field), "{verb} names {field}:\n{out}");
         }
         assert!(out.contains("chmod 600") && out.contains("no interface nosuch0") && out.contains("outside every IPv4 subnet of lo"), "{out}");

@@ -14,6 +14,10 @@
 //!   way this member is then frozen so that it cannot be re-elected behind the core's back.
 //! - `report`: state, optime, lag behind the primary, rollbacks seen, for the status.
 
+mod resync;
+
+pub use resync::ResyncSetup;
+
 use crate::traits::{AdapterError, AdapterResult, Mongo, ProgressFn};
 use async_trait::async_trait;
 use mongodb::bson::{doc, Bson, Document};
@@ -54,6 +58,7 @@ pub struct MongoReport {
 pub struct MongoMember {
     client: Client,
     cfg: MongoConfig,
+    resync: Option<ResyncSetup>,
 }
 
 fn err(what: &str, e: impl std::fmt::Display) -> AdapterError {
@@ -65,7 +70,13 @@ impl MongoMember {
         let sep = if cfg.uri.contains('?') { '&' } else { '?' };
         let uri = format!("{}{sep}directConnection=true&serverSelectionTimeoutMS=2000&connectTimeoutMS=2000", cfg.uri);
         let client = Client::with_uri_str(&uri).await.map_err(|e| err("the local member's URI", e))?;
-        Ok(MongoMember { client, cfg })
+        Ok(MongoMember { client, cfg, resync: None })
+    }
+
+    /// Enables the resync job (how to stop and start the member, where its data lives).
+    pub fn with_resync(mut self, setup: ResyncSetup) -> MongoMember {
+        self.resync = Some(setup);
+        self
     }
 
     async fn admin(&self, cmd: Document) -> AdapterResult<Document> {
@@ -199,7 +210,10 @@ impl Mongo for MongoMember {
         self.until("a secondary", |h| !h.get_bool("isWritablePrimary").unwrap_or(true)).await
     }
 
-    async fn resync(&self, _progress: ProgressFn) -> AdapterResult<()> {
-        Err(AdapterError::new("mongo: resync is not available in this build (the member must be rebuilt by hand: stop it, empty its data directory, start it)"))
+    async fn resync(&self, progress: ProgressFn) -> AdapterResult<()> {
+        match &self.resync {
+            Some(setup) => self.run_resync(setup, progress).await,
+            None => Err(AdapterError::new("mongo resync: set [mongo] unit (or start_hook and stop_hook) and data_dir to let ridondato rebuild this member")),
+        }
     }
 }
