@@ -403,8 +403,11 @@ pub fn parse(text: &str) -> Result<NodeConfig, Vec<ConfigProblem>> {
             Mode::Lan
         }
     };
-    if n.id == 0 || n.peer_id == 0 {
+    if n.id == 0 {
         problems.push(problem("node.id", "node ids start at 1"));
+    }
+    if n.peer_id == 0 {
+        problems.push(problem("node.peer_id", "node ids start at 1"));
     }
     if n.replication_bandwidth_kib_s == 0 {
         problems.push(problem("node.replication_bandwidth_kib_s", "must be greater than 0 KiB/s"));
@@ -562,6 +565,9 @@ pub fn parse(text: &str) -> Result<NodeConfig, Vec<ConfigProblem>> {
         if !db.dsn.starts_with("mysql://") && !db.dsn.starts_with("mariadb://") {
             problems.push(problem("db.dsn", "must be a mysql:// or mariadb:// URL"));
         }
+        if db.peer_port == 0 {
+            problems.push(problem("db.peer_port", "must be a port number above 0"));
+        }
         if db.repl_user.is_empty() {
             problems.push(problem("db.repl_user", "must not be empty"));
         }
@@ -612,8 +618,11 @@ pub fn parse(text: &str) -> Result<NodeConfig, Vec<ConfigProblem>> {
     if file.garp.count == 0 {
         problems.push(problem("garp.count", "send at least one gratuitous ARP"));
     }
-    if file.garp.probe_count == 0 || file.garp.probe_wait_ms < 10 {
-        problems.push(problem("garp.probe_wait_ms", "the ARP probe needs at least one probe and 10 ms to hear an answer"));
+    if file.garp.probe_count == 0 {
+        problems.push(problem("garp.probe_count", "the ARP probe needs at least one probe"));
+    }
+    if file.garp.probe_wait_ms < 10 {
+        problems.push(problem("garp.probe_wait_ms", "the ARP probe needs at least 10 ms to hear an answer"));
     }
     let core = Config {
         node: NodeId(n.id),
@@ -635,7 +644,14 @@ pub fn parse(text: &str) -> Result<NodeConfig, Vec<ConfigProblem>> {
         semi_sync: file.db.as_ref().is_some_and(|db| db.semi_sync),
     };
     if let Err(e) = core.validate() {
-        problems.push(problem(e.field, e.reason));
+        // The core names its own settings; say them as the file spells them.
+        let field = match e.field {
+            "timing.db_down_handover_ms" => "db.down_handover_ms",
+            "node.id" if n.id != n.peer_id => "node.id",
+            "node.id" => "node.peer_id",
+            f => f,
+        };
+        problems.push(problem(field, e.reason));
     }
     if problems.is_empty() {
         Ok(NodeConfig { file, core })
@@ -694,6 +710,16 @@ primary = true
             .replace("mongodb://127.0.0.1:27017/", "http://x")
             .replace("peer_member = \"198.18.0.2:27017\"", "peer_member = \"198.18.0.2\"\nstart_hook = \"true\"\ndata_dir = \"/mongo\"");
         assert_eq!(fields(&bad), vec!["mongo.uri", "mongo.peer_member", "mongo.start_hook", "mongo.data_dir"]);
+    }
+
+    #[test]
+    fn each_problem_is_named_as_the_file_spells_it() {
+        let bad = GOOD.replace("peer_id = 2", "peer_id = 0");
+        assert!(fields(&bad).contains(&"node.peer_id".to_string()), "{:?}", fields(&bad));
+        let same = GOOD.replace("peer_id = 2", "peer_id = 1");
+        assert_eq!(fields(&same), vec!["node.peer_id"]);
+        let garp = format!("{GOOD}\n[garp]\nprobe_count = 0\n");
+        assert_eq!(fields(&garp), vec!["garp.probe_count"]);
     }
 
     #[test]

@@ -353,9 +353,9 @@ impl Db for MariaDb {
         sqlx::query("SET GLOBAL slave_net_timeout = 4").execute(&mut *c).await.map_err(db_err("slave_net_timeout"))?;
         let change = format!(
             "CHANGE MASTER TO MASTER_HOST = '{}', MASTER_PORT = {port}, MASTER_USER = '{}', MASTER_PASSWORD = '{}', MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1, MASTER_HEARTBEAT_PERIOD = 1",
-            host.replace('\'', ""),
-            self.cfg.repl_user.replace('\'', ""),
-            self.cfg.repl_password.replace('\'', "")
+            sql_text(&host),
+            sql_text(&self.cfg.repl_user),
+            sql_text(&self.cfg.repl_password)
         );
         sqlx::query(&change).execute(&mut *c).await.map_err(db_err("CHANGE MASTER"))?;
         if self.cfg.semi_sync {
@@ -441,4 +441,20 @@ fn replication_of(st: &BTreeMap<String, String>) -> Replication {
 /// Opens a one-off connection (used by the test harness and `check-config`).
 pub async fn connect(opts: &MySqlConnectOptions) -> AdapterResult<MySqlConnection> {
     MySqlConnection::connect_with(opts).await.map_err(db_err("connecting"))
+}
+
+/// The inside of a single-quoted SQL string: a quote doubled, a backslash escaped (the server's
+/// default sql_mode reads backslash escapes). CHANGE MASTER takes no placeholders, and dropping
+/// the characters instead would set a different password than the operator's.
+fn sql_text(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('\'', "''")
+}
+
+#[cfg(test)]
+mod sql_text_tests {
+    #[test]
+    fn quotes_and_backslashes_survive() {
+        assert_eq!(super::sql_text(r"it's a \ pass"), r"it''s a \\ pass");
+        assert_eq!(super::sql_text("plain"), "plain");
+    }
 }
