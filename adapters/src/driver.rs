@@ -53,6 +53,10 @@ pub struct DriverConfig {
     /// Deadline of a database catch-up or promotion: they wait for the relay log to be applied
     /// (the adapter's own bound), so they get that bound plus a margin, not `op_deadline`.
     pub db_apply_deadline: Duration,
+    /// Deadline of starting or stopping the application's services and of promoting or demoting
+    /// MongoDB: the adapters' own bounds (`services.timeout_ms`, `mongo.timeout_ms`) plus a
+    /// margin, never less than `op_deadline` (a PBX unit often takes more than 3 s to start).
+    pub app_deadline: Duration,
     /// How often the database is asked for its position, replication health and lag.
     pub report_every: Duration,
     /// Whether to ask the database for reports at all (a node without a DB).
@@ -73,6 +77,7 @@ impl Default for DriverConfig {
             op_deadline: Duration::from_secs(3),
             copy_deadline: Duration::from_secs(6 * 3600),
             db_apply_deadline: Duration::from_secs(3),
+            app_deadline: Duration::from_secs(3),
             report_every: Duration::from_millis(250),
             db_reports: true,
             vip_watch: true,
@@ -340,6 +345,7 @@ impl Driver {
         let deadline = match op {
             _ if long => self.cfg.copy_deadline,
             Op::CatchUpDb { .. } | Op::PromoteDb { .. } => self.cfg.db_apply_deadline.max(self.cfg.op_deadline),
+            Op::StartServices | Op::StopServices | Op::PromoteMongo | Op::DemoteMongo => self.cfg.app_deadline.max(self.cfg.op_deadline),
             _ => self.cfg.op_deadline,
         };
         let b = self.backends.clone();

@@ -228,6 +228,8 @@ async fn serve(cfg: NodeConfig) -> Result<(), String> {
         // Catch-up and promotion wait up to promote_timeout_ms for the relay log: the driver's
         // deadline must not cut them shorter.
         db_apply_deadline: Duration::from_millis(f.db.as_ref().map_or(0, |d| d.promote_timeout_ms) + 2000),
+        // The same for the services' and MongoDB's own timeouts.
+        app_deadline: Duration::from_millis(f.services.as_ref().map_or(0, |s| s.timeout_ms).max(f.mongo.as_ref().map_or(0, |m| m.timeout_ms)) + 2000),
         ..DriverConfig::default()
     };
     let handover_wait = Duration::from_millis(cfg.core.timing.handover_timeout + 2000);
