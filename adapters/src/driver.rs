@@ -67,6 +67,8 @@ pub struct DriverConfig {
     pub fs_reports: bool,
     /// Report the cloud adapter's view (public IP, domain check) with each report.
     pub cloud_reports: bool,
+    /// Ask the MongoDB member for its report at the report interval.
+    pub mongo_reports: bool,
     /// This run of the process (see `Input::Start`): random in the daemon.
     pub run: u64,
 }
@@ -83,6 +85,7 @@ impl Default for DriverConfig {
             vip_watch: true,
             fs_reports: false,
             cloud_reports: false,
+            mongo_reports: false,
             run: 0,
         }
     }
@@ -142,6 +145,8 @@ pub struct Driver {
     next_req: u64,
     wake: Option<Millis>,
     start: Instant,
+    /// A MongoDB report is being asked for.
+    mongo_report_running: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -173,6 +178,7 @@ impl Driver {
             next_req: 1,
             wake: None,
             start: Instant::now(),
+            mongo_report_running: Arc::default(),
         };
         (d, handle)
     }
@@ -305,6 +311,16 @@ impl Driver {
             if let Some(r) = self.backends.cloud.report() {
                 let _ = tx.send(Input::CloudReport(r));
             }
+        }
+        if self.cfg.mongo_reports && !self.mongo_report_running.swap(true, Ordering::SeqCst) {
+            // One at a time: a slow member must not pile up requests.
+            let (mongo, tx, running) = (self.backends.mongo.clone(), tx.clone(), self.mongo_report_running.clone());
+            tokio::spawn(async move {
+                if let Ok(Ok(Some(r))) = tokio::time::timeout(Duration::from_secs(2), mongo.report()).await {
+                    let _ = tx.send(Input::MongoReport(r));
+                }
+                running.store(false, Ordering::SeqCst);
+            });
         }
         tokio::spawn(async move {
             if want_vip {

@@ -99,6 +99,10 @@ pub trait Mongo: Send + Sync {
     async fn promote(&self) -> AdapterResult<()>;
     async fn demote(&self) -> AdapterResult<()>;
     async fn resync(&self, progress: ProgressFn) -> AdapterResult<()>;
+    /// The member's state, optime, lag and rollbacks (none from a backend without them).
+    async fn report(&self) -> AdapterResult<Option<ridondato_core::MongoReport>> {
+        Ok(None)
+    }
 }
 
 /// Real-time file sync Master -> Slave under a bandwidth cap (S7).

@@ -34,12 +34,12 @@ async fn a_failover_promotes_the_slave_by_forced_reconfig_and_the_driver_follows
     let calls = client.database("app").collection::<Document>("calls");
     calls.insert_many((0..20i64).map(|i| doc! {"_id": i})).await?;
     let mb = member(&p, "b").await?;
-    assert_eq!(mb.report().await?.state, "SECONDARY");
+    assert_eq!(mb.member_report().await?.state, "SECONDARY");
     p.a.take().ok_or("A")?.power_off().await;
     let t = Instant::now();
     mb.promote().await?;
     println!("forced-reconfig promotion: {} ms", t.elapsed().as_millis());
-    let r = mb.report().await?;
+    let r = mb.member_report().await?;
     assert_eq!(r.state, "PRIMARY", "{r:?}");
     calls.insert_one(doc! {"_id": 100i64}).await?;
     let got = ids(&direct(p.b_addr).await?).await?;
@@ -81,7 +81,7 @@ async fn a_planned_switchover_under_continuous_writes_loses_no_acknowledged_writ
     let lost: Vec<i64> = acked.iter().map(|(i, _)| *i).filter(|i| !present.contains(i)).collect();
     println!("planned switch-over: {} acknowledged writes, {} lost, longest gap between acknowledgements {} ms", acked.len(), lost.len(), outage.as_millis());
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
-    assert_eq!((ma.report().await?.state, mb.report().await?.state), ("SECONDARY".to_string(), "PRIMARY".to_string()));
+    assert_eq!((ma.member_report().await?.state, mb.member_report().await?.state), ("SECONDARY".to_string(), "PRIMARY".to_string()));
     Ok(())
 }
 
@@ -99,7 +99,7 @@ async fn an_isolated_master_fences_at_once_and_stays_fenced() -> R {
     assert_eq!(code(&err), Some(10107), "{err}");
     // Frozen: the sole voter does not elect itself again behind the core's back.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(ma.report().await?.state, "SECONDARY");
+    assert_eq!(ma.member_report().await?.state, "SECONDARY");
     Ok(())
 }
 
@@ -118,7 +118,7 @@ async fn a_returning_old_master_reports_its_rollback() -> R {
     p.b().set_partitioned(&p.a_host, false);
     p.a = Some(start(&p.a_dir, p.a_addr, 0).await?);
     let ma = member(&p, "a").await?;
-    let r = wait_for("A's rollback reported", 15, || async { ma.report().await.ok().filter(|r| r.rollbacks == 1 && r.state == "SECONDARY") }).await?;
+    let r = wait_for("A's rollback reported", 15, || async { ma.member_report().await.ok().filter(|r| r.rollbacks == 1 && r.state == "SECONDARY") }).await?;
     assert!(r.lag_ms.is_some(), "{r:?}");
     assert_eq!(ids(&direct(p.b_addr).await?).await?.len(), 1, "the cut-off writes are not on the new Master");
     Ok(())
@@ -173,7 +173,7 @@ async fn a_resync_rebuilds_the_slaves_member_with_monotone_progress() -> R {
     let pct: Vec<u64> = seen.iter().map(|(d, t)| if *t == 0 { 0 } else { d * 100 / t }).collect();
     println!("mongo resync progress samples (%): {pct:?}");
     assert!(pct.len() >= 3 && pct.windows(2).all(|w| w[0] <= w[1]) && pct.last() == Some(&100), "{pct:?}");
-    assert_eq!(mb.report().await?.state, "SECONDARY");
+    assert_eq!(mb.member_report().await?.state, "SECONDARY");
     assert_eq!(ids(&cb).await?.len(), 1500, "every document on the rebuilt member");
     let saved = std::fs::read_dir(&work)?.filter_map(Result::ok).any(|e| e.file_name().to_string_lossy().starts_with("data.before-resync-"));
     assert!(saved, "the old data is kept aside");

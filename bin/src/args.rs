@@ -215,6 +215,7 @@ pub enum OnOff {
 pub enum ResyncWhat {
     Db,
     Fs,
+    Mongo,
     All,
     Cancel,
 }

@@ -86,6 +86,17 @@ pub fn render_status(s: &Status) -> String {
             out += &format!("not promotable: {b}\n");
         }
     }
+    if let Some(m) = &s.mongo {
+        out += &format!(
+            "mongo {}  optime {}/{}.{}  lag {}  rollbacks {}\n",
+            m.state,
+            m.optime.0,
+            m.optime.1,
+            m.optime.2,
+            m.lag_ms.map_or("-".into(), |l| format!("{l} ms")),
+            m.rollbacks
+        );
+    }
     if let Some(fs) = &s.fs {
         out += &format!("fs backlog {}  full passes {}  queue overflows {}  traffic {}\n", fs.backlog, fs.rescans, fs.overflows, size(fs.bytes));
         if fs.watch_limited {

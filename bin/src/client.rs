@@ -212,6 +212,7 @@ pub fn resync_kind(k: crate::args::ResyncWhat) -> Option<ResyncKind> {
         crate::args::ResyncWhat::Db => Some(ResyncKind::Db),
         crate::args::ResyncWhat::Fs => Some(ResyncKind::Fs),
         crate::args::ResyncWhat::All => Some(ResyncKind::All),
+        crate::args::ResyncWhat::Mongo => Some(ResyncKind::Mongo),
         crate::args::ResyncWhat::Cancel => None,
     }
 }

@@ -224,6 +224,7 @@ async fn serve(cfg: NodeConfig) -> Result<(), String> {
         vip_watch: !f.shared_ips.is_empty(),
         fs_reports: f.fs.is_some(),
         cloud_reports: f.cloud.is_some(),
+        mongo_reports: f.mongo.is_some(),
         run: random_run()?,
         // Catch-up and promotion wait up to promote_timeout_ms for the relay log: the driver's
         // deadline must not cut them shorter.

@@ -227,7 +227,7 @@ fn the_cli_drives_a_remote_node_through_the_api() {
     let (code, out) = cli(&["status", "--url", &a, "--token-file", wrong.to_str().unwrap_or_default()]);
     assert!(code == 2 && out.contains("chmod 600"), "{code} {out}");
     let (code, out) = cli(&["resync", "everything", "--url", &a, "--token-file", &token]);
-    assert!(code == 2 && out.contains("everything") && out.contains("db, fs, all"), "{code} {out}");
+    assert!(code == 2 && out.contains("everything") && out.contains("db, fs, mongo, all"), "{code} {out}");
     let (code, out) = cli(&["status", "--url", &format!("http://{}:1", lab.var("LAB_A")), "--token-file", &token]);
     assert!(code == 3 && out.contains("cannot reach"), "{code} {out}");
 

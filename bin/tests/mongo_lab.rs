@@ -129,6 +129,12 @@ fn the_replica_set_follows_a_switchover_and_a_failover() {
     assert_eq!(lost, 0, "acknowledged writes lost in a planned switch-over");
     let b4 = b_m.clone();
     assert!(ns_b.run(move || hello_writable(b4)), "b's member is the writable primary");
+    // Both daemons report their member: b's the primary, a's a secondary.
+    wait_for("the members in the status", Duration::from_secs(5), || {
+        lab.status("b").is_some_and(|s| s["mongo"]["state"] == "PRIMARY") && lab.status("a").is_some_and(|s| s["mongo"]["state"] == "SECONDARY")
+    });
+    let (_, human) = lab.cli("b", &["status"]);
+    assert!(human.contains("mongo PRIMARY"), "{human}");
 
     // Failover: b loses power (its daemon and its member); a takes over and its member with it.
     lab.kill9("b");

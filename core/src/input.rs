@@ -3,7 +3,7 @@
 use crate::action::OpId;
 use crate::message::Message;
 use crate::persist::PersistedState;
-use crate::types::{CloudReport, DbFacts, FsReport, NodeId, Position, Progress, ResyncKind};
+use crate::types::{CloudReport, DbFacts, FsReport, MongoReport, NodeId, Position, Progress, ResyncKind};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +30,8 @@ pub enum Input {
     JobProgress { job: u64, progress: Progress },
     /// Periodic report of the file-sync adapter.
     FsReport(FsReport),
+    /// The MongoDB member's state, optime, lag and rollbacks.
+    MongoReport(MongoReport),
     /// The cloud adapter's report (public IP, domain check).
     CloudReport(CloudReport),
     /// The VIP appeared or disappeared behind the node's back (someone ran `ip addr`).

@@ -30,7 +30,7 @@ pub use node::Node;
 pub use persist::{Maintenance, PersistedState};
 pub use status::{Alarm, JobState, JobStatus, PeerStatus, Status};
 pub use time::Millis;
-pub use types::{CloudReport, DbFacts, FsReport, Mode, NodeId, Position, Progress, Replication, ResyncKind, ResyncPhase, Role};
+pub use types::{CloudReport, DbFacts, FsReport, Mode, MongoReport, NodeId, Position, Progress, Replication, ResyncKind, ResyncPhase, Role};
 
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,7 @@ use crate::plan::Plan;
 use crate::resync::Job;
 use crate::status::{Alarm, PeerStatus, Status};
 use crate::time::Millis;
-use crate::types::{CloudReport, DbFacts, FsReport, NodeId, Position, Replication, Role};
+use crate::types::{CloudReport, DbFacts, FsReport, MongoReport, NodeId, Position, Replication, Role};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A pair member's state machine. Feed it inputs with `handle`; carry out the actions it returns.
@@ -94,6 +94,7 @@ pub struct Node {
     pub(crate) fs_pushing: bool,
     pub(crate) fs_report: Option<FsReport>,
     pub(crate) cloud_report: Option<CloudReport>,
+    pub(crate) mongo_report: Option<MongoReport>,
     pub(crate) services_running: bool,
     pub(crate) cloud_holder: Option<NodeId>,
     /// The Master epoch our DB currently replicates from, if any.
@@ -172,6 +173,7 @@ impl Node {
             fs_pushing: false,
             fs_report: None,
             cloud_report: None,
+            mongo_report: None,
             services_running: false,
             cloud_holder: None,
             replicating_from: None,
@@ -225,6 +227,12 @@ impl Node {
                 let dns = r.dns_warning.clone().map(|what| Alarm::DomainMismatch { what });
                 self.alarm_slot(dns, |a| matches!(a, Alarm::DomainMismatch { .. }));
                 self.cloud_report = Some(r);
+            }
+            Input::MongoReport(r) => {
+                // Like errant transactions: reported (status, log, metrics), never hidden.
+                let rolled = (r.rollbacks > 0).then_some(Alarm::MongoRolledBack { count: r.rollbacks });
+                self.alarm_slot(rolled, |a| matches!(a, Alarm::MongoRolledBack { .. }));
+                self.mongo_report = Some(r);
             }
             Input::VipObserved { held } => self.on_vip_observed(held),
             Input::LinkObserved { up } => self.on_link(up),
@@ -709,6 +717,7 @@ impl Node {
             fs_pushing: self.fs_pushing,
             fs: self.fs_report.clone(),
             cloud: self.cloud_report.clone(),
+            mongo: self.mongo_report.clone(),
             services_running: self.services_running,
             cloud_holder: self.cloud_holder,
             job: self.job.as_ref().map(|j| j.status()),

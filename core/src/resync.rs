@@ -45,14 +45,14 @@ impl Job {
 }
 
 impl Node {
-    fn phases_for(&self, kind: ResyncKind) -> Vec<ResyncPhase> {
+    pub(crate) fn phases_for(&self, kind: ResyncKind) -> Vec<ResyncPhase> {
         let c = self.cfg.components;
         let mut v = Vec::new();
         if matches!(kind, ResyncKind::Db | ResyncKind::All) && c.db {
             v.push(ResyncPhase::DbCopy);
             v.push(ResyncPhase::DbReplicate);
         }
-        if kind == ResyncKind::All && c.mongo {
+        if matches!(kind, ResyncKind::Mongo | ResyncKind::All) && c.mongo {
             v.push(ResyncPhase::MongoCopy);
         }
         if matches!(kind, ResyncKind::Fs | ResyncKind::All) && c.fs {

@@ -2,7 +2,7 @@
 
 use crate::persist::Maintenance;
 use crate::time::Millis;
-use crate::types::{CloudReport, FsReport, NodeId, Position, Replication, ResyncKind, ResyncPhase, Role};
+use crate::types::{CloudReport, FsReport, MongoReport, NodeId, Position, Replication, ResyncKind, ResyncPhase, Role};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -40,6 +40,12 @@ pub enum Alarm {
     /// Cloud: the domain operators use does not resolve to the public IP (what it resolves to).
     DomainMismatch {
         what: String,
+    },
+    /// MongoDB rolled back writes of this member when it rejoined (a former primary's writes
+    /// the new primary never had): they are in the member's rollback directory, not lost
+    /// silently. Cleared when the member restarts (its count starts again) or is resynced.
+    MongoRolledBack {
+        count: u64,
     },
     /// Cloud: the Master is silent but its instance runs: no automatic takeover.
     PeerInstanceRunning,
@@ -104,6 +110,7 @@ impl fmt::Display for Alarm {
             Alarm::CloudIpMovedAway => f.write_str("cloud-ip-moved-away"),
             Alarm::DomainMismatch { what } => write!(f, "domain-mismatch({what})"),
             Alarm::PeerInstanceRunning => f.write_str("peer-instance-running"),
+            Alarm::MongoRolledBack { count } => write!(f, "mongo-rolled-back({count})"),
             Alarm::SwitchoverFailed => f.write_str("switchover-failed"),
             Alarm::ResyncFailed => f.write_str("resync-failed"),
             Alarm::NotPromotable { why } => write!(f, "not-promotable({why})"),
@@ -216,6 +223,9 @@ pub struct Status {
     /// The cloud adapter's last report (cloud mode).
     #[serde(default)]
     pub cloud: Option<CloudReport>,
+    /// The MongoDB adapter's last report.
+    #[serde(default)]
+    pub mongo: Option<MongoReport>,
     pub job: Option<JobStatus>,
     pub alarms: Vec<Alarm>,
     pub now: Millis,

@@ -262,3 +262,28 @@ fn an_exhausted_epoch_refuses_the_claim_instead_of_wrapping() {
     assert!(h.said(|e| matches!(e, Event::TakeoverRefused { why } if why.contains("epoch is at its maximum"))), "{:?}", h.events);
     assert!(h.n.durable().epoch == u64::MAX, "nothing wrapped");
 }
+
+#[test]
+fn a_mongo_resync_copies_the_member_alone_and_all_includes_it() {
+    let mut c = db_cfg();
+    c.components.mongo = true;
+    let n = Node::new(c);
+    assert_eq!(n.phases_for(ResyncKind::Mongo), vec![ResyncPhase::MongoCopy]);
+    assert_eq!(n.phases_for(ResyncKind::All), vec![ResyncPhase::DbCopy, ResyncPhase::DbReplicate, ResyncPhase::MongoCopy]);
+    assert!(Node::new(db_cfg()).phases_for(ResyncKind::Mongo).is_empty(), "no [mongo]: nothing to resync");
+}
+
+#[test]
+fn a_mongo_rollback_is_alarmed_and_shown_never_hidden() {
+    let mut h = H::new(db_cfg(), None);
+    let r = MongoReport { state: "SECONDARY".into(), optime: (2, 100, 1), lag_ms: Some(0), rollbacks: 0 };
+    h.feed(Input::MongoReport(r.clone()));
+    assert_eq!(h.n.status().mongo.as_ref(), Some(&r));
+    assert!(!h.n.status().alarms.iter().any(|a| matches!(a, Alarm::MongoRolledBack { .. })));
+    h.feed(Input::MongoReport(MongoReport { rollbacks: 1, ..r.clone() }));
+    assert!(h.n.status().alarms.contains(&Alarm::MongoRolledBack { count: 1 }), "{:?}", h.n.status().alarms);
+    assert_eq!(Alarm::MongoRolledBack { count: 1 }.to_string(), "mongo-rolled-back(1)");
+    // The member restarted (its count starts again): the alarm goes.
+    h.feed(Input::MongoReport(r));
+    assert!(!h.n.status().alarms.iter().any(|a| matches!(a, Alarm::MongoRolledBack { .. })));
+}

@@ -63,6 +63,9 @@ pub enum ResyncKind {
     Db,
     Fs,
     All,
+    /// The MongoDB member alone (S11's "Mongo"); last, so the existing variants keep their
+    /// encoding.
+    Mongo,
 }
 
 impl ResyncKind {
@@ -71,6 +74,7 @@ impl ResyncKind {
             ResyncKind::Db => "db",
             ResyncKind::Fs => "fs",
             ResyncKind::All => "all",
+            ResyncKind::Mongo => "mongo",
         }
     }
 }
@@ -133,6 +137,20 @@ pub struct FsReport {
     /// this node pushes itself.
     #[serde(default)]
     pub refused: Option<String>,
+}
+
+/// What the MongoDB adapter says of the local replica-set member (S6).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MongoReport {
+    /// `PRIMARY`, `SECONDARY`, `ROLLBACK`, `STARTUP2`, ...
+    pub state: String,
+    /// The last applied optime: term, then the timestamp's seconds and increment.
+    pub optime: (i64, u32, u32),
+    /// Milliseconds behind the primary's last write (a secondary that sees a primary).
+    pub lag_ms: Option<u64>,
+    /// Rollbacks the member went through since it started: writes of a former primary that
+    /// the new one never had, saved by MongoDB in its rollback directory.
+    pub rollbacks: u64,
 }
 
 /// What the cloud adapter says of the public IP and of the domain operators use (S13).

@@ -143,6 +143,7 @@ pub fn parse_command(words: &[&str]) -> Result<Command, String> {
         ["resync", "db"] => Command::Resync(ResyncKind::Db),
         ["resync", "fs"] => Command::Resync(ResyncKind::Fs),
         ["resync", "all"] => Command::Resync(ResyncKind::All),
+        ["resync", "mongo"] => Command::Resync(ResyncKind::Mongo),
         ["resync", "cancel"] => Command::CancelResync,
         ["shutdown"] => Command::Shutdown,
         _ => return Err(format!("unknown command `{}`", words.join(" "))),

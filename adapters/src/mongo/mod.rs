@@ -40,19 +40,7 @@ pub struct MongoConfig {
     pub timeout: Duration,
 }
 
-/// What the status shows of the local member.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MongoReport {
-    /// `PRIMARY`, `SECONDARY`, `ROLLBACK`, `STARTUP2`, ...
-    pub state: String,
-    /// The last applied optime: (term, seconds, increment).
-    pub optime: (i64, u32, u32),
-    /// Milliseconds behind the primary's last write (secondary only).
-    pub lag_ms: Option<u64>,
-    /// Rollbacks this member went through since it started (the peer extension
-    /// `rollbackCount`; a real mongod reports it through its log and rollback directory).
-    pub rollbacks: u64,
-}
+pub use ridondato_core::MongoReport;
 
 #[derive(Debug)]
 pub struct MongoMember {
@@ -140,7 +128,7 @@ impl MongoMember {
         Self::member(&s, &self.cfg.peer).is_some_and(|m| m.get_f64("health").map(|h| h > 0.0).or_else(|_| m.get_i32("health").map(|h| h > 0)).unwrap_or(false))
     }
 
-    pub async fn report(&self) -> AdapterResult<MongoReport> {
+    pub async fn member_report(&self) -> AdapterResult<MongoReport> {
         let s = self.status().await?;
         let me = Self::member(&s, &self.cfg.me).ok_or_else(|| AdapterError::new(format!("mongo: {} is not in the replica set's status", self.cfg.me)))?;
         let optime = |m: &Document| {
@@ -208,6 +196,10 @@ impl Mongo for MongoMember {
         // Frozen: this member does not stand for election until a promotion unfreezes it.
         let _ = self.admin(doc! { "replSetFreeze": 86_400 }).await;
         self.until("a secondary", |h| !h.get_bool("isWritablePrimary").unwrap_or(true)).await
+    }
+
+    async fn report(&self) -> AdapterResult<Option<MongoReport>> {
+        self.member_report().await.map(Some)
     }
 
     async fn resync(&self, progress: ProgressFn) -> AdapterResult<()> {

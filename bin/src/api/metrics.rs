@@ -71,6 +71,13 @@ pub fn render(s: &Status, drops: &BTreeMap<String, u64>, link: (u64, u64), count
     if let Some(ms) = s.db_lag_ms {
         seconds(&mut r, "db_lag_seconds", "Replication lag of the local database", ms);
     }
+    if let Some(m) = &s.mongo {
+        gauge(&mut r, "mongo_primary", "1 while the local MongoDB member is the primary", i64::from(m.state == "PRIMARY"));
+        if let Some(ms) = m.lag_ms {
+            seconds(&mut r, "mongo_lag_seconds", "Replication lag of the local MongoDB member", ms);
+        }
+        gauge(&mut r, "mongo_rollbacks", "Rollbacks the local MongoDB member went through since it started", m.rollbacks as i64);
+    }
     if let Some(fs) = &s.fs {
         gauge(&mut r, "fs_backlog", "Changed paths not yet on the Slave", fs.backlog as i64);
         counter(&mut r, "fs_bytes", "Bytes of file sync sent and received", fs.bytes);

@@ -306,9 +306,10 @@ async fn resync(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Resp
     if let Err(r) = authorize(&api, &headers) {
         return r;
     }
-    let kind = match field(&body, "resync", &["db", "fs", "all"]) {
+    let kind = match field(&body, "resync", &["db", "fs", "mongo", "all"]) {
         Ok("db") => ResyncKind::Db,
         Ok("fs") => ResyncKind::Fs,
+        Ok("mongo") => ResyncKind::Mongo,
         Ok(_) => ResyncKind::All,
         Err(r) => return r,
     };
