@@ -331,11 +331,23 @@ impl MessageCodec for AuthCodec {
 
     fn open(&self, datagram: &[u8]) -> Result<Option<Message>, String> {
         let Some(payload) = self.open_bytes(datagram).map_err(|r| r.as_str().to_string())? else { return Ok(None) };
-        postcard::from_bytes(&payload).map(Some).map_err(|_| {
+        decode(&payload).map(Some).map_err(|_| {
             self.rejected[Reject::Undecodable.index()].fetch_add(1, Ordering::Relaxed);
             Reject::Undecodable.as_str().to_string()
         })
     }
+}
+
+/// Decodes a payload. A heartbeat of a node that predates its last field (`mongo`, an
+/// `Option`) ends one byte early: read as that field absent, so a rolling upgrade keeps the
+/// pair talking. (A newer field at the end is ignored by an older node: postcard leaves
+/// trailing bytes unread.)
+fn decode(payload: &[u8]) -> Result<Message, postcard::Error> {
+    postcard::from_bytes(payload).or_else(|e| {
+        let mut padded = payload.to_vec();
+        padded.push(0);
+        postcard::from_bytes(&padded).map_err(|_| e)
+    })
 }
 
 #[cfg(test)]
@@ -368,6 +380,46 @@ mod tests {
 
     fn msg() -> Message {
         Message::SwitchoverRequest { from: NodeId(1), epoch: 7 }
+    }
+
+    fn heartbeat(mongo: Option<ridondato_core::MongoBeat>) -> Message {
+        use ridondato_core::{Heartbeat, Maintenance, Millis, Position, Role};
+        let p = Position(9);
+        Message::Heartbeat(Heartbeat {
+            from: NodeId(1),
+            boot: 2,
+            seq: 3,
+            run: 4,
+            sent_at: Millis(5),
+            epoch: 6,
+            role: Role::Master,
+            position: p,
+            needs_resync: false,
+            maintenance: Maintenance::default(),
+            was_master: true,
+            handing_over: false,
+            busy: false,
+            replicating: false,
+            received: p,
+            db_ok: true,
+            semi_sync: false,
+            promotable: true,
+            mongo,
+        })
+    }
+
+    #[test]
+    fn a_heartbeat_of_a_node_predating_the_mongo_field_still_opens() {
+        let (a, b) = pair();
+        let with = heartbeat(Some(ridondato_core::MongoBeat { optime: (3, 500, 7), healthy: true }));
+        assert_eq!(b.open(&a.seal(&with)), Ok(Some(with)), "the field travels");
+        // The older node's encoding: the same fields, without the last one.
+        let mut old = postcard::to_stdvec(&heartbeat(None)).expect("encodes");
+        assert_eq!(old.pop(), Some(0), "an absent Option is one zero byte at the end");
+        assert_eq!(b.open(&a.seal_bytes(&old)), Ok(Some(heartbeat(None))));
+        // Anything else short stays undecodable.
+        old.truncate(old.len() - 3);
+        assert_eq!(b.open(&a.seal_bytes(&old)).expect_err("short"), Reject::Undecodable.as_str());
     }
 
     #[test]

@@ -316,7 +316,14 @@ impl Driver {
             // One at a time: a slow member must not pile up requests.
             let (mongo, tx, running) = (self.backends.mongo.clone(), tx.clone(), self.mongo_report_running.clone());
             tokio::spawn(async move {
-                if let Ok(Ok(Some(r))) = tokio::time::timeout(Duration::from_secs(2), mongo.report()).await {
+                // A member that does not answer is reported as such: the promotion policy
+                // must not go on trusting its last good report.
+                let r = match tokio::time::timeout(Duration::from_secs(2), mongo.report()).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => Some(unreachable_member(e.0)),
+                    Err(_) => Some(unreachable_member("no answer within 2 s".into())),
+                };
+                if let Some(r) = r {
                     let _ = tx.send(Input::MongoReport(r));
                 }
                 running.store(false, Ordering::SeqCst);
@@ -419,4 +426,8 @@ async fn execute(b: &Backends, op: Op, peer: NodeId, tx: &mpsc::UnboundedSender<
             })
         }
     }
+}
+
+fn unreachable_member(error: String) -> ridondato_core::MongoReport {
+    ridondato_core::MongoReport { state: "UNREACHABLE".into(), error: Some(error), ..Default::default() }
 }

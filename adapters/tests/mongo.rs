@@ -17,8 +17,14 @@ use support::*;
 
 async fn member(p: &Pair, me: &str) -> R<MongoMember> {
     let (addr, me, peer) = if me == "a" { (p.a_addr, &p.a_host, &p.b_host) } else { (p.b_addr, &p.b_host, &p.a_host) };
-    let cfg =
-        MongoConfig { uri: format!("mongodb://{addr}/"), replica_set: "rs0".into(), me: me.clone(), peer: peer.clone(), timeout: Duration::from_secs(10) };
+    let cfg = MongoConfig {
+        uri: format!("mongodb://{addr}/"),
+        replica_set: "rs0".into(),
+        me: me.clone(),
+        peer: peer.clone(),
+        timeout: Duration::from_secs(10),
+        credential: None,
+    };
     Ok(MongoMember::connect(cfg).await?)
 }
 
@@ -164,6 +170,7 @@ async fn a_resync_rebuilds_the_slaves_member_with_monotone_progress() -> R {
         me: b_host.clone(),
         peer: a_host.clone(),
         timeout: Duration::from_secs(10),
+        credential: None,
     };
     let mb = MongoMember::connect(cfg).await?.with_resync(ResyncSetup { control: control.clone(), data_dir: b_dir.clone(), within: Duration::from_secs(60) });
     let seen = Arc::new(Mutex::new(Vec::<(u64, u64)>::new()));
@@ -180,5 +187,49 @@ async fn a_resync_rebuilds_the_slaves_member_with_monotone_progress() -> R {
     let _ = tokio::process::Command::new("sh").args(["-c", &stop_b]).status().await;
     let _ = std::fs::remove_dir_all(&work);
     let _ = std::fs::remove_dir_all(&a_dir);
+    Ok(())
+}
+
+/// `mongo.username` and `mongo.password_file`: the adapter authenticates with SCRAM-SHA-256
+/// (the peer checks the proof as mongod does); a wrong password is a clear error, never a
+/// silent unauthenticated connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_adapter_authenticates_with_the_configured_credential() -> R {
+    use ridondato_adapters::mongo::MongoCredential;
+    let dir = fresh_dir("ad-auth");
+    let mut opts = ridondato_mongo_peer::PeerOptions::new(any_port(), "rs0", &dir);
+    opts.users = vec![("ridondato".into(), "s3cret-pass".into())];
+    let peer = ridondato_mongo_peer::serve(opts).await?;
+    let host = peer.addr().to_string();
+    let cfg = |password: Option<&str>| MongoConfig {
+        uri: format!("mongodb://{host}/"),
+        replica_set: "rs0".into(),
+        me: host.clone(),
+        peer: "127.0.0.1:1".into(),
+        timeout: Duration::from_secs(5),
+        credential: password.map(|p| MongoCredential { user: "ridondato".into(), password: p.into(), source: "admin".into() }),
+    };
+    let good = MongoMember::connect(cfg(Some("s3cret-pass"))).await?;
+    // Initiated through the adapter's own authenticated client: the promotion's commands.
+    let initiate = good.member_report().await.expect_err("not initiated yet");
+    assert!(!initiate.0.contains("uthentication"), "authenticated, only not initiated: {}", initiate.0);
+    let admin_client = {
+        let mut o = mongodb::options::ClientOptions::parse(format!("mongodb://{host}/?directConnection=true")).await?;
+        o.credential = Some(
+            mongodb::options::Credential::builder().username("ridondato".to_string()).password("s3cret-pass".to_string()).source("admin".to_string()).build(),
+        );
+        mongodb::Client::with_options(o)?
+    };
+    admin(&admin_client, doc! {"replSetInitiate": {}}).await?;
+    wait_for("a primary", 10, || async { good.member_report().await.ok().filter(|r| r.state == "PRIMARY") }).await?;
+    let wrong = MongoMember::connect(cfg(Some("not-it"))).await?;
+    let e = wrong.member_report().await.expect_err("a wrong password");
+    assert!(e.0.contains("uthentication"), "the error says why: {}", e.0);
+    let none = MongoMember::connect(cfg(None)).await?;
+    let e = none.member_report().await.expect_err("no credential");
+    assert!(e.0.contains("requires authentication"), "{}", e.0);
+    assert!(format!("{:?}", cfg(Some("s3cret-pass")).credential).contains("<hidden>") && !format!("{:?}", cfg(Some("s3cret-pass"))).contains("s3cret"));
+    drop(peer);
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -31,6 +31,12 @@ pub enum Verb {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Check a live pair's MongoDB replica set against the layout ridondato drives (one voter,
+    /// the primary; a non-voting secondary that replicates), with the node's [mongo] settings.
+    CheckMongo {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Both nodes side by side: role, epoch, VIP, replication, file sync, job, alarms.
     Status {
         #[command(flatten)]

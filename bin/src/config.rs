@@ -208,6 +208,20 @@ pub struct MongoSection {
     /// How long an initial sync may take.
     #[serde(default = "default_mongo_resync")]
     pub resync_timeout_s: u64,
+    /// SCRAM-SHA-256 credentials: the user, the file holding its password (never the URI), and
+    /// the database that holds the user.
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    #[serde(default = "default_auth_source")]
+    pub auth_source: String,
+    /// The promotion policy's allowance: seconds of writes the Slave's member may be known to
+    /// lack and still take over automatically (0: none).
+    #[serde(default)]
+    pub max_lag_on_failover_s: u32,
+}
+
+fn default_auth_source() -> String {
+    "admin".into()
 }
 
 fn default_mongo_timeout() -> u64 {
@@ -552,6 +566,27 @@ pub fn parse(text: &str) -> Result<NodeConfig, Vec<ConfigProblem>> {
                 problems.push(problem("mongo.data_dir", format!("`{}` must be an absolute path below a directory other than /", d.display())));
             }
         }
+        // `mongodb://user:password@host`: the userinfo ends at the last '@' before the path.
+        let authority = m.uri.trim_start_matches("mongodb://").split('/').next().unwrap_or_default();
+        if authority.contains('@') {
+            problems.push(problem("mongo.uri", "holds credentials: give the user as mongo.username and its password in mongo.password_file"));
+        }
+        match (&m.username, &m.password_file) {
+            (Some(u), Some(f)) => {
+                if u.is_empty() {
+                    problems.push(problem("mongo.username", "must not be empty"));
+                }
+                if let Err(e) = std::fs::metadata(f) {
+                    problems.push(problem("mongo.password_file", format!("{}: {e}", f.display())));
+                }
+            }
+            (Some(_), None) => problems.push(problem("mongo.password_file", "missing: mongo.username needs its password file")),
+            (None, Some(_)) => problems.push(problem("mongo.username", "missing: mongo.password_file is given without a user")),
+            (None, None) => {}
+        }
+        if m.auth_source.is_empty() {
+            problems.push(problem("mongo.auth_source", "must name the database holding the user"));
+        }
     }
     if let Some(s) = &file.services {
         if s.units.is_empty() && s.start_hook.is_none() {
@@ -641,6 +676,7 @@ pub fn parse(text: &str) -> Result<NodeConfig, Vec<ConfigProblem>> {
         cloud_auto_failover: file.cloud.as_ref().is_some_and(|c| c.auto_failover),
         max_retries: 3,
         max_lag_on_failover: file.db.as_ref().map_or(0, |db| db.max_lag_on_failover),
+        mongo_max_lag_on_failover_s: file.mongo.as_ref().map_or(0, |m| m.max_lag_on_failover_s),
         semi_sync: file.db.as_ref().is_some_and(|db| db.semi_sync),
     };
     if let Err(e) = core.validate() {
@@ -710,6 +746,28 @@ primary = true
             .replace("mongodb://127.0.0.1:27017/", "http://x")
             .replace("peer_member = \"198.18.0.2:27017\"", "peer_member = \"198.18.0.2\"\nstart_hook = \"true\"\ndata_dir = \"/mongo\"");
         assert_eq!(fields(&bad), vec!["mongo.uri", "mongo.peer_member", "mongo.start_hook", "mongo.data_dir"]);
+        // Credentials come from a file, never the URI; the user and the file go together.
+        let pw = std::env::temp_dir().join(format!("ridondato-mongo-pw-{}", std::process::id()));
+        std::fs::write(&pw, "s3cret\n").expect("write");
+        let with = good.replace(
+            "replica_set = \"rs0\"",
+            &format!("replica_set = \"rs0\"\nusername = \"ridondato\"\npassword_file = \"{}\"\nmax_lag_on_failover_s = 3", pw.display()),
+        );
+        let c = parse(&with).expect("valid");
+        assert_eq!(c.core.mongo_max_lag_on_failover_s, 3);
+        let m = c.file.mongo.as_ref().expect("mongo");
+        let cred = crate::daemon::mongo_credential(m).expect("read").expect("given");
+        assert_eq!((cred.user.as_str(), cred.password.as_str(), cred.source.as_str()), ("ridondato", "s3cret", "admin"), "the newline is not part of it");
+        let in_uri = with.replace("mongodb://127.0.0.1:27017/", "mongodb://root:pw@127.0.0.1:27017/");
+        assert_eq!(fields(&in_uri), vec!["mongo.uri"]);
+        let no_file = good.replace("replica_set = \"rs0\"", "replica_set = \"rs0\"\nusername = \"ridondato\"");
+        assert_eq!(fields(&no_file), vec!["mongo.password_file"]);
+        let missing = with.replace(&pw.display().to_string(), "/nonexistent/pw");
+        assert_eq!(fields(&missing), vec!["mongo.password_file"]);
+        std::fs::write(&pw, "\n").expect("write");
+        let e = crate::daemon::mongo_credential(m).expect_err("empty");
+        assert!(e.starts_with("mongo.password_file:") && e.contains("empty"), "{e}");
+        let _ = std::fs::remove_file(&pw);
     }
 
     #[test]

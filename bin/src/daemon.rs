@@ -165,6 +165,17 @@ fn backends(cfg: &NodeConfig, local_ip: IpAddr, key: &Key) -> Result<Backends, S
     Ok(b)
 }
 
+/// The user and the password read from `mongo.password_file` (trailing newline trimmed).
+pub(crate) fn mongo_credential(m: &crate::config::MongoSection) -> Result<Option<ridondato_adapters::mongo::MongoCredential>, String> {
+    let (Some(user), Some(file)) = (&m.username, &m.password_file) else { return Ok(None) };
+    let password =
+        std::fs::read_to_string(file).map_err(|e| format!("mongo.password_file: {}: {e}", file.display()))?.trim_end_matches(['\n', '\r']).to_string();
+    if password.is_empty() {
+        return Err(format!("mongo.password_file: {} is empty", file.display()));
+    }
+    Ok(Some(ridondato_adapters::mongo::MongoCredential { user: user.clone(), password, source: m.auth_source.clone() }))
+}
+
 /// The local member of the replica set, with its resync job when the unit (or hooks) and the
 /// data directory are given.
 async fn mongo_adapter(m: &crate::config::MongoSection) -> Result<ridondato_adapters::mongo::MongoMember, String> {
@@ -176,6 +187,7 @@ async fn mongo_adapter(m: &crate::config::MongoSection) -> Result<ridondato_adap
         me: m.member.clone(),
         peer: m.peer_member.clone(),
         timeout: Duration::from_millis(m.timeout_ms),
+        credential: mongo_credential(m)?,
     };
     let member = MongoMember::connect(cfg).await.map_err(|e| format!("[mongo]: {}", e.0))?;
     let control = match (&m.unit, &m.start_hook, &m.stop_hook) {

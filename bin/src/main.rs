@@ -2,6 +2,7 @@
 
 mod api;
 mod args;
+mod check_mongo;
 mod cli;
 mod client;
 mod cloud_cmd;
@@ -40,6 +41,7 @@ fn dispatch(verb: Verb) -> Result<(), Failure> {
     match verb {
         Verb::Run { config, log_format } => Ok(daemon::run(&config, log_format == LogFormat::Json)?),
         Verb::CheckConfig { file } => Ok(check_config(&file)?),
+        Verb::CheckMongo { config } => check_mongo::run(&config),
         Verb::Status { to, json } => cli::status(&Node::from_target(&to)?, json),
         Verb::SetState { state, accept_data_loss, peer, to } => {
             let target = match state {

@@ -137,6 +137,9 @@ impl Node {
         if self.cfg.components.db && !hb.replicating {
             return Err("the peer's database does not replicate from this Master: nothing would guarantee it has every write".into());
         }
+        if self.cfg.components.mongo && !hb.mongo.is_some_and(|m| m.healthy) {
+            return Err("the peer's MongoDB member is not a healthy secondary: nothing would guarantee it has every write".into());
+        }
         self.handover = Some(Handover { deadline: self.now.after(self.cfg.timing.handover_timeout), req, position: None, sent: false, db_down: false });
         self.clear(&Alarm::SwitchoverFailed);
         self.set_role(Role::Slave, "planned switch-over");
@@ -174,6 +177,13 @@ impl Node {
         // one must not promote us over the Master the peer has since become again.
         let current = self.peer.hb.as_ref().is_some_and(|h| h.handing_over && h.epoch == epoch);
         if self.role != Role::Slave || self.plan.is_some() || !current || !self.peer_alive() {
+            return;
+        }
+        // The old Master offered the role on a heartbeat that may predate a resync begun here
+        // (half-copied data) or a member gone bad: the hard rules of the promotion policy hold
+        // for a hand-over too. The old Master takes its role back when the hand-over times out.
+        if let Some(b) = self.blocker().filter(|b| !b.gap) {
+            self.emit(crate::event::Event::TakeoverRefused { why: format!("hand-over refused: {}", b.why) });
             return;
         }
         self.cancel_job("a switch-over makes this node Master");

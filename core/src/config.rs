@@ -100,6 +100,9 @@ pub struct Config {
     /// last reported position minus what this node received) and still become Master
     /// automatically, when the Master did not report semi-sync active. Default 0.
     pub max_lag_on_failover: u64,
+    /// The same for MongoDB: how many seconds of writes (the optimes' timestamps) the Slave's
+    /// member may be known to lack. Default 0: any known gap refuses the automatic takeover.
+    pub mongo_max_lag_on_failover_s: u32,
     /// The database is configured for semi-sync: its absence on a Master is an alarm.
     pub semi_sync: bool,
 }
@@ -118,6 +121,7 @@ impl Config {
             cloud_auto_failover: false,
             max_retries: 3,
             max_lag_on_failover: 0,
+            mongo_max_lag_on_failover_s: 0,
             semi_sync: true,
         }
     }

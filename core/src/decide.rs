@@ -8,7 +8,7 @@ use crate::event::Event;
 use crate::input::Done;
 use crate::input::OpError;
 use crate::node::Node;
-use crate::peer::{claim_key, master_wins};
+use crate::peer::{master_wins, Claim};
 use crate::plan::{Goal, Plan, Via};
 use crate::status::Alarm;
 use crate::types::{Mode, Role};
@@ -41,7 +41,7 @@ impl Node {
                 self.last_master_seen = Some(self.now);
                 self.decide_master();
             }
-            Role::Off => {}
+            Role::Off => self.ensure_mongo_secondary(),
         }
     }
 
@@ -128,6 +128,11 @@ impl Node {
         if self.cfg.components.db && peer_unreported && !window_over {
             return; // and the peer's: its claim is not known before its database reported
         }
+        // The same for MongoDB: the tie-break compares the members' optimes.
+        let c = self.cfg.components;
+        if c.mongo && !window_over && (self.mongo_report.is_none() || (self.peer_alive() && self.peer.hb.as_ref().is_some_and(|h| h.mongo.is_none()))) {
+            return;
+        }
         if self.recheck_at.is_some_and(|r| self.now < r) {
             return;
         }
@@ -192,6 +197,7 @@ impl Node {
     }
 
     fn decide_slave(&mut self) {
+        self.ensure_mongo_secondary();
         if self.peer_is_master() {
             self.refused = None;
             self.recheck_at = None;
@@ -225,6 +231,18 @@ impl Node {
             return;
         }
         self.run_background(Op::ReplicateDb { from: self.cfg.peer });
+    }
+
+    /// A Slave's (or an Off node's) member that says it is primary (mongod restarted as the
+    /// configuration's sole voter while cut off, or a demotion that failed) is stepped down
+    /// again, whether or not a Master is heard: two primaries take writes.
+    fn ensure_mongo_secondary(&mut self) {
+        if !self.cfg.components.mongo || !self.mongo_settled_in("PRIMARY") || self.now < self.mongo_fix_at || self.background_has(|o| *o == Op::DemoteMongo) {
+            return;
+        }
+        self.mongo_fix_at = self.now.after(self.cfg.timing.retry_max);
+        self.emit(Event::DbHealth { what: "the MongoDB member of this Slave is primary: stepping it down".into() });
+        self.run_background(Op::DemoteMongo);
     }
 
     /// A Slave with no Master: take over if the rules and the arbiter allow.
@@ -281,9 +299,23 @@ impl Node {
 
     fn wins_tie_break(&self) -> bool {
         let Some(hb) = self.peer.hb.as_ref() else { return true };
-        let mine = claim_key(self.promotion_blocker().is_none(), self.needs_resync, self.db_holds(), self.epoch, self.cfg.node);
-        let theirs = claim_key(hb.promotable, hb.needs_resync, hb.received.max(hb.position), hb.epoch, hb.from);
-        mine > theirs
+        let mine = Claim {
+            promotable: self.promotion_blocker().is_none(),
+            needs_resync: self.needs_resync,
+            position: self.db_holds(),
+            optime: self.mongo_optime(),
+            epoch: self.epoch,
+            id: self.cfg.node,
+        };
+        let theirs = Claim {
+            promotable: hb.promotable,
+            needs_resync: hb.needs_resync,
+            position: hb.received.max(hb.position),
+            optime: hb.mongo.map_or((0, 0, 0), |m| m.optime),
+            epoch: hb.epoch,
+            id: hb.from,
+        };
+        mine.key() > theirs.key()
     }
 
     /// Resources a Master should hold but does not (a step that failed past its retries, or
@@ -306,6 +338,8 @@ impl Node {
         let missing: Vec<Op> = [
             (c.vip && !self.vip_held, Op::RaiseVip),
             (c.db && !self.db_writable, Op::PromoteDb { wait_for: None }),
+            // A member that answers as a plain secondary (stepped down behind our back).
+            (c.mongo && self.mongo_settled_in("SECONDARY"), Op::PromoteMongo),
             (c.fs && !self.fs_pushing, Op::FsPushStart { to: self.cfg.peer }),
             (c.services && !self.services_running, Op::StartServices),
         ]

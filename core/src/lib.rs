@@ -30,9 +30,11 @@ pub use node::Node;
 pub use persist::{Maintenance, PersistedState};
 pub use status::{Alarm, JobState, JobStatus, PeerStatus, Status};
 pub use time::Millis;
-pub use types::{CloudReport, DbFacts, FsReport, Mode, MongoReport, NodeId, Position, Progress, Replication, ResyncKind, ResyncPhase, Role};
+pub use types::{CloudReport, DbFacts, FsReport, Mode, MongoBeat, MongoReport, NodeId, Optime, Position, Progress, Replication, ResyncKind, ResyncPhase, Role};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_mongo;
 #[cfg(test)]
 mod tests_policy;

@@ -2,7 +2,7 @@
 
 use crate::persist::Maintenance;
 use crate::time::Millis;
-use crate::types::{NodeId, Position, Role};
+use crate::types::{MongoBeat, NodeId, Position, Role};
 use serde::{Deserialize, Serialize};
 
 /// Sent every heartbeat interval, and at once on every role change.
@@ -42,6 +42,10 @@ pub struct Heartbeat {
     pub semi_sync: bool,
     /// The sender's promotion policy would let it become Master now.
     pub promotable: bool,
+    /// The sender's MongoDB member, once it has reported (none without `[mongo]`). Last, so a
+    /// heartbeat of a node that predates it still decodes (see the codec).
+    #[serde(default)]
+    pub mongo: Option<MongoBeat>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

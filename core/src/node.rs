@@ -11,7 +11,7 @@ use crate::plan::Plan;
 use crate::resync::Job;
 use crate::status::{Alarm, PeerStatus, Status};
 use crate::time::Millis;
-use crate::types::{CloudReport, DbFacts, FsReport, MongoReport, NodeId, Position, Replication, Role};
+use crate::types::{CloudReport, DbFacts, FsReport, MongoBeat, MongoReport, NodeId, Position, Replication, Role};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A pair member's state machine. Feed it inputs with `handle`; carry out the actions it returns.
@@ -58,6 +58,12 @@ pub struct Node {
     pub(crate) next_cloud_check: Millis,
     pub(crate) next_conflict_check: Millis,
     pub(crate) replicate_retry_at: Option<Millis>,
+    /// A Slave's MongoDB member found primary (a restarted sole voter): when to demote it again.
+    pub(crate) mongo_fix_at: Millis,
+    /// Member reports since the last promotion or demotion finished. Reports are asked one at a
+    /// time, so the second one was asked after it: only from then on does a report's state
+    /// say anything about what the operation left behind.
+    pub(crate) mongo_reports_since_op: u32,
     pub(crate) replicate_failures: u32,
     /// A Master re-attempts resources its promotion had to skip, with back-off.
     pub(crate) repair_at: Millis,
@@ -146,6 +152,8 @@ impl Node {
             next_cloud_check: Millis::ZERO,
             next_conflict_check: Millis::ZERO,
             replicate_retry_at: None,
+            mongo_fix_at: Millis(0),
+            mongo_reports_since_op: 2,
             replicate_failures: 0,
             repair_at: Millis::ZERO,
             repair_attempts: 0,
@@ -204,7 +212,11 @@ impl Node {
 
     /// The only entry point. `now` must not go backwards between calls.
     pub fn handle(&mut self, now: Millis, input: Input) -> Output {
+        let gap = now.since(self.now);
         self.now = self.now.max(now);
+        if self.started && gap >= self.cfg.timing.failover_timeout {
+            self.after_stall(gap);
+        }
         match input {
             Input::Start { persisted, run } => {
                 self.run = run;
@@ -228,7 +240,14 @@ impl Node {
                 self.alarm_slot(dns, |a| matches!(a, Alarm::DomainMismatch { .. }));
                 self.cloud_report = Some(r);
             }
-            Input::MongoReport(r) => {
+            Input::MongoReport(mut r) => {
+                if r.error.is_some() {
+                    // A member that does not answer keeps its last known optime and rollbacks.
+                    if let Some(last) = &self.mongo_report {
+                        (r.optime, r.rollbacks) = (last.optime, last.rollbacks);
+                    }
+                }
+                self.mongo_reports_since_op = self.mongo_reports_since_op.saturating_add(1);
                 // Like errant transactions: reported (status, log, metrics), never hidden.
                 let rolled = (r.rollbacks > 0).then_some(Alarm::MongoRolledBack { count: r.rollbacks });
                 self.alarm_slot(rolled, |a| matches!(a, Alarm::MongoRolledBack { .. }));
@@ -529,6 +548,40 @@ impl Node {
         self.peer.alive(self.now, self.cfg.timing.failover_timeout)
     }
 
+    /// No input for `gap` ms: this daemon was stopped or starved (it hears a heartbeat every
+    /// interval otherwise). A promotion it was in the middle of rests on checks (the peer's
+    /// silence, the ARP probe) that are that much older: the peer may have taken over since.
+    /// The promotion is dropped and decided afresh, with a new probe, rather than completed.
+    ///
+    /// A Master still taking its resources (a VIP whose raise is being retried after a probe)
+    /// drops the rest of its plan too: the repair takes them, each after a fresh probe. Not a
+    /// hand-over's promotion: its database must reach the promised position first, and the old
+    /// Master's deadline bounds it.
+    fn after_stall(&mut self, gap: u64) {
+        let Some(plan) = self.plan.as_ref() else { return };
+        if plan.goal != crate::plan::Goal::Master || plan.strict_db || self.handover.is_some() {
+            return;
+        }
+        self.abort_plan();
+        if self.role == Role::Master {
+            self.repair_at = self.now;
+            self.emit(Event::OpFailed {
+                op: "promotion".into(),
+                error: format!("this daemon stalled {gap} ms while taking its resources: taking them again after fresh checks"),
+                attempt: 1,
+            });
+        } else {
+            self.emit(Event::TakeoverRefused {
+                why: format!("this daemon stalled {gap} ms in the middle of a promotion: its checks are stale, deciding again"),
+            });
+        }
+    }
+
+    /// The member's last report, once it postdates the last promotion or demotion, in `state`.
+    pub(crate) fn mongo_settled_in(&self, state: &str) -> bool {
+        self.mongo_reports_since_op >= 2 && self.mongo_report.as_ref().is_some_and(|r| r.error.is_none() && r.state == state)
+    }
+
     pub(crate) fn peer_role(&self) -> Option<Role> {
         self.peer.role(self.now, self.cfg.timing.failover_timeout)
     }
@@ -558,6 +611,7 @@ impl Node {
             db_ok: self.db_reported && self.db_error.is_none(),
             semi_sync: self.role == Role::Master && self.semi_sync && self.db_error.is_none(),
             promotable: self.promotion_blocker().is_none(),
+            mongo: self.mongo_report.as_ref().filter(|_| self.cfg.components.mongo).map(|r| MongoBeat { optime: r.optime, healthy: r.healthy() }),
         }
     }
 
@@ -629,6 +683,7 @@ impl Node {
                     self.db_position = *position;
                 }
             }
+            Op::PromoteMongo | Op::DemoteMongo => self.mongo_reports_since_op = 0,
             Op::FsPushStart { .. } => self.fs_pushing = true,
             Op::FsPushStop => self.fs_pushing = false,
             Op::StartServices => self.services_running = true,

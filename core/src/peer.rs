@@ -2,7 +2,7 @@
 
 use crate::message::Heartbeat;
 use crate::time::Millis;
-use crate::types::{NodeId, Position, Role};
+use crate::types::{NodeId, Optime, Position, Role};
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct PeerView {
@@ -86,17 +86,25 @@ impl PeerView {
     }
 }
 
-/// The start-up and no-master tie-break (S10): a node the promotion policy accepts first, then
-/// cleaner data, then more recent data, then the higher epoch, then the lower node id. Both
-/// nodes compute the same winner.
-pub(crate) fn claim_key(
-    promotable: bool,
-    needs_resync: bool,
-    position: Position,
-    epoch: u64,
-    id: NodeId,
-) -> (bool, bool, Position, u64, std::cmp::Reverse<NodeId>) {
-    (promotable, !needs_resync, position, epoch, std::cmp::Reverse(id))
+/// What a node claims in the start-up and no-master tie-break.
+pub(crate) struct Claim {
+    pub promotable: bool,
+    pub needs_resync: bool,
+    /// Database transactions held.
+    pub position: Position,
+    /// The MongoDB member's optime ((0, 0, 0) without one).
+    pub optime: Optime,
+    pub epoch: u64,
+    pub id: NodeId,
+}
+
+impl Claim {
+    /// The tie-break (S10): a node the promotion policy accepts first, then cleaner data, then
+    /// more recent data (the database's, then MongoDB's), then the higher epoch, then the lower
+    /// node id. Both nodes compute the same winner.
+    pub(crate) fn key(&self) -> (bool, bool, Position, Optime, u64, std::cmp::Reverse<NodeId>) {
+        (self.promotable, !self.needs_resync, self.position, self.optime, self.epoch, std::cmp::Reverse(self.id))
+    }
 }
 
 /// Two Masters met (B1): the higher epoch keeps the role; on a tie, the lower node id.

@@ -225,7 +225,8 @@ impl Plan {
     /// An operation whose failure must not be skipped: it is retried until it succeeds.
     fn critical(&self, op: &Op) -> bool {
         match op {
-            Op::Persist(_) | Op::DropVip | Op::FenceDb | Op::StopServices | Op::RaiseVip => true,
+            // Fencing MongoDB is fencing: a member left primary takes writes that are lost.
+            Op::Persist(_) | Op::DropVip | Op::FenceDb | Op::DemoteMongo | Op::StopServices | Op::RaiseVip => true,
             // Nothing may be lost: a hand-over's promotion does not go on without its DB.
             Op::PromoteDb { .. } => self.strict_db,
             Op::MoveCloudIp { .. } => self.goal == Goal::Handover,

@@ -7,12 +7,17 @@
 //! allowed. "Known" is what the Master last reported in its heartbeat beyond what this node
 //! received; when that heartbeat said semi-sync was active, whatever is missing was never
 //! acknowledged to a client, so the promotion is lossless and allowed.
+//!
+//! MongoDB goes through the same rules: a member that has not reported, does not answer, or is
+//! not a primary or secondary (STARTUP2, ROLLBACK, RECOVERING) is a hard blocker; a member known
+//! to lack the optime the peer last reported (heartbeats carry it) is a gap, allowed only within
+//! `mongo.max_lag_on_failover_s` seconds of writes. A Mongo resync running is a hard blocker.
 
 use crate::event::Event;
 use crate::node::Node;
 use crate::status::Alarm;
 use crate::time::Millis;
-use crate::types::{Position, Replication, ResyncPhase, Role};
+use crate::types::{Optime, Position, Replication, ResyncPhase, Role};
 
 /// How many Master positions the lag measurement remembers (older ones are merged away).
 const MARKS: usize = 256;
@@ -28,6 +33,8 @@ pub(crate) struct HealthClock {
     pub semi_off: Option<Millis>,
     /// Master: its own database does not answer.
     pub db_down: Option<Millis>,
+    /// Master: the Slave's MongoDB member is not a healthy secondary.
+    pub mongo_redundancy_bad: Option<Millis>,
 }
 
 /// Why this node may not become Master automatically.
@@ -67,33 +74,45 @@ impl Node {
         self.peer.hb.as_ref().is_some_and(|h| h.semi_sync)
     }
 
-    fn db_job_running(&self) -> bool {
-        self.job.as_ref().is_some_and(|j| {
-            j.state == crate::status::JobState::Running && j.phases[j.index..].iter().any(|p| matches!(p, ResyncPhase::DbCopy | ResyncPhase::DbReplicate))
-        })
+    fn job_runs(&self, phase: impl Fn(ResyncPhase) -> bool) -> bool {
+        self.job.as_ref().is_some_and(|j| j.state == crate::status::JobState::Running && j.phases[j.index..].iter().any(|p| phase(*p)))
     }
 
     pub(crate) fn blocker(&self) -> Option<Blocker> {
-        if !self.cfg.components.db {
+        let c = self.cfg.components;
+        if !c.db && !c.mongo {
             return None;
         }
         let hard = |why: String| Some(Blocker { why, gap: false });
-        if self.db_job_running() {
+        if c.db && self.job_runs(|p| matches!(p, ResyncPhase::DbCopy | ResyncPhase::DbReplicate)) {
             return hard("a database resync is running on this node".into());
+        }
+        if c.mongo && self.job_runs(|p| p == ResyncPhase::MongoCopy) {
+            return hard("a MongoDB resync is running on this node".into());
         }
         if self.needs_resync {
             return hard("this node is flagged for resync (errant transactions, a lost split brain, or a resync that did not finish)".into());
         }
-        if let Some(e) = &self.db_error {
-            return hard(format!("its database does not answer ({e})"));
+        if c.db {
+            if let Some(e) = &self.db_error {
+                return hard(format!("its database does not answer ({e})"));
+            }
+            if !self.db_reported {
+                return hard("its database has not reported yet".into());
+            }
+            if let Replication::Broken(e) = &self.db_replication {
+                return hard(format!("its replication is broken: {e}"));
+            }
         }
-        if !self.db_reported {
-            return hard("its database has not reported yet".into());
+        if c.mongo {
+            match &self.mongo_report {
+                None => return hard("its MongoDB member has not reported yet".into()),
+                Some(r) if r.error.is_some() => return hard(format!("its MongoDB member does not answer ({})", r.error.as_deref().unwrap_or_default())),
+                Some(r) if !r.healthy() => return hard(format!("its MongoDB member is {}, not a healthy secondary", r.state)),
+                Some(_) => {}
+            }
         }
-        if let Replication::Broken(e) = &self.db_replication {
-            return hard(format!("its replication is broken: {e}"));
-        }
-        let gap = self.known_gap();
+        let gap = if c.db { self.known_gap() } else { 0 };
         if gap > self.cfg.max_lag_on_failover && !self.master_was_semi_sync() {
             return Some(Blocker {
                 why: format!(
@@ -105,7 +124,34 @@ impl Node {
                 gap: true,
             });
         }
+        if let Some((theirs, mine, secs)) = self.mongo_gap() {
+            return Some(Blocker {
+                why: format!(
+                    "MongoDB writes known missing: the peer's member last reported optime {theirs:?}, this member holds {mine:?} ({secs} s of writes; mongo.max_lag_on_failover_s = {})",
+                    self.cfg.mongo_max_lag_on_failover_s
+                ),
+                gap: true,
+            });
+        }
         None
+    }
+
+    /// This member's optime, once it reported.
+    pub(crate) fn mongo_optime(&self) -> Optime {
+        self.mongo_report.as_ref().map_or((0, 0, 0), |r| r.optime)
+    }
+
+    /// The peer's member last reported an optime this one does not hold, spanning at least
+    /// `mongo_max_lag_on_failover_s` seconds (any, at 0): the peer's, ours, and the seconds.
+    /// As for the database, a flagged peer's extra writes are its own, not data we lack.
+    pub(crate) fn mongo_gap(&self) -> Option<(Optime, Optime, u32)> {
+        if !self.cfg.components.mongo {
+            return None;
+        }
+        let theirs = self.peer.hb.as_ref().filter(|h| !h.needs_resync)?.mongo?.optime;
+        let mine = self.mongo_optime();
+        let secs = theirs.1.saturating_sub(mine.1);
+        (theirs > mine && secs >= self.cfg.mongo_max_lag_on_failover_s).then_some((theirs, mine, secs))
     }
 
     pub(crate) fn promotion_blocker(&self) -> Option<String> {
@@ -170,10 +216,12 @@ impl Node {
 
     /// Runs after every input: alarms for database conditions and the repairs they call for.
     pub(crate) fn watch_db(&mut self) {
-        if !self.cfg.components.db || !self.started {
+        let c = self.cfg.components;
+        if !(c.db || c.mongo) || !self.started {
             return;
         }
-        let starting = !self.db_reported && self.now.since(self.boot_started) < self.cfg.timing.discovery_window;
+        let unreported = (c.db && !self.db_reported) || (c.mongo && self.mongo_report.is_none());
+        let starting = unreported && self.now.since(self.boot_started) < self.cfg.timing.discovery_window;
         match self.blocker() {
             None => self.clear_where(|a| matches!(a, Alarm::NotPromotable { .. })),
             Some(_) if starting => {}
@@ -183,6 +231,10 @@ impl Node {
                 self.raise(Alarm::NotPromotable { why });
             }
             Some(_) => {}
+        }
+        self.watch_mongo_redundancy();
+        if !c.db {
+            return;
         }
         match self.role {
             Role::Slave => self.watch_replica(),
@@ -198,6 +250,21 @@ impl Node {
         if self.role != Role::Slave {
             self.db_health.replica_bad = None;
             self.clear_where(|a| matches!(a, Alarm::ReplicationStopped | Alarm::ReplicationBroken { .. }));
+        }
+    }
+
+    /// A Master whose Slave's MongoDB member is not a healthy secondary for `db_grace`: alarm.
+    fn watch_mongo_redundancy(&mut self) {
+        let master = self.cfg.components.mongo && self.role == Role::Master;
+        let peer_ok = self.peer.hb.as_ref().filter(|_| self.peer_alive()).is_some_and(|h| h.role == Role::Slave && h.mongo.is_some_and(|m| m.healthy));
+        if !master || peer_ok {
+            self.db_health.mongo_redundancy_bad = None;
+            self.clear(&Alarm::MongoRedundancyLost);
+            return;
+        }
+        let since = *self.db_health.mongo_redundancy_bad.get_or_insert(self.now);
+        if self.grace_over(Some(since)) {
+            self.raise(Alarm::MongoRedundancyLost);
         }
     }
 
@@ -273,9 +340,16 @@ impl Node {
         if self.now.since(since) < self.cfg.timing.db_down_handover || self.plan.is_some() || self.handover.is_some() {
             return;
         }
-        // The Slave must be able to serve everything this node last reported.
+        // The Slave must be able to serve everything this node last reported; and that report
+        // must cover every acknowledged write: only semi-sync says so (an asynchronous write
+        // acknowledged after the last report is on this dead database alone, and handing over
+        // would turn it into errant transactions that a resync then erases).
         let ready = hb.is_some_and(|h| h.role == Role::Slave && h.db_ok && h.promotable && !h.needs_resync && h.received >= self.db_position);
-        if ready {
+        if ready && !self.semi_sync {
+            self.note_refusal(
+                "this Master's database is down and semi-sync was not active at its last report: writes acknowledged since may exist only here; nothing moves",
+            );
+        } else if ready {
             self.emit(Event::DbHealth { what: format!("the database has not answered for {} ms: handing the role to the Slave", self.now.since(since)) });
             if let Err(e) = self.begin_handover_db_down() {
                 self.note_refusal(&format!("database down, hand-over refused: {e}"));

@@ -91,6 +91,9 @@ pub enum Alarm {
     PossibleLoss {
         count: u64,
     },
+    /// A Master's Slave has no healthy MongoDB member (silent, not a secondary, resyncing): a
+    /// failure now has no up-to-date copy of MongoDB to fail over to.
+    MongoRedundancyLost,
 }
 
 impl fmt::Display for Alarm {
@@ -125,6 +128,7 @@ impl fmt::Display for Alarm {
             Alarm::RedundancyLost => f.write_str("redundancy-lost"),
             Alarm::SemiSyncInactive => f.write_str("semi-sync-inactive(a failover now may lose writes)"),
             Alarm::PossibleLoss { count } => write!(f, "possible-loss({count} transactions of the old Master may be missing)"),
+            Alarm::MongoRedundancyLost => f.write_str("mongo-redundancy-lost"),
         }
     }
 }

@@ -29,6 +29,7 @@ pub(crate) fn peer_heartbeat(from: NodeId, role: Role) -> Heartbeat {
         db_ok: true,
         semi_sync: false,
         promotable: true,
+        mongo: None,
     }
 }
 
@@ -73,6 +74,27 @@ fn a_lone_fresh_node_probes_the_vip_then_persists_epoch_one_before_raising_it() 
     assert_eq!(n.epoch(), 1);
     assert!(matches!(out.actions[0], Action::Event(Event::RoleChanged { from: Role::Booting, to: Role::Master, epoch: 1, .. })));
     assert_eq!(run_ops(&out).into_iter().map(|(_, o)| o).collect::<Vec<_>>(), vec![Op::RaiseVip]);
+}
+
+/// A daemon stopped (SIGSTOP, starved) between its checks and its claim: when it runs again,
+/// the epoch write it was waiting for has long completed, but the peer may have taken over
+/// meanwhile. The claim is not completed on stale checks: it probes again.
+#[test]
+fn a_promotion_interrupted_by_a_stall_is_decided_again_with_a_fresh_probe() {
+    let (mut n, _) = started();
+    let out = n.handle(Millis(1500), Input::Tick);
+    let (probe, _) = run_ops(&out).last().cloned().expect("probe");
+    let out = n.handle(Millis(1580), Input::Done { id: probe, result: Ok(Done::Probe { answered: false }) });
+    let (persist, _) = run_ops(&out)[0].clone();
+    // Nothing for six seconds, then the write's completion.
+    let out = n.handle(Millis(7580), Input::Done { id: persist, result: Ok(Done::Ok) });
+    assert_ne!(n.role(), Role::Master, "no claim on checks six seconds old");
+    assert!(out.actions.iter().any(|a| matches!(a, Action::Event(Event::TakeoverRefused { why }) if why.contains("stalled 6000 ms"))), "{:?}", out.actions);
+    assert!(run_ops(&out).iter().any(|(_, o)| *o == Op::ArpProbe), "probes afresh: {:?}", out.actions);
+    // A stall while nothing is being decided changes nothing.
+    let (mut quiet, _) = started();
+    let out = quiet.handle(Millis(9000), Input::Tick);
+    assert!(!out.actions.iter().any(|a| matches!(a, Action::Event(Event::TakeoverRefused { why }) if why.contains("stalled"))));
 }
 
 #[test]

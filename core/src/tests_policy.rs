@@ -5,14 +5,14 @@ use crate::*;
 
 /// A node with a database only (no VIP: no ARP probe in the way), driven by hand: every
 /// operation it asks for is answered by `settle`.
-struct H {
-    n: Node,
-    t: u64,
-    pending: Vec<(OpId, Op)>,
-    events: Vec<Event>,
+pub(crate) struct H {
+    pub(crate) n: Node,
+    pub(crate) t: u64,
+    pub(crate) pending: Vec<(OpId, Op)>,
+    pub(crate) events: Vec<Event>,
     /// Every operation asked for, answered or not.
-    ran: Vec<Op>,
-    seq: u64,
+    pub(crate) ran: Vec<Op>,
+    pub(crate) seq: u64,
 }
 
 fn db_cfg() -> Config {
@@ -26,14 +26,14 @@ fn facts(pos: u64, replication: Replication) -> DbFacts {
 }
 
 impl H {
-    fn new(cfg: Config, persisted: Option<PersistedState>) -> H {
+    pub(crate) fn new(cfg: Config, persisted: Option<PersistedState>) -> H {
         let mut h = H { n: Node::new(cfg), t: 0, pending: Vec::new(), events: Vec::new(), ran: Vec::new(), seq: 0 };
         h.feed(Input::Start { persisted, run: 1 });
         h.settle();
         h
     }
 
-    fn feed(&mut self, input: Input) -> Vec<Action> {
+    pub(crate) fn feed(&mut self, input: Input) -> Vec<Action> {
         let out = self.n.handle(Millis(self.t), input);
         for a in &out.actions {
             match a {
@@ -49,7 +49,7 @@ impl H {
     }
 
     /// Answers every pending operation with success (a fence at the node's position).
-    fn settle(&mut self) {
+    pub(crate) fn settle(&mut self) {
         for _ in 0..20 {
             let ops = std::mem::take(&mut self.pending);
             if ops.is_empty() {
@@ -65,7 +65,7 @@ impl H {
         }
     }
 
-    fn at(&mut self, t: u64) {
+    pub(crate) fn at(&mut self, t: u64) {
         self.t = t;
         self.feed(Input::Tick);
         self.settle();
@@ -97,7 +97,7 @@ impl H {
         h
     }
 
-    fn said(&self, f: impl Fn(&Event) -> bool) -> bool {
+    pub(crate) fn said(&self, f: impl Fn(&Event) -> bool) -> bool {
         self.events.iter().any(f)
     }
 }
@@ -205,11 +205,24 @@ fn a_stopped_replica_is_alarmed_and_started_again() {
 
 #[test]
 fn a_master_whose_database_stays_down_hands_over_to_a_caught_up_slave() {
+    // Semi-sync active at the last report: every acknowledged write is on the Slave.
+    let mut h = db_down_master(true);
+    assert!(h.n.status().transition.as_deref() == Some("handing-over"), "{:?}", h.n.status());
+    assert!(!h.pending.iter().any(|(_, o)| matches!(o, Op::FenceDb)), "a dead database is not fenced: {:?}", h.pending);
+    h.settle();
+    // Without it, writes acknowledged after the last report may exist only on the dead database.
+    let h = db_down_master(false);
+    assert_eq!(h.n.role(), Role::Master, "nothing moves");
+    assert!(h.said(|e| matches!(e, Event::TakeoverRefused { why } if why.contains("semi-sync was not active"))), "{:?}", h.events);
+}
+
+/// A Master at 700 whose database stops answering, its Slave caught up, for 10 s.
+fn db_down_master(semi_sync: bool) -> H {
     let mut c = db_cfg();
     c.node = NodeId(1);
     c.peer = NodeId(2);
     let mut h = H::new(c, Some(PersistedState { epoch: 1, last_role: Some(Role::Master), boots: 1, ..PersistedState::default() }));
-    h.feed(Input::DbReport(facts(700, Replication::NotReplica)));
+    h.feed(Input::DbReport(DbFacts { semi_sync, replicas: 1, ..facts(700, Replication::NotReplica) }));
     h.at(1600);
     assert_eq!(h.n.role(), Role::Master);
     let slave_hb = |seq: u64, t: u64| Heartbeat {
@@ -233,8 +246,7 @@ fn a_master_whose_database_stays_down_hands_over_to_a_caught_up_slave() {
             h.settle();
         }
     }
-    assert!(h.n.status().transition.as_deref() == Some("handing-over"), "{:?}", h.n.status());
-    assert!(!h.pending.iter().any(|(_, o)| matches!(o, Op::FenceDb)), "a dead database is not fenced: {:?}", h.pending);
+    h
 }
 
 #[test]
@@ -276,7 +288,7 @@ fn a_mongo_resync_copies_the_member_alone_and_all_includes_it() {
 #[test]
 fn a_mongo_rollback_is_alarmed_and_shown_never_hidden() {
     let mut h = H::new(db_cfg(), None);
-    let r = MongoReport { state: "SECONDARY".into(), optime: (2, 100, 1), lag_ms: Some(0), rollbacks: 0 };
+    let r = MongoReport { state: "SECONDARY".into(), optime: (2, 100, 1), lag_ms: Some(0), rollbacks: 0, error: None };
     h.feed(Input::MongoReport(r.clone()));
     assert_eq!(h.n.status().mongo.as_ref(), Some(&r));
     assert!(!h.n.status().alarms.iter().any(|a| matches!(a, Alarm::MongoRolledBack { .. })));
@@ -286,4 +298,22 @@ fn a_mongo_rollback_is_alarmed_and_shown_never_hidden() {
     // The member restarted (its count starts again): the alarm goes.
     h.feed(Input::MongoReport(r));
     assert!(!h.n.status().alarms.iter().any(|a| matches!(a, Alarm::MongoRolledBack { .. })));
+}
+
+/// A hand-over offered on a heartbeat older than the resync begun here: the half-copied node
+/// refuses it (the old Master takes its role back when the hand-over times out).
+#[test]
+fn a_node_copying_its_database_refuses_a_hand_over() {
+    let mut h = H::slave(1000, 1000, false);
+    h.feed(Input::Command { req: 1, cmd: Command::Resync(ResyncKind::Db) });
+    let (persist, _) = h.pending.remove(0);
+    h.feed(Input::Done { id: persist, result: Ok(Done::Ok) });
+    assert!(h.pending.iter().any(|(_, o)| matches!(o, Op::Resync { phase: ResyncPhase::DbCopy, .. })), "copying");
+    h.seq += 1;
+    let hb = Heartbeat { seq: h.seq, sent_at: Millis(h.t), epoch: 1, handing_over: true, position: Position(1000), ..peer_heartbeat(NodeId(1), Role::Slave) };
+    h.feed(Input::Peer(Message::Heartbeat(hb)));
+    h.feed(Input::Peer(Message::Handover { from: NodeId(1), epoch: 1, position: Position(1000), sent_at: Millis(h.t) }));
+    assert_eq!(h.n.role(), Role::Slave);
+    assert!(h.said(|e| matches!(e, Event::TakeoverRefused { why } if why.starts_with("hand-over refused: a database resync is running"))));
+    assert!(h.n.status().job.is_some_and(|j| j.state == JobState::Running), "the copy goes on");
 }

@@ -139,18 +139,40 @@ pub struct FsReport {
     pub refused: Option<String>,
 }
 
+/// A MongoDB optime: the term, then the timestamp's seconds and increment. MongoDB orders
+/// optimes by term first, and so does the tuple.
+pub type Optime = (i64, u32, u32);
+
 /// What the MongoDB adapter says of the local replica-set member (S6).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MongoReport {
-    /// `PRIMARY`, `SECONDARY`, `ROLLBACK`, `STARTUP2`, ...
+    /// `PRIMARY`, `SECONDARY`, `ROLLBACK`, `STARTUP2`, ... (`UNREACHABLE` with `error`).
     pub state: String,
-    /// The last applied optime: term, then the timestamp's seconds and increment.
-    pub optime: (i64, u32, u32),
+    /// The last applied optime.
+    pub optime: Optime,
     /// Milliseconds behind the primary's last write (a secondary that sees a primary).
     pub lag_ms: Option<u64>,
     /// Rollbacks the member went through since it started: writes of a former primary that
     /// the new one never had, saved by MongoDB in its rollback directory.
     pub rollbacks: u64,
+    /// The member did not answer (the driver's words); the other fields are then the last known.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl MongoReport {
+    /// A member that answers and is a primary or a replicating secondary: one that may serve.
+    pub fn healthy(&self) -> bool {
+        self.error.is_none() && matches!(self.state.as_str(), "PRIMARY" | "SECONDARY")
+    }
+}
+
+/// What a heartbeat says of the sender's MongoDB member.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MongoBeat {
+    pub optime: Optime,
+    /// The member answers and is a primary or a secondary.
+    pub healthy: bool,
 }
 
 /// What the cloud adapter says of the public IP and of the domain operators use (S13).

@@ -264,6 +264,7 @@ impl Sim {
                 for (ix, count) in self.world.replicate() {
                     self.feed(ix, Input::DbErrant { count, gtids: format!("{count} modelled") });
                 }
+                self.world.mongo_replicate();
                 self.push(self.now + REPLICATE_EVERY, Ev::Replicate);
             }
             Ev::Report => {
@@ -281,12 +282,17 @@ impl Sim {
                         };
                         self.feed(ix, input);
                     }
+                    if self.cfg.components.mongo && self.world.hosts[ix].powered {
+                        let r = self.world.mongo_report(ix);
+                        self.feed(ix, Input::MongoReport(r));
+                    }
                 }
                 self.push(self.now + REPORT_EVERY, Ev::Report);
             }
             Ev::Write => {
                 if self.world.writer {
                     self.world.client_write();
+                    self.world.mongo_write();
                     self.push(self.now + self.cfg.write_every, Ev::Write);
                 }
             }

@@ -70,6 +70,9 @@ pub enum Fault {
     DbDown(Ix),
     /// The database server comes back: read-only, replication configured but not started.
     DbUp(Ix),
+    /// The node's `mongod` dies (the daemon and the host stay up), and comes back.
+    MongoDown(Ix),
+    MongoUp(Ix),
     /// Someone stops the node's replication (`STOP SLAVE` by hand).
     StopReplication(Ix),
     /// The node's state file is deleted (the next start finds none).
@@ -106,6 +109,8 @@ impl fmt::Display for Fault {
             Fault::CloudMove(i) => write!(f, "cloud-move {}", n(i)),
             Fault::DbDown(i) => write!(f, "db-down {}", n(i)),
             Fault::DbUp(i) => write!(f, "db-up {}", n(i)),
+            Fault::MongoDown(i) => write!(f, "mongo-down {}", n(i)),
+            Fault::MongoUp(i) => write!(f, "mongo-up {}", n(i)),
             Fault::StopReplication(i) => write!(f, "stop-replication {}", n(i)),
             Fault::LoseState(i) => write!(f, "lose-state {}", n(i)),
         }
@@ -190,6 +195,8 @@ impl std::str::FromStr for Fault {
             "cloud-move" => Fault::CloudMove(node(1)?),
             "db-down" => Fault::DbDown(node(1)?),
             "db-up" => Fault::DbUp(node(1)?),
+            "mongo-down" => Fault::MongoDown(node(1)?),
+            "mongo-up" => Fault::MongoUp(node(1)?),
             "stop-replication" => Fault::StopReplication(node(1)?),
             "lose-state" => Fault::LoseState(node(1)?),
             "a" | "b" => Fault::Cmd(node(0)?, parse_command(&w[1..])?),

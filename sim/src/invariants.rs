@@ -1,7 +1,8 @@
-//! Safety properties checked after every simulation step (I1–I4, I6–I8), and liveness (I5) at
+//! Safety properties checked after every simulation step (I1–I4, I6–I9), and liveness (I5) at
 //! the end. I7: a node flagged for resync (errant transactions, a lost split brain, a resync
 //! that did not finish) never becomes Master unless an operator forced it. I8 (in the world
-//! model): a write acknowledged under semi-sync is never lost by a promotion.
+//! model): a write acknowledged under semi-sync is never lost by a promotion. I9 (in the Mongo
+//! model): a MongoDB write acknowledged while the Slave's member received it is never lost.
 
 use crate::fault::{node_name, Fault};
 use crate::world::{AdapterFault, World};
@@ -38,7 +39,7 @@ pub struct Checker {
     /// Only for the database (see `check`).
     db_grace_until: u64,
     grace_ms: u64,
-    since: [Option<u64>; 2],
+    since: [Option<u64>; 3],
     /// Longest dual holding seen inside a grace window (ms).
     pub max_dual_ms: u64,
     epoch: [u64; 2],
@@ -49,7 +50,10 @@ pub struct Checker {
     pub violations: Vec<String>,
 }
 
-const WHAT: [&str; 2] = ["I1: two hosts answer ARP for the VIP", "I2: two writable databases"];
+/// MongoDB's default `heartbeatIntervalMillis`.
+const MONGO_HEARTBEAT_MS: u64 = 2000;
+
+const WHAT: [&str; 3] = ["I1: two hosts answer ARP for the VIP", "I2: two writable databases", "I2: two MongoDB primaries"];
 
 impl Checker {
     pub fn new(grace_ms: u64) -> Checker {
@@ -70,6 +74,14 @@ impl Checker {
         if let Fault::LoseState(ix) = f {
             self.state_lost[*ix] = true;
         }
+        // A daemon that resumes while holding the VIP in a dual holding that began in a heal's
+        // grace (it was hung through the heal, see `check`) hears its peer only now: the heal's
+        // resolution starts now.
+        if let (Fault::Resume(_), Some(start)) = (f, self.since[0]) {
+            if start <= self.grace_until && w.hosts.iter().all(|h| h.vip) {
+                self.grace_until = now + self.grace_ms;
+            }
+        }
         let blind = Self::blind_now(w);
         if self.blind && !blind {
             self.grace_until = now + self.grace_ms;
@@ -86,7 +98,8 @@ impl Checker {
         // In cloud mode clients reach only the public IP's holder, so "both writable" matters
         // where both are reachable: on a shared LAN, or through the public IP (impossible twice).
         let shared = w.mode == Mode::Lan && w.same_domain();
-        let conds = [shared && both(&|i| w.answers_arp(i)), shared && both(&|i| w.hosts[i].powered && w.hosts[i].db.writable)];
+        let conds =
+            [shared && both(&|i| w.answers_arp(i)), shared && both(&|i| w.hosts[i].powered && w.hosts[i].db.writable), shared && w.two_mongo_primaries()];
         // A host whose daemon died (or is stopped) keeps its database writable until systemd
         // restarts the daemon (or it resumes) and it lets go: that much dual writability is
         // measured, not forbidden (clients reach it no more: its VIP is gone). Its
@@ -101,7 +114,19 @@ impl Checker {
                 continue;
             }
             let start = *self.since[k].get_or_insert(now);
-            let grace = if k == 1 { self.grace_until.max(self.db_grace_until) } else { self.grace_until };
+            let mut grace = if k >= 1 { self.grace_until.max(self.db_grace_until) } else { self.grace_until };
+            if k == 0 && start <= grace {
+                // Begun in a heal's grace window while one holder's daemon is stopped or dead: that
+                // one cannot hear the other and let go; the kernel drops its VIP when the lease it
+                // last renewed runs out. The lease is the bound.
+                let lease_end = w.hosts.iter().filter_map(|h| h.vip_expires.filter(|_| h.vip)).max();
+                grace = grace.max(lease_end.unwrap_or(0));
+            }
+            if k == 2 {
+                // Two primaries that meet (a heal, a member restarted while cut off) are MongoDB's
+                // own to resolve: the older term steps down at the next heartbeat.
+                grace = grace.max(start + MONGO_HEARTBEAT_MS);
+            }
             if now <= grace {
                 self.max_dual_ms = self.max_dual_ms.max(now - start);
             } else if !self.blind {

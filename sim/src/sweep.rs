@@ -39,7 +39,7 @@ pub fn random_schedule(seed: u64) -> Schedule {
         let ix: Ix = r.range(0, 1) as usize;
         let op = (*r.pick(&FAULTY_OPS)).to_string();
         let any_op = if r.chance(20) { "*".to_string() } else { op.clone() };
-        let f = match r.range(0, 31) {
+        let f = match r.range(0, 33) {
             0 => Fault::Crash(ix),
             1 => Fault::Start(ix),
             2 => Fault::PowerOff(ix),
@@ -70,6 +70,10 @@ pub fn random_schedule(seed: u64) -> Schedule {
             27 => {
                 ops.push((t + r.range(500, 15_000), Fault::DbUp(ix)));
                 Fault::DbDown(ix)
+            }
+            30 => {
+                ops.push((t + r.range(500, 15_000), Fault::MongoUp(ix)));
+                Fault::MongoDown(ix)
             }
             29 => {
                 // A hung daemon (SIGSTOP) that comes back: its VIP's lease runs out meanwhile.
@@ -120,7 +124,17 @@ pub fn run_schedule(s: &Schedule, verbose: bool) -> (Result<RunStats, String>, S
         sim.schedule(*t, f.clone());
     }
     let h = s.heal_at;
-    for f in [Fault::Heal, Fault::Fix(0), Fault::Fix(1), Fault::Drift(0, 0), Fault::Drift(1, 0), Fault::DbUp(0), Fault::DbUp(1)] {
+    for f in [
+        Fault::Heal,
+        Fault::Fix(0),
+        Fault::Fix(1),
+        Fault::Drift(0, 0),
+        Fault::Drift(1, 0),
+        Fault::DbUp(0),
+        Fault::DbUp(1),
+        Fault::MongoUp(0),
+        Fault::MongoUp(1),
+    ] {
         sim.schedule(h, f);
     }
     for ix in 0..2 {
@@ -185,7 +199,19 @@ pub fn run_schedule(s: &Schedule, verbose: bool) -> (Result<RunStats, String>, S
             let mut r = Ok(at - h);
             if flagged {
                 sim.schedule(sim.now + 10, Fault::Cmd(1 - m, Command::Resync(ridondato_core::ResyncKind::All)));
+                // A job begun before the heal under slowed adapters may still be running: wait for
+                // it (each phase has its own deadline), then for one that starts now.
+                let until = sim.now + 60_000;
                 sim.run_until(sim.now + 15_000);
+                let running =
+                    |sim: &Sim| sim.nodes[1 - m].as_ref().is_some_and(|n| n.status().job.is_some_and(|j| j.state == ridondato_core::JobState::Running));
+                while running(&sim) && sim.now < until {
+                    sim.run_until(sim.now + 1000);
+                }
+                if sim.nodes[1 - m].as_ref().is_some_and(|n| n.status().needs_resync) {
+                    sim.schedule(sim.now + 10, Fault::Cmd(1 - m, Command::Resync(ridondato_core::ResyncKind::All)));
+                    sim.run_until(sim.now + 15_000);
+                }
                 if let Err(e) = settled(&sim.world, &sim.nodes, true) {
                     r = Err(format!("I5: after resync: {e}"));
                 } else if sim.nodes[1 - m].as_ref().is_some_and(|n| n.status().needs_resync) {
@@ -269,6 +295,10 @@ pub fn sweep(first: u64, n: u64, threads: usize) -> SweepReport {
 fn operator_must_force(sim: &Sim, ix: Ix) -> bool {
     let st: Vec<Option<ridondato_core::Status>> = sim.nodes.iter().map(|n| n.as_ref().map(Node::status)).collect();
     let (Some(me), Some(other)) = (&st[ix], &st[1 - ix]) else { return false };
-    let stuck = |s: &ridondato_core::Status| s.role == Role::Slave && s.transition.is_none() && s.promotion_blocker.is_some() && s.peer.alive;
-    stuck(me) && stuck(other) && (me.db_position, std::cmp::Reverse(ix)) > (other.db_position, std::cmp::Reverse(1 - ix))
+    // Both held back by known gaps (with a database and MongoDB, histories that diverged each
+    // way: each node lacks writes of the other): the operator picks one and forces it.
+    let stuck =
+        |s: &ridondato_core::Status| matches!(s.role, Role::Slave | Role::Booting) && s.transition.is_none() && s.promotion_blocker.is_some() && s.peer.alive;
+    let claim = |s: &ridondato_core::Status, i: Ix| (s.db_position, s.mongo.as_ref().map(|m| m.optime), std::cmp::Reverse(i));
+    stuck(me) && stuck(other) && claim(me, ix) > claim(other, 1 - ix)
 }

@@ -148,6 +148,13 @@ impl Mongo for SimBackend {
     async fn resync(&self, progress: ProgressFn) -> AdapterResult<()> {
         self.copy(ResyncPhase::MongoCopy, progress).await
     }
+    async fn report(&self) -> AdapterResult<Option<ridondato_core::MongoReport>> {
+        let r = lock(&self.world).mongo_report(self.ix);
+        match r.error {
+            Some(e) => Err(AdapterError::new(e)),
+            None => Ok(Some(r)),
+        }
+    }
 }
 
 #[async_trait]
@@ -246,7 +253,7 @@ async fn run_node(ix: Ix, cfg: SimConfig, world: Shared<World>, rng: Shared<Rng>
         w.runs[ix] += 1;
         w.runs[ix]
     };
-    let dcfg = DriverConfig { op_deadline: Duration::from_millis(cfg.op_deadline), run, ..DriverConfig::default() };
+    let dcfg = DriverConfig { op_deadline: Duration::from_millis(cfg.op_deadline), run, mongo_reports: cfg.components.mongo, ..DriverConfig::default() };
     let (driver, handle) = Driver::new(Node::new(cfg.node_config(ix)), backends, Arc::new(TurmoilUdp { sock, peer }), Arc::new(JsonCodec), dcfg);
     let watcher = watch_status(ix, handle, statuses);
     tokio::spawn(watcher);
@@ -335,10 +342,12 @@ pub fn run(cfg: &SimConfig, ops: &[(u64, Fault)], duration_ms: u64) -> Result<Tu
         if now >= last_repl + 20 {
             last_repl = now;
             let _ = w.replicate();
+            w.mongo_replicate();
         }
         if w.writer && now >= last_write + cfg.write_every {
             last_write = now;
             w.client_write();
+            w.mongo_write();
         }
         let st = lock(&statuses).clone();
         let views = [0, 1].map(|i| if down[i] { None } else { st[i].as_ref().map(View::of_status) });

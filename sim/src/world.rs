@@ -45,7 +45,7 @@ pub struct Host {
     pub vip: bool,
     pub services: bool,
     pub fs_push: Option<Ix>,
-    pub mongo_primary: bool,
+    pub mongo: crate::mongo_model::MongoModel,
     pub db: DbModel,
     /// The node's state store: survives crashes and power loss.
     pub store: Option<PersistedState>,
@@ -76,7 +76,7 @@ impl Host {
             vip: false,
             services: false,
             fs_push: None,
-            mongo_primary: false,
+            mongo: crate::mongo_model::MongoModel::default(),
             db: DbModel::default(),
             store: None,
             faults: BTreeMap::new(),
@@ -122,6 +122,9 @@ pub struct World {
     pub acked: Vec<(u64, Ix)>,
     /// For each of `acked`: committed under semi-sync (the replica had it before the ack).
     pub acked_semi: Vec<bool>,
+    /// MongoDB writes the client saw acknowledged.
+    pub mongo_acked: Vec<crate::mongo_model::MongoAck>,
+    pub(crate) next_mongo: u64,
     /// Where in `acked` each host's current stretch as the writable one began.
     writable_from: [usize; 2],
     /// Each host's last finished stretch as the writable one (`acked` indices), closed by a fence.
@@ -155,6 +158,8 @@ impl World {
             net: Net::default(),
             writer: false,
             next_txn: 1,
+            mongo_acked: Vec::new(),
+            next_mongo: 1,
             acked: Vec::new(),
             acked_semi: Vec::new(),
             writable_from: [0, 0],
@@ -349,14 +354,14 @@ impl World {
                 self.hosts[ix].db.source = Some(ix_of(*from));
                 Done::Ok
             }
-            Op::PromoteMongo => {
-                self.hosts[ix].mongo_primary = true;
-                Done::Ok
-            }
-            Op::DemoteMongo => {
-                self.hosts[ix].mongo_primary = false;
-                Done::Ok
-            }
+            Op::PromoteMongo => match self.mongo_promote(ix) {
+                Ok(()) => Done::Ok,
+                Err(e) => return Finish::Done(Err(OpError::Failed(e))),
+            },
+            Op::DemoteMongo => match self.mongo_demote(ix) {
+                Ok(()) => Done::Ok,
+                Err(e) => return Finish::Done(Err(OpError::Failed(e))),
+            },
             Op::FsPushStart { to } => {
                 self.hosts[ix].fs_push = Some(ix_of(*to));
                 Done::Ok
@@ -399,7 +404,8 @@ impl World {
                 db.errant = 0;
             }
             ResyncPhase::DbReplicate => self.hosts[ix].db.source = Some(peer),
-            ResyncPhase::MongoCopy | ResyncPhase::FsCopy => {}
+            ResyncPhase::MongoCopy => self.mongo_copy(ix),
+            ResyncPhase::FsCopy => {}
         }
         Ok(Done::Ok)
     }
@@ -530,6 +536,8 @@ impl World {
                     db.stopped = db.source.is_some();
                 }
             }
+            Fault::MongoDown(ix) => self.hosts[*ix].mongo.down = true,
+            Fault::MongoUp(ix) => self.mongo_restart(*ix),
             Fault::StopReplication(ix) => self.hosts[*ix].db.stopped = self.hosts[*ix].db.source.is_some(),
             Fault::LoseState(ix) => self.hosts[*ix].store = None,
             Fault::Start(_)
@@ -590,7 +598,10 @@ impl World {
         h.vip_expires = None;
         h.services = false;
         h.fs_push = None;
-        h.mongo_primary = false;
+        // Modelled as restarting a secondary: a real sole voter may elect itself again, but
+        // holds no VIP (clients cannot reach it) until its daemon demotes it at start-up or it
+        // sees the survivor's newer configuration and rolls back.
+        h.mongo.primary = false;
         // The DB restarts read-only (read_only=1 in its configuration) and not replicating.
         h.db.writable = false;
         h.db.source = None;

@@ -21,6 +21,7 @@ pub use resync::ResyncSetup;
 use crate::traits::{AdapterError, AdapterResult, Mongo, ProgressFn};
 use async_trait::async_trait;
 use mongodb::bson::{doc, Bson, Document};
+use mongodb::options::{AuthMechanism, ClientOptions, Credential};
 use mongodb::Client;
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,23 @@ pub struct MongoConfig {
     pub peer: String,
     /// How long a promotion waits to be writable primary, and a hand-over for the catch-up.
     pub timeout: Duration,
+    /// SCRAM-SHA-256 credentials (user, password, authentication database), read by the
+    /// daemon from `mongo.password_file`: passwords stay out of the URI and the config file.
+    pub credential: Option<MongoCredential>,
+}
+
+#[derive(Clone)]
+pub struct MongoCredential {
+    pub user: String,
+    pub password: String,
+    pub source: String,
+}
+
+impl std::fmt::Debug for MongoCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password: configs are logged at start-up.
+        write!(f, "MongoCredential {{ user: {:?}, source: {:?}, password: <hidden> }}", self.user, self.source)
+    }
 }
 
 pub use ridondato_core::MongoReport;
@@ -57,7 +75,18 @@ impl MongoMember {
     pub async fn connect(cfg: MongoConfig) -> AdapterResult<MongoMember> {
         let sep = if cfg.uri.contains('?') { '&' } else { '?' };
         let uri = format!("{}{sep}directConnection=true&serverSelectionTimeoutMS=2000&connectTimeoutMS=2000", cfg.uri);
-        let client = Client::with_uri_str(&uri).await.map_err(|e| err("the local member's URI", e))?;
+        let mut options = ClientOptions::parse(&uri).await.map_err(|e| err("the local member's URI", e))?;
+        if let Some(c) = &cfg.credential {
+            options.credential = Some(
+                Credential::builder()
+                    .username(c.user.clone())
+                    .password(c.password.clone())
+                    .source(c.source.clone())
+                    .mechanism(AuthMechanism::ScramSha256)
+                    .build(),
+            );
+        }
+        let client = Client::with_options(options).map_err(|e| err("the local member's options", e))?;
         Ok(MongoMember { client, cfg, resync: None })
     }
 
@@ -148,6 +177,7 @@ impl MongoMember {
             optime: mine,
             lag_ms,
             rollbacks: s.get_i64("rollbackCount").map(|n| n.max(0) as u64).or_else(|_| s.get_i32("rollbackCount").map(|n| n.max(0) as u64)).unwrap_or(0),
+            error: None,
         })
     }
 

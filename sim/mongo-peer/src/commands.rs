@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bson::{doc, spec::BinarySubtype, Binary, Bson, DateTime, Document};
 
+use crate::auth::Session;
 use crate::error::{CmdError, CmdResult};
 use crate::member::Member;
 
@@ -25,7 +26,7 @@ fn admin_only(name: &str, db: &str) -> CmdResult<()> {
     }
 }
 
-pub async fn dispatch(member: &Arc<Member>, conn_id: i64, cmd: Document) -> Outcome {
+pub async fn dispatch(member: &Arc<Member>, conn_id: i64, session: &mut Session, cmd: Document) -> Outcome {
     let name = cmd.keys().next().cloned().unwrap_or_default();
     let db = cmd.get_str("$db").unwrap_or("admin").to_string();
     let internal = name.starts_with("ridondato");
@@ -33,7 +34,10 @@ pub async fn dispatch(member: &Arc<Member>, conn_id: i64, cmd: Document) -> Outc
     if internal && cut(member) {
         return Outcome::Close;
     }
-    let res = run(member, conn_id, &name, &db, &cmd).await;
+    let res = match member.auth.check(session, &name) {
+        Ok(()) => run(member, conn_id, session, &name, &db, &cmd).await,
+        Err(e) => Err(e),
+    };
     if internal && cut(member) {
         return Outcome::Close;
     }
@@ -57,9 +61,15 @@ pub async fn dispatch(member: &Arc<Member>, conn_id: i64, cmd: Document) -> Outc
     Outcome::Reply(reply)
 }
 
-async fn run(member: &Arc<Member>, conn_id: i64, name: &str, db: &str, cmd: &Document) -> CmdResult {
+async fn run(member: &Arc<Member>, conn_id: i64, session: &mut Session, name: &str, db: &str, cmd: &Document) -> CmdResult {
     match name {
-        "hello" | "isMaster" | "ismaster" => crate::status::hello(member, conn_id, name, cmd).await,
+        "hello" | "isMaster" | "ismaster" => {
+            let mut reply = crate::status::hello(member, conn_id, name, cmd).await?;
+            member.auth.on_hello(session, cmd, &mut reply);
+            Ok(reply)
+        }
+        "saslStart" => member.auth.sasl_start(session, db, cmd),
+        "saslContinue" => member.auth.sasl_continue(session, cmd),
         "replSetGetStatus" => {
             admin_only(name, db)?;
             crate::status::repl_status(member, cmd)
@@ -80,7 +90,7 @@ async fn run(member: &Arc<Member>, conn_id: i64, name: &str, db: &str, cmd: &Doc
         "maxBsonObjectSize": crate::status::MAX_BSON, "storageEngines": ["ridondato"] }),
         "getParameter" => Ok(get_parameter(cmd)),
         "serverStatus" => Ok(server_status(member)),
-        "connectionStatus" => Ok(doc! { "authInfo": { "authenticatedUsers": [], "authenticatedUserRoles": [] } }),
+        "connectionStatus" => Ok(member.auth.connection_status(session)),
         _ => Err(CmdError::CommandNotFound(format!("no such command: '{name}'"))),
     }
 }

@@ -17,6 +17,7 @@
 //! - retryable writes: <https://www.mongodb.com/docs/manual/core/retryable-writes/>
 //! - OP_MSG: <https://www.mongodb.com/docs/manual/reference/mongodb-wire-protocol/>
 //! - error codes: <https://www.mongodb.com/docs/manual/reference/error-codes/>
+//! - SCRAM: <https://www.mongodb.com/docs/manual/core/security-scram/>
 //!
 //! Simplifications, each chosen because no test of ours can tell the difference:
 //! - elections: a sole electable voter becomes primary once it has heard from its peers (so a
@@ -27,13 +28,16 @@
 //! - replication pulls from the primary only (no chaining); updates are logged as post-images.
 //! - rollback uses refetch (see [`rollback`](crate::rollback)); initial sync copies at
 //!   [`PeerOptions::initial_sync_bytes_per_sec`] to make progress observable.
-//! - no authentication, TLS, compression, transactions, secondary indexes, change streams.
+//! - authentication is optional, SCRAM-SHA-256 only, for users given in [`PeerOptions::users`]
+//!   (see [`auth`](crate::auth)); members log in to each other as the first user.
+//! - no TLS, compression, transactions, secondary indexes, change streams.
 //!
 //! Peer extensions: `replSetGetStatus` has `rollbackCount` and `lastRollback {at, entries, dir,
 //! commonPoint, files, syncSource}`; members talk through the internal commands
 //! `ridondatoHeartbeat`, `ridondatoOplogFetch` and `ridondatoRequestVote`.
 
 mod admin;
+mod auth;
 mod commands;
 mod config;
 mod crud;

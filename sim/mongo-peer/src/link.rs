@@ -1,5 +1,7 @@
 //! Member-to-member connections. A partition cuts them here (outbound) and in the command
-//! handlers (inbound, by the `from` field every internal command carries).
+//! handlers (inbound, by the `from` field every internal command carries). With users
+//! configured, each new connection first authenticates with SCRAM-SHA-256 as the first user
+//! ([`Auth::login`](crate::auth::Auth::login)), where mongod would use its keyFile.
 
 use std::io;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -38,8 +40,10 @@ impl Link {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let res = tokio::time::timeout(timeout, async {
             if guard.is_none() {
-                let s = TcpStream::connect(&self.host).await?;
+                let mut s = TcpStream::connect(&self.host).await?;
                 s.set_nodelay(true)?;
+                // With users configured, a fresh connection logs in before its first command.
+                member.auth.login(&mut s, &self.next_id).await?;
                 *guard = Some(s);
             }
             match guard.as_mut() {

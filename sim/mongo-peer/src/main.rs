@@ -1,5 +1,7 @@
 //! `ridondato-mongo-peer --bind IP:PORT --replSet NAME --dbpath DIR [--host NAME:PORT]
-//! [--initial-sync-bytes-per-sec N]`: a mongod look-alike that runs until SIGTERM/SIGINT.
+//! [--initial-sync-bytes-per-sec N] [--user NAME --password-file PATH]`: a mongod look-alike
+//! that runs until SIGTERM/SIGINT. With `--user`, clients must authenticate with SCRAM-SHA-256
+//! as that user (in `admin`), whose password is the file's contents without trailing newline.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -7,10 +9,11 @@ use std::process::ExitCode;
 use ridondato_mongo_peer::{serve, PeerOptions};
 
 const USAGE: &str = "usage: ridondato-mongo-peer --bind IP:PORT --replSet NAME --dbpath DIR \
-[--host NAME:PORT] [--initial-sync-bytes-per-sec N]";
+[--host NAME:PORT] [--initial-sync-bytes-per-sec N] [--user NAME --password-file PATH]";
 
 fn parse(args: &[String]) -> Result<PeerOptions, String> {
     let (mut bind, mut set, mut dbpath, mut host, mut rate) = (None, None, None, None, None);
+    let (mut user, mut password_file) = (None, None);
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || it.next().cloned().ok_or_else(|| format!("{flag} needs a value"));
@@ -32,6 +35,8 @@ fn parse(args: &[String]) -> Result<PeerOptions, String> {
                 let v = value()?;
                 rate = Some(v.parse::<u64>().map_err(|_| format!("--initial-sync-bytes-per-sec {v:?}: not a number"))?);
             }
+            "--user" => user = Some(value()?).filter(|s| !s.is_empty()),
+            "--password-file" => password_file = Some(value()?),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -42,6 +47,15 @@ fn parse(args: &[String]) -> Result<PeerOptions, String> {
     opts.host = host;
     if let Some(r) = rate {
         opts.initial_sync_bytes_per_sec = r;
+    }
+    match (user, password_file) {
+        (None, None) => {}
+        (Some(user), Some(path)) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("--password-file {path:?}: {e}"))?;
+            opts.users.push((user, text.trim_end_matches(['\r', '\n']).to_string()));
+        }
+        (Some(_), None) => return Err("--user needs --password-file".into()),
+        (None, Some(_)) => return Err("--password-file needs --user (a non-empty name)".into()),
     }
     Ok(opts)
 }

@@ -216,6 +216,8 @@ pub struct Member {
     partitioned: Mutex<HashSet<String>>,
     links: Mutex<HashMap<String, Arc<Link>>>,
     next_conn: AtomicI64,
+    /// Users for clients, and the credentials the links log in with.
+    pub auth: crate::auth::Auth,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -230,7 +232,7 @@ pub fn election_id(term: i64) -> ObjectId {
 }
 
 impl Member {
-    pub fn new(me: String, set_name: String, dbpath: PathBuf, tuning: Tuning, store: Store, state: State) -> Self {
+    pub fn new(me: String, set_name: String, dbpath: PathBuf, tuning: Tuning, store: Store, state: State, auth: crate::auth::Auth) -> Self {
         Member {
             me,
             set_name,
@@ -246,6 +248,7 @@ impl Member {
             partitioned: Mutex::new(HashSet::new()),
             links: Mutex::new(HashMap::new()),
             next_conn: AtomicI64::new(1),
+            auth,
         }
     }
 

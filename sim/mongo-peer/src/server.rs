@@ -11,6 +11,7 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+use crate::auth::{Auth, Session};
 use crate::commands::{self, Outcome};
 use crate::config::ReplConfig;
 use crate::member::{Member, Role, State, Tuning};
@@ -28,11 +29,15 @@ pub struct PeerOptions {
     pub host: Option<String>,
     /// Simulated initial-sync copy rate; 0 copies as fast as it can.
     pub initial_sync_bytes_per_sec: u64,
+    /// (user, password) pairs in `admin`, for SCRAM-SHA-256; empty means no authentication.
+    /// Members of one set must share them: the first one is what the members log in to each
+    /// other with (see [`auth`](crate::auth)).
+    pub users: Vec<(String, String)>,
 }
 
 impl PeerOptions {
     pub fn new(bind: SocketAddr, repl_set: impl Into<String>, dbpath: impl Into<PathBuf>) -> Self {
-        PeerOptions { bind, repl_set: repl_set.into(), dbpath: dbpath.into(), host: None, initial_sync_bytes_per_sec: 1 << 20 }
+        PeerOptions { bind, repl_set: repl_set.into(), dbpath: dbpath.into(), host: None, initial_sync_bytes_per_sec: 1 << 20, users: Vec::new() }
     }
 }
 
@@ -88,6 +93,8 @@ impl Drop for PeerHandle {
 
 /// Starts a member: loads `dbpath`, binds, and runs until the handle stops it.
 pub async fn serve(opts: PeerOptions) -> io::Result<PeerHandle> {
+    let users = opts.users.clone();
+    let auth = tokio::task::spawn_blocking(move || Auth::new(&users)).await.map_err(io::Error::other)??;
     let listener = TcpListener::bind(opts.bind).await?;
     let addr = listener.local_addr()?;
     let me = opts.host.clone().unwrap_or_else(|| addr.to_string());
@@ -95,7 +102,7 @@ pub async fn serve(opts: PeerOptions) -> io::Result<PeerHandle> {
     let state = replay(&me, records);
     tracing::info!(%me, role = ?state.role, entries = state.oplog.len(), "member starting");
     let tuning = Tuning { initial_sync_bytes_per_sec: opts.initial_sync_bytes_per_sec, heartbeat_interval: Duration::from_millis(200) };
-    let member = Arc::new(Member::new(me, opts.repl_set.clone(), opts.dbpath.clone(), tuning, store, state));
+    let member = Arc::new(Member::new(me, opts.repl_set.clone(), opts.dbpath.clone(), tuning, store, state, auth));
     let mut tasks = JoinSet::new();
     tasks.spawn(accept_loop(listener, member.clone()));
     tasks.spawn(crate::replication::heartbeat_loop(member.clone()));
@@ -197,6 +204,7 @@ async fn connection(member: Arc<Member>, stream: TcpStream) {
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     let mut reply_id = 1i32;
+    let mut session = Session::default();
     loop {
         let msg = match wire::read_message(&mut rd).await {
             Ok(Some(m)) => m,
@@ -207,7 +215,7 @@ async fn connection(member: Arc<Member>, stream: TcpStream) {
             }
         };
         let wants_reply = msg.flags & wire::MORE_TO_COME == 0;
-        match commands::dispatch(&member, conn_id, msg.command).await {
+        match commands::dispatch(&member, conn_id, &mut session, msg.command).await {
             Outcome::Close => return,
             Outcome::Reply(doc) if wants_reply => {
                 reply_id = reply_id.wrapping_add(1);

@@ -236,16 +236,6 @@ fn binary_rejects_a_bad_argument_by_name() -> R {
     Ok(())
 }
 
-/// Kills the spawned binary however the test ends.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The binary as a single-node set: serves the driver, stops cleanly on SIGTERM, and keeps its
 /// data and config across the restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -87,6 +87,26 @@ pub fn config(a: &str, b: &str, version: i32, a_votes: i32) -> Document {
     ] }
 }
 
+/// Waits until `c`'s member sees A primary and B secondary.
+pub async fn primary_and_secondary(c: &Client, a_host: &str, b_host: &str) -> R {
+    wait_for("A primary, B secondary", 10, || async {
+        let s = status(c).await?;
+        let ok = member(&s, a_host)?.get_i32("state") == Ok(1) && member(&s, b_host)?.get_i32("state") == Ok(2);
+        ok.then_some(())
+    })
+    .await
+}
+
+/// Kills a spawned binary however the test ends.
+pub struct Child(pub std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Two members: A votes 1 / priority 1, B votes 0 / priority 0; returns once A is primary and
 /// B secondary.
 pub struct Pair {
@@ -109,12 +129,7 @@ impl Pair {
         let (a_addr, b_addr) = (a.addr(), b.addr());
         let ca = direct(a_addr).await?;
         admin(&ca, doc! {"replSetInitiate": config(&a_host, &b_host, 1, 1)}).await?;
-        wait_for("A primary, B secondary", 10, || async {
-            let s = status(&ca).await?;
-            let ok = member(&s, &a_host)?.get_i32("state") == Ok(1) && member(&s, &b_host)?.get_i32("state") == Ok(2);
-            ok.then_some(())
-        })
-        .await?;
+        primary_and_secondary(&ca, &a_host, &b_host).await?;
         Ok(Pair { a: Some(a), b: Some(b), a_addr, b_addr, a_dir, b_dir, a_host, b_host })
     }
 
