@@ -3,7 +3,7 @@
 //! MongoDB server can be installed on the build machines). A client in its own namespace
 //! writes through the real driver with the replica-set connection string while the pair
 //! switches over and then fails over; every acknowledged write must be on the Master after
-//! the switch-over.
+//! the switch-over. The members require authentication: the daemons use `mongo.password_file`.
 
 mod support;
 
@@ -16,12 +16,21 @@ use support::*;
 
 type Acked = Arc<Mutex<Vec<(i64, Instant)>>>;
 
+/// The members require SCRAM-SHA-256 authentication; the daemons read the password from
+/// `mongo.password_file`, the test's clients carry it in their URI.
+const USER: &str = "ridondato";
+const PASSWORD: &str = "lab-mongo-pw";
+const CRED: &str = "ridondato:lab-mongo-pw@";
+
 fn peer_bin() -> std::path::PathBuf {
     std::path::Path::new(BIN).with_file_name("ridondato-mongo-peer")
 }
 
 async fn hello_writable(addr: String) -> bool {
-    let Ok(c) = mongodb::Client::with_uri_str(format!("mongodb://{addr}/?directConnection=true&serverSelectionTimeoutMS=1000")).await else { return false };
+    let Ok(c) = mongodb::Client::with_uri_str(format!("mongodb://{CRED}{addr}/?directConnection=true&serverSelectionTimeoutMS=1000&authSource=admin")).await
+    else {
+        return false;
+    };
     c.database("admin").run_command(doc! {"hello": 1}).await.is_ok_and(|h| h.get_bool("isWritablePrimary").unwrap_or(false))
 }
 
@@ -41,7 +50,7 @@ async fn writer(uri: String, acked: Acked, stop: Arc<AtomicBool>) {
 
 async fn ids(addr: String) -> Vec<i64> {
     use futures::TryStreamExt;
-    let Ok(c) = mongodb::Client::with_uri_str(format!("mongodb://{addr}/?directConnection=true")).await else { return Vec::new() };
+    let Ok(c) = mongodb::Client::with_uri_str(format!("mongodb://{CRED}{addr}/?directConnection=true&authSource=admin")).await else { return Vec::new() };
     let Ok(cursor) = c.database("app").collection::<Document>("calls").find(doc! {}).await else { return Vec::new() };
     let docs: Vec<Document> = cursor.try_collect().await.unwrap_or_default();
     docs.iter().filter_map(|d| d.get_i64("_id").ok()).collect()
@@ -56,6 +65,8 @@ fn the_replica_set_follows_a_switchover_and_a_failover() {
     let mut lab = Lab::up("mg");
     let (a_ip, b_ip) = (lab.var("LAB_A").to_string(), lab.var("LAB_B").to_string());
     let (a_m, b_m) = (format!("{a_ip}:27017"), format!("{b_ip}:27017"));
+    let pw = lab.work.join("mongo.pw");
+    std::fs::write(&pw, format!("{PASSWORD}\n")).expect("password file");
     let mut peers = Vec::new();
     for (n, me) in [("a", &a_m), ("b", &b_m)] {
         let dir = lab.work.join(format!("{n}-mongo"));
@@ -64,12 +75,28 @@ fn the_replica_set_follows_a_switchover_and_a_failover() {
         peers.push(Spawned::in_ns(
             &lab,
             n,
-            &[bin.to_str().unwrap_or_default(), "--bind", me, "--replSet", "rs0", "--dbpath", dir.to_str().unwrap_or_default()],
+            &[
+                bin.to_str().unwrap_or_default(),
+                "--bind",
+                me,
+                "--replSet",
+                "rs0",
+                "--dbpath",
+                dir.to_str().unwrap_or_default(),
+                "--user",
+                USER,
+                "--password-file",
+                pw.to_str().unwrap_or_default(),
+            ],
         ));
         let peer = if n == "a" { &b_m } else { &a_m };
         let path = lab.work.join(format!("{n}.toml"));
         let mut cfg = std::fs::read_to_string(&path).expect("config");
-        cfg.push_str(&format!("\n[mongo]\nuri = \"mongodb://{me}/\"\nreplica_set = \"rs0\"\nmember = \"{me}\"\npeer_member = \"{peer}\"\n"));
+        // The daemon authenticates as the operator would set it up: the password in a file.
+        cfg.push_str(&format!(
+            "\n[mongo]\nuri = \"mongodb://{me}/\"\nreplica_set = \"rs0\"\nmember = \"{me}\"\npeer_member = \"{peer}\"\nusername = \"{USER}\"\npassword_file = \"{}\"\n",
+            pw.display()
+        ));
         std::fs::write(&path, cfg).expect("config");
     }
     // The set as an operator initiates it once: a's member the only voter.
@@ -78,7 +105,9 @@ fn the_replica_set_follows_a_switchover_and_a_failover() {
     let initiated = ns_a.run(move || async move {
         let t = Instant::now();
         loop {
-            if let Ok(c) = mongodb::Client::with_uri_str(format!("mongodb://{a2}/?directConnection=true&serverSelectionTimeoutMS=1000")).await {
+            if let Ok(c) =
+                mongodb::Client::with_uri_str(format!("mongodb://{CRED}{a2}/?directConnection=true&serverSelectionTimeoutMS=1000&authSource=admin")).await
+            {
                 let config = doc! { "_id": "rs0", "version": 1, "members": [
                 { "_id": 0, "host": &a2, "votes": 1, "priority": 1 }, { "_id": 1, "host": &b2, "votes": 0, "priority": 0 } ] };
                 if c.database("admin").run_command(doc! {"replSetInitiate": config}).await.is_ok() {
@@ -107,7 +136,8 @@ fn the_replica_set_follows_a_switchover_and_a_failover() {
     // A client writing through the replica-set connection string, from its own namespace.
     let acked: Acked = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
-    let uri = format!("mongodb://{a_m},{b_m}/?replicaSet=rs0&w=1&retryWrites=true&serverSelectionTimeoutMS=20000&heartbeatFrequencyMS=500");
+    let uri =
+        format!("mongodb://{CRED}{a_m},{b_m}/?replicaSet=rs0&w=1&retryWrites=true&serverSelectionTimeoutMS=20000&heartbeatFrequencyMS=500&authSource=admin");
     let (acked2, stop2, ns_c) = (acked.clone(), stop.clone(), lab.ns("c"));
     let client = std::thread::spawn(move || NsRuntime::new(&ns_c).run(move || writer(uri, acked2, stop2)));
     wait_for("writes flowing", Duration::from_secs(15), || acked.lock().map(|v| v.len() > 100).unwrap_or(false));
