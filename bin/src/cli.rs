@@ -82,13 +82,11 @@ pub fn render_status(s: &Status) -> String {
         if let Some(e) = &s.db_error {
             out += &format!("db error: {e}\n");
         }
-        if let Some(b) = &s.promotion_blocker {
-            out += &format!("not promotable: {b}\n");
-        }
     }
     if let Some(m) = &s.mongo {
+        let stale = if m.error.is_some() { " (last known)" } else { "" };
         out += &format!(
-            "mongo {}  optime {}/{}.{}  lag {}  rollbacks {}\n",
+            "mongo {}  optime {}/{}.{}{stale}  lag {}  rollbacks {}\n",
             m.state,
             m.optime.0,
             m.optime.1,
@@ -96,6 +94,13 @@ pub fn render_status(s: &Status) -> String {
             m.lag_ms.map_or("-".into(), |l| format!("{l} ms")),
             m.rollbacks
         );
+        if let Some(e) = &m.error {
+            out += &format!("mongo error: {e}\n");
+        }
+    }
+    // The policy covers the database and MongoDB alike.
+    if let Some(b) = &s.promotion_blocker {
+        out += &format!("not promotable: {b}\n");
     }
     if let Some(fs) = &s.fs {
         out += &format!("fs backlog {}  full passes {}  queue overflows {}  traffic {}\n", fs.backlog, fs.rescans, fs.overflows, size(fs.bytes));
@@ -318,5 +323,20 @@ mod tests {
         assert!(out.contains("refused here: receiving into /srv: No space left on device (28)\n"), "{out}");
         assert!(out.contains("files 10/40  1.5 KiB of 4.0 KiB"), "{out}");
         assert_eq!(size(1023), "1023 B");
+    }
+
+    #[test]
+    fn a_mongo_member_that_does_not_answer_shows_its_last_known_optime_and_why_it_blocks() {
+        let mut s = Node::new(Config::lan(NodeId(1), NodeId(2))).status();
+        s.mongo = Some(ridondato_core::MongoReport {
+            state: "UNREACHABLE".into(),
+            optime: (3, 500, 7),
+            error: Some("connection refused".into()),
+            ..Default::default()
+        });
+        s.promotion_blocker = Some("its MongoDB member does not answer (connection refused)".into());
+        let out = render_status(&s);
+        assert!(out.contains("mongo UNREACHABLE  optime 3/500.7 (last known)") && out.contains("mongo error: connection refused\n"), "{out}");
+        assert!(out.contains("not promotable: its MongoDB member does not answer"), "without a [db] too: {out}");
     }
 }
