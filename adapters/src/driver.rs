@@ -147,6 +147,8 @@ pub struct Driver {
     start: Instant,
     /// A MongoDB report is being asked for.
     mongo_report_running: Arc<std::sync::atomic::AtomicBool>,
+    /// Every input and the digest of the core's answer (B9), when the daemon keeps a journal.
+    journal: Option<crate::journal::JournalWriter>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -179,8 +181,15 @@ impl Driver {
             wake: None,
             start: Instant::now(),
             mongo_report_running: Arc::default(),
+            journal: None,
         };
         (d, handle)
+    }
+
+    /// Journals every input from the start on (B9).
+    pub fn with_journal(mut self, journal: crate::journal::JournalWriter) -> Driver {
+        self.journal = Some(journal);
+        self
     }
 
     /// The one place the clock is read.
@@ -258,7 +267,11 @@ impl Driver {
     async fn feed(&mut self, input: Input) -> bool {
         self.stats.inputs.fetch_add(1, Ordering::Relaxed);
         let now = self.now();
+        let journaled = self.journal.is_some().then(|| input.clone());
         let out = self.node.handle(now, input);
+        if let (Some(j), Some(input)) = (self.journal.as_mut(), journaled) {
+            j.record(now, &input, &out.actions);
+        }
         self.wake = out.next_wakeup;
         let mut exit = false;
         for action in out.actions {

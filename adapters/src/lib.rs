@@ -8,6 +8,7 @@ pub mod cloud;
 pub mod codec;
 pub mod driver;
 pub mod drop_log;
+pub mod journal;
 #[cfg(feature = "fs-sync")]
 pub mod fs_sync;
 #[cfg(feature = "lan")]

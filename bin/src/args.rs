@@ -102,6 +102,15 @@ pub enum Verb {
         #[command(flatten)]
         to: Target,
     },
+    /// Run a core again from a node's input journal (<state_dir>/journal: a directory or its
+    /// *.rdj files), check that it answers every input as journaled, print the timeline (B9).
+    Replay {
+        #[arg(value_name = "JOURNAL", required = true)]
+        paths: Vec<PathBuf>,
+        /// Also write a scenario that plays the incident in the simulator.
+        #[arg(long, value_name = "FILE")]
+        to_scenario: Option<PathBuf>,
+    },
     /// Run scenario files or random fault schedules in the deterministic simulator.
     Sim(SimArgs),
     /// Print a shell completion script (e.g. `ridondato completions bash > /etc/bash_completion.d/ridondato`).

@@ -55,6 +55,13 @@ pub struct NodeSection {
     pub state_dir: PathBuf,
     #[serde(default = "default_control_socket")]
     pub control_socket: PathBuf,
+    /// The input journal in `<state_dir>/journal/` (B9): its bound in MiB; 0 keeps none.
+    #[serde(default = "default_journal_mb")]
+    pub journal_max_mb: u64,
+}
+
+fn default_journal_mb() -> u64 {
+    64
 }
 
 fn default_port() -> u16 {

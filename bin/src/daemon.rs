@@ -246,7 +246,17 @@ async fn serve(cfg: NodeConfig) -> Result<(), String> {
         ..DriverConfig::default()
     };
     let handover_wait = Duration::from_millis(cfg.core.timing.handover_timeout + 2000);
-    let (driver, handle) = Driver::new(Node::new(cfg.core.clone()), backends, Arc::new(transport), Arc::new(codec), dcfg);
+    let run = dcfg.run;
+    let (mut driver, handle) = Driver::new(Node::new(cfg.core.clone()), backends, Arc::new(transport), Arc::new(codec), dcfg);
+    if f.node.journal_max_mb > 0 {
+        let dir = f.node.state_dir.join("journal");
+        let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        match ridondato_adapters::journal::JournalWriter::open(&dir, f.node.journal_max_mb << 20, run, started, cfg.core.clone()) {
+            Ok(j) => driver = driver.with_journal(j),
+            // A journal is for after the fact: its absence must not keep the pair from running.
+            Err(e) => tracing::error!("node.journal_max_mb: cannot open the journal in {}: {e}; running without one", dir.display()),
+        }
+    }
     tracing::info!(node = %cfg.core.node, peer = %f.node.peer_ip, "ridondato starting on {local_ip}:{}", f.node.port);
 
     let socket = f.node.control_socket.clone();

@@ -46,6 +46,23 @@ fn startup_power_loss_failover_garp_and_no_preemption() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(lab.role("b"), "master", "no preemption");
     assert!(!lab.holds_vip("a") && lab.holds_vip("b"));
+
+    // B9: each node journaled its inputs; a core run again from them answers exactly the same,
+    // a's killed run included, and b's view becomes a scenario in which b takes over again.
+    let replay = |args: &[&str]| {
+        let o = Command::new(BIN).arg("replay").args(args).output().expect("replay");
+        (o.status.success(), String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr))
+    };
+    let scn = lab.work.join("incident.scn");
+    let (ok, out) = replay(&[lab.work.join("b/journal").to_str().unwrap_or_default(), "--to-scenario", scn.to_str().unwrap_or_default()]);
+    assert!(ok && out.contains("every answer identical") && out.contains("b   role slave -> master"), "{out}");
+    let (ok, out) = replay(&[lab.work.join("a/journal").to_str().unwrap_or_default()]);
+    assert!(ok && out.matches("every answer identical").count() == 2, "both of a's runs: {out}");
+    let text = std::fs::read_to_string(&scn).expect("scenario");
+    assert!(text.contains("power-off a") && text.contains("power-on a"), "a's restart as b heard it:\n{text}");
+    let o = Command::new(BIN).args(["sim", scn.to_str().unwrap_or_default()]).output().expect("sim");
+    let sim = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && sim.contains("b   role slave -> master"), "the incident plays again in the simulator:\n{text}\n{sim}");
 }
 
 #[test]
