@@ -148,7 +148,7 @@ pub struct Driver {
     /// A MongoDB report is being asked for.
     mongo_report_running: Arc<std::sync::atomic::AtomicBool>,
     /// Every input and the digest of the core's answer (B9), when the daemon keeps a journal.
-    journal: Option<crate::journal::JournalWriter>,
+    journal: Option<crate::journal::JournalHandle>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -188,7 +188,7 @@ impl Driver {
 
     /// Journals every input from the start on (B9).
     pub fn with_journal(mut self, journal: crate::journal::JournalWriter) -> Driver {
-        self.journal = Some(journal);
+        self.journal = Some(crate::journal::JournalHandle::spawn(journal));
         self
     }
 

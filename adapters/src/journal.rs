@@ -103,22 +103,26 @@ impl JournalWriter {
 
     /// Appends one input and the digest of the core's answer.
     pub fn record(&mut self, now: Millis, input: &Input, actions: &[Action]) {
+        self.record_digest(now, input, digest(actions));
+    }
+
+    fn record_digest(&mut self, now: Millis, input: &Input, digest: u64) {
         if self.failed {
             return;
         }
-        if let Err(e) = self.try_record(now, input, actions) {
+        if let Err(e) = self.try_record(now, input, digest) {
             self.failed = true;
             tracing::error!("journal {}: {e}; no more inputs are journaled until the daemon restarts", self.dir.display());
         }
     }
 
-    fn try_record(&mut self, now: Millis, input: &Input, actions: &[Action]) -> std::io::Result<()> {
+    fn try_record(&mut self, now: Millis, input: &Input, digest: u64) -> std::io::Result<()> {
         if self.written >= self.segment_bytes {
             self.header.segment += 1;
             (self.file, self.written) = Self::create(&self.dir, &self.header)?;
             self.prune();
         }
-        let rec = Record { now, input: input.clone(), digest: digest(actions) };
+        let rec = Record { now, input: input.clone(), digest };
         let bytes = frame(&postcard::to_stdvec(&rec).map_err(std::io::Error::other)?);
         self.file.write_all(&bytes)?;
         self.written += bytes.len() as u64;
@@ -146,6 +150,36 @@ impl JournalWriter {
             if std::fs::remove_file(self.dir.join(&name)).is_ok() {
                 total -= len;
             }
+        }
+    }
+}
+
+/// The journal behind a thread of its own: the driver's loop never waits for the disk (a slow
+/// or hung disk must not delay a failover). If the thread falls more than `QUEUE` records
+/// behind, the journal ends there (logged): what it holds stays a replayable prefix.
+#[derive(Debug)]
+pub struct JournalHandle {
+    tx: Option<std::sync::mpsc::SyncSender<Record>>,
+}
+
+const QUEUE: usize = 4096;
+
+impl JournalHandle {
+    pub fn spawn(mut w: JournalWriter) -> JournalHandle {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Record>(QUEUE);
+        let spawned = std::thread::Builder::new().name("journal".into()).spawn(move || {
+            for r in rx {
+                w.record_digest(r.now, &r.input, r.digest);
+            }
+        });
+        JournalHandle { tx: spawned.ok().map(|_| tx) }
+    }
+
+    pub fn record(&mut self, now: Millis, input: &Input, actions: &[Action]) {
+        let Some(tx) = &self.tx else { return };
+        if tx.try_send(Record { now, input: input.clone(), digest: digest(actions) }).is_err() {
+            tracing::error!("the journal's disk is {QUEUE} records behind (or its thread ended): no more inputs are journaled until the daemon restarts");
+            self.tx = None;
         }
     }
 }
