@@ -2,15 +2,17 @@
 //! real backends (behind cargo features, so the simulator builds without them).
 
 pub mod accept;
+#[cfg(feature = "etcd")]
+pub mod arbiter_etcd;
 pub mod auth_codec;
 #[cfg(feature = "cloud")]
 pub mod cloud;
 pub mod codec;
 pub mod driver;
 pub mod drop_log;
-pub mod journal;
 #[cfg(feature = "fs-sync")]
 pub mod fs_sync;
+pub mod journal;
 #[cfg(feature = "lan")]
 pub mod lan;
 #[cfg(feature = "mariadb")]
