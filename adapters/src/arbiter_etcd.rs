@@ -599,6 +599,41 @@ impl EtcdArbiter {
     }
 }
 
+/// The core's view: who holds the key after the call. A key that names this node but is not on
+/// our lease (a previous run's, within its TTL) is no leadership: an error, so the promotion
+/// is refused until it expires.
+#[async_trait::async_trait]
+impl crate::traits::LeaseArbiter for EtcdArbiter {
+    async fn acquire(&self, node: ridondato_core::NodeId, epoch: u64) -> crate::traits::AdapterResult<Option<(ridondato_core::NodeId, u64)>> {
+        self.take(node, epoch).await
+    }
+
+    async fn refresh(&self, node: ridondato_core::NodeId, epoch: u64) -> crate::traits::AdapterResult<Option<(ridondato_core::NodeId, u64)>> {
+        if self.lease_id().is_some() && EtcdArbiter::refresh(self).await.is_ok() {
+            return Ok(Some((node, epoch)));
+        }
+        // Not ours any more (expired during an etcd outage, or never taken): take it again if
+        // it is free, else say who has it.
+        self.take(node, epoch).await
+    }
+
+    async fn release(&self) -> crate::traits::AdapterResult<()> {
+        EtcdArbiter::release(self).await.map_err(crate::traits::AdapterError::new)
+    }
+}
+
+impl EtcdArbiter {
+    async fn take(&self, node: ridondato_core::NodeId, epoch: u64) -> crate::traits::AdapterResult<Option<(ridondato_core::NodeId, u64)>> {
+        match EtcdArbiter::acquire(self, node.0, epoch).await.map_err(crate::traits::AdapterError::new)? {
+            Acquire::Won { .. } => Ok(Some((node, epoch))),
+            Acquire::Held { node: n, .. } if n == node.0 => {
+                Err(crate::traits::AdapterError::new(format!("the etcd leader key is a leftover of a previous run of {node}: waiting for its lease to expire")))
+            }
+            Acquire::Held { node: n, epoch: e } => Ok(Some((ridondato_core::NodeId(n), e))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,6 +28,8 @@ pub struct Backends {
     pub cloud: Arc<dyn CloudIp>,
     pub services: Arc<dyn Services>,
     pub store: Arc<dyn StateStore>,
+    /// The lease arbiter (`[arbiter]`), asked only when the core is configured with one.
+    pub lease: Arc<dyn LeaseArbiter>,
 }
 
 impl std::fmt::Debug for Backends {
@@ -40,7 +42,17 @@ impl Backends {
     /// Every backend refusing with "not configured": replace the ones the node has.
     pub fn unconfigured() -> Backends {
         let n = Arc::new(NotConfigured);
-        Backends { vip: n.clone(), witness: n.clone(), db: n.clone(), mongo: n.clone(), fs: n.clone(), cloud: n.clone(), services: n.clone(), store: n }
+        Backends {
+            vip: n.clone(),
+            witness: n.clone(),
+            db: n.clone(),
+            mongo: n.clone(),
+            fs: n.clone(),
+            cloud: n.clone(),
+            services: n.clone(),
+            store: n.clone(),
+            lease: n,
+        }
     }
 }
 
@@ -386,10 +398,10 @@ impl Driver {
         };
         let b = self.backends.clone();
         let tx = self.results_tx.clone();
-        let peer = self.node.config().peer;
+        let (me, peer) = (self.node.config().node, self.node.config().peer);
         let name = op.name();
         let h = tokio::spawn(async move {
-            let result = match tokio::time::timeout(deadline, execute(&b, op, peer, &tx)).await {
+            let result = match tokio::time::timeout(deadline, execute(&b, op, (me, peer), &tx)).await {
                 Ok(Ok(done)) => Ok(done),
                 Ok(Err(e)) => Err(OpError::Failed(e.0)),
                 Err(_) => Err(OpError::TimedOut),
@@ -404,7 +416,7 @@ impl Driver {
 }
 
 /// One operation on the backend it belongs to.
-async fn execute(b: &Backends, op: Op, peer: NodeId, tx: &mpsc::UnboundedSender<Input>) -> AdapterResult<Done> {
+async fn execute(b: &Backends, op: Op, (me, peer): (NodeId, NodeId), tx: &mpsc::UnboundedSender<Input>) -> AdapterResult<Done> {
     let ok = |r: AdapterResult<()>| r.map(|()| Done::Ok);
     match op {
         Op::Persist(s) => ok(b.store.save(&s).await),
@@ -418,6 +430,9 @@ async fn execute(b: &Backends, op: Op, peer: NodeId, tx: &mpsc::UnboundedSender<
         Op::FenceDb => b.db.fence().await.map(|position| Done::Fenced { position }),
         Op::ReplicateDb { from } => ok(b.db.replicate_from(from).await),
         Op::PromoteMongo => ok(b.mongo.promote().await),
+        Op::LeaseAcquire { epoch } => b.lease.acquire(me, epoch).await.map(|holder| Done::Lease { holder }),
+        Op::LeaseRefresh { epoch } => b.lease.refresh(me, epoch).await.map(|holder| Done::Lease { holder }),
+        Op::LeaseRelease => ok(b.lease.release().await),
         Op::DemoteMongo => ok(b.mongo.demote().await),
         Op::FsPushStart { to } => ok(b.fs.push_start(to).await),
         Op::FsPushStop => ok(b.fs.push_stop().await),

@@ -63,6 +63,17 @@ pub trait Vip: Send + Sync {
     }
 }
 
+/// The lease arbiter (B11): a leader key on a lease, in a store with a real quorum (etcd).
+/// Each call answers who holds the key afterwards (node, epoch), `None` for nobody.
+#[async_trait]
+pub trait LeaseArbiter: Send + Sync {
+    /// Create the key for `node` and `epoch` if nobody holds it.
+    async fn acquire(&self, node: NodeId, epoch: u64) -> AdapterResult<Option<(NodeId, u64)>>;
+    /// Keep our lease alive; if it is gone and the key is free, take it again.
+    async fn refresh(&self, node: NodeId, epoch: u64) -> AdapterResult<Option<(NodeId, u64)>>;
+    async fn release(&self) -> AdapterResult<()>;
+}
+
 /// Witness hosts: how many answer right now.
 #[async_trait]
 pub trait Witness: Send + Sync {

@@ -13,6 +13,19 @@ fn no<T>(what: &str) -> AdapterResult<T> {
 }
 
 #[async_trait]
+impl LeaseArbiter for NotConfigured {
+    async fn acquire(&self, _: NodeId, _: u64) -> AdapterResult<Option<(NodeId, u64)>> {
+        no("the etcd arbiter")
+    }
+    async fn refresh(&self, _: NodeId, _: u64) -> AdapterResult<Option<(NodeId, u64)>> {
+        no("the etcd arbiter")
+    }
+    async fn release(&self) -> AdapterResult<()> {
+        no("the etcd arbiter")
+    }
+}
+
+#[async_trait]
 impl Vip for NotConfigured {
     async fn raise(&self) -> AdapterResult<()> {
         no("the virtual IP")

@@ -26,6 +26,43 @@ pub struct NodeFile {
     pub witness: WitnessSection,
     #[serde(default)]
     pub garp: GarpSection,
+    pub arbiter: Option<ArbiterSection>,
+}
+
+/// A lease arbiter with a real quorum (B11): a leader key on an etcd lease.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArbiterSection {
+    /// Only `etcd` so far.
+    pub kind: String,
+    /// Client URLs of the etcd members.
+    pub endpoints: Vec<String>,
+    #[serde(default = "default_lease_ttl")]
+    pub ttl_s: u64,
+    /// The leader key is `<prefix>/leader`: one prefix per pair.
+    pub prefix: String,
+    /// The bound on each etcd call.
+    #[serde(default = "default_arbiter_timeout")]
+    pub op_timeout_ms: u64,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+fn default_lease_ttl() -> u64 {
+    5
+}
+fn default_arbiter_timeout() -> u64 {
+    1000
+}
+
+impl ArbiterSection {
+    /// The core's use of the lease: refresh every TTL/5; a refresh older than TTL less one call's
+    /// bound and a margin for clock rates (0.1 % of the TTL, at least 100 ms) no longer counts.
+    pub fn timing(&self) -> ridondato_core::LeaseTiming {
+        let ttl = self.ttl_s * 1000;
+        let margin = self.op_timeout_ms + (ttl / 1000).max(100);
+        ridondato_core::LeaseTiming { refresh_every: ttl / 5, keep_for: ttl.saturating_sub(margin) }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -666,6 +703,33 @@ pub fn parse(text: &str) -> Result<NodeConfig, Vec<ConfigProblem>> {
     if file.garp.probe_wait_ms < 10 {
         problems.push(problem("garp.probe_wait_ms", "the ARP probe needs at least 10 ms to hear an answer"));
     }
+    if let Some(a) = &file.arbiter {
+        if a.kind != "etcd" {
+            problems.push(problem("arbiter.kind", format!("`{}`: only \"etcd\" is supported", a.kind)));
+        }
+        if a.endpoints.is_empty() || a.endpoints.iter().any(|e| e.trim().is_empty()) {
+            problems.push(problem("arbiter.endpoints", "list the etcd members' client URLs"));
+        }
+        if a.prefix.is_empty() || !a.prefix.starts_with('/') {
+            problems.push(problem("arbiter.prefix", format!("`{}`: a key prefix starting with / (one per pair)", a.prefix)));
+        }
+        if a.op_timeout_ms == 0 {
+            problems.push(problem("arbiter.op_timeout_ms", "must be greater than 0"));
+        }
+        let t = a.timing();
+        if a.ttl_s == 0 || t.keep_for < 2 * t.refresh_every {
+            problems.push(problem(
+                "arbiter.ttl_s",
+                format!("{} s leaves no room for refreshes within TTL less op_timeout_ms: at least {} s", a.ttl_s, (a.op_timeout_ms * 2 / 1000) + 2),
+            ));
+        }
+        match (&a.username, &a.password_file) {
+            (Some(_), None) => problems.push(problem("arbiter.password_file", "missing: arbiter.username needs its password file")),
+            (None, Some(_)) => problems.push(problem("arbiter.username", "missing: arbiter.password_file is given without a user")),
+            (_, Some(f)) if std::fs::metadata(f).is_err() => problems.push(problem("arbiter.password_file", format!("{}: not readable", f.display()))),
+            _ => {}
+        }
+    }
     let core = Config {
         node: NodeId(n.id),
         peer: NodeId(n.peer_id),
@@ -684,6 +748,7 @@ pub fn parse(text: &str) -> Result<NodeConfig, Vec<ConfigProblem>> {
         max_retries: 3,
         max_lag_on_failover: file.db.as_ref().map_or(0, |db| db.max_lag_on_failover),
         mongo_max_lag_on_failover_s: file.mongo.as_ref().map_or(0, |m| m.max_lag_on_failover_s),
+        lease: file.arbiter.as_ref().map(ArbiterSection::timing),
         semi_sync: file.db.as_ref().is_some_and(|db| db.semi_sync),
     };
     if let Err(e) = core.validate() {

@@ -213,6 +213,24 @@ async fn serve(cfg: NodeConfig) -> Result<(), String> {
         None => route_source(f.node.peer_ip).map_err(|e| format!("node.management_ip: {e}"))?,
     };
     let mut backends = backends(&cfg, local_ip, &key)?;
+    if let Some(a) = &f.arbiter {
+        use ridondato_adapters::arbiter_etcd::{EtcdArbiter, EtcdConfig};
+        let user = match (&a.username, &a.password_file) {
+            (Some(u), Some(p)) => {
+                let pw = std::fs::read_to_string(p).map_err(|e| format!("arbiter.password_file: {}: {e}", p.display()))?;
+                Some((u.clone(), pw.trim_end_matches(['\n', '\r']).to_string()))
+            }
+            _ => None,
+        };
+        let cfg = EtcdConfig {
+            endpoints: a.endpoints.clone(),
+            ttl_s: a.ttl_s as i64,
+            prefix: a.prefix.clone(),
+            user,
+            op_timeout: Duration::from_millis(a.op_timeout_ms),
+        };
+        backends.lease = Arc::new(EtcdArbiter::connect(cfg).await.map_err(|e| format!("[arbiter]: {e}"))?);
+    }
     if let Some(m) = &f.mongo {
         backends.mongo = Arc::new(mongo_adapter(m).await?);
     }

@@ -61,6 +61,17 @@ pub enum Op {
         job: u64,
         phase: ResyncPhase,
     },
+    /// The lease arbiter (B11): create the leader key for this node and `epoch` if nobody holds
+    /// it; answers `Done::Lease` with the holder afterwards.
+    LeaseAcquire {
+        epoch: u64,
+    },
+    /// Keep the lease alive (take the key again if it is free); answers `Done::Lease`.
+    LeaseRefresh {
+        epoch: u64,
+    },
+    /// Give the key up (a Master stepping down), so that the peer need not wait for the TTL.
+    LeaseRelease,
 }
 
 impl Op {
@@ -87,6 +98,9 @@ impl Op {
             Op::StartServices => "start-services",
             Op::StopServices => "stop-services",
             Op::Resync { .. } => "resync",
+            Op::LeaseAcquire { .. } => "lease-acquire",
+            Op::LeaseRefresh { .. } => "lease-refresh",
+            Op::LeaseRelease => "lease-release",
         }
     }
 }

@@ -134,6 +134,12 @@ impl Node {
         if hb.needs_resync {
             return Err("the peer waits for a resync: run `resync all` on it first".into());
         }
+        if self.cfg.components.db && self.db_error.is_some() {
+            // The hand-over fences the database before it drops the VIP; a dead one cannot be
+            // fenced, and the plan would hold the VIP while retrying. The database watch hands
+            // the role over by itself after db.down_handover_ms when that is lossless.
+            return Err("this Master's database does not answer: a planned switch-over cannot fence it".into());
+        }
         if self.cfg.components.db && !hb.replicating {
             return Err("the peer's database does not replicate from this Master: nothing would guarantee it has every write".into());
         }

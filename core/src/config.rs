@@ -105,6 +105,9 @@ pub struct Config {
     pub mongo_max_lag_on_failover_s: u32,
     /// The database is configured for semi-sync: its absence on a Master is an alarm.
     pub semi_sync: bool,
+    /// The etcd lease arbiter (B11), when configured.
+    #[serde(default)]
+    pub lease: Option<crate::lease::LeaseTiming>,
 }
 
 impl Config {
@@ -122,6 +125,7 @@ impl Config {
             max_retries: 3,
             max_lag_on_failover: 0,
             mongo_max_lag_on_failover_s: 0,
+            lease: None,
             semi_sync: true,
         }
     }

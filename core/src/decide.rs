@@ -20,6 +20,7 @@ impl Node {
             return;
         }
         self.watch_db();
+        self.watch_lease();
         self.watch_peer();
         self.preempt_plan();
         if self.alarms.contains(&Alarm::LinkDown) && self.role != Role::Master {
@@ -489,6 +490,7 @@ impl Node {
         }
         match (op, done) {
             (Op::CheckWitnesses, Done::Witnesses { reachable }) => self.isolation_result(reachable),
+            (Op::LeaseRefresh { .. }, Done::Lease { holder }) => self.lease_refreshed(holder),
             (Op::ArpProbe, Done::Probe { answered }) => {
                 if self.role != Role::Master || !self.promoting() {
                     return;
@@ -588,7 +590,7 @@ impl Node {
     }
 
     /// Maintenance holds off an isolated Master's step-down, for `maintenance_isolation_timeout`.
-    fn paused_isolation(&self) -> bool {
+    pub(crate) fn paused_isolation(&self) -> bool {
         let silent = self.peer.last_heard.map_or(u64::MAX, |h| self.now.since(h));
         self.maintenance_shared() && silent < self.cfg.timing.maintenance_isolation_timeout
     }
@@ -604,7 +606,8 @@ impl Node {
         self.isolation_check = None;
         let t = self.cfg.timing;
         let silent = self.peer.last_heard.is_none_or(|h| self.now.since(h) >= t.isolation_timeout);
-        if reachable > 0 {
+        // A fresh etcd lease answers for this Master as a witness would.
+        if reachable > 0 || self.lease_fresh() {
             self.clear(&Alarm::WitnessesUnreachable);
             return;
         }

@@ -66,6 +66,10 @@ pub enum Done {
     PeerInstance {
         running: bool,
     },
+    /// Who holds the etcd leader key after the operation (node, epoch); `None`: nobody.
+    Lease {
+        holder: Option<(NodeId, u64)>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,6 +10,7 @@ mod config;
 mod decide;
 mod event;
 mod input;
+mod lease;
 mod message;
 mod node;
 mod peer;
@@ -25,6 +26,7 @@ pub use action::{Action, Op, OpId, Output};
 pub use config::{Components, Config, ConfigError, Timing};
 pub use event::Event;
 pub use input::{Command, Done, Input, OpError, Target};
+pub use lease::LeaseTiming;
 pub use message::{Heartbeat, Message};
 pub use node::Node;
 pub use persist::{Maintenance, PersistedState};
@@ -34,6 +36,8 @@ pub use types::{CloudReport, DbFacts, FsReport, Mode, MongoBeat, MongoReport, No
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_lease;
 #[cfg(test)]
 mod tests_mongo;
 #[cfg(test)]

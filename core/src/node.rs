@@ -64,6 +64,11 @@ pub struct Node {
     /// time, so the second one was asked after it: only from then on does a report's state
     /// say anything about what the operation left behind.
     pub(crate) mongo_reports_since_op: u32,
+    /// The lease arbiter: when the last successful refresh (or acquisition) started, when the
+    /// next refresh is due, and when the one in flight started.
+    pub(crate) lease_ok_at: Option<Millis>,
+    pub(crate) next_lease_refresh: Millis,
+    pub(crate) lease_refresh_started: Millis,
     pub(crate) replicate_failures: u32,
     /// A Master re-attempts resources its promotion had to skip, with back-off.
     pub(crate) repair_at: Millis,
@@ -154,6 +159,9 @@ impl Node {
             replicate_retry_at: None,
             mongo_fix_at: Millis(0),
             mongo_reports_since_op: 2,
+            lease_ok_at: None,
+            next_lease_refresh: Millis(0),
+            lease_refresh_started: Millis(0),
             replicate_failures: 0,
             repair_at: Millis::ZERO,
             repair_attempts: 0,
@@ -556,10 +564,11 @@ impl Node {
     /// A Master still taking its resources (a VIP whose raise is being retried after a probe)
     /// drops the rest of its plan too: the repair takes them, each after a fresh probe. Not a
     /// hand-over's promotion: its database must reach the promised position first, and the old
-    /// Master's deadline bounds it.
+    /// Master's deadline bounds it; unless it rests on an etcd lease, which may have expired
+    /// for etcd meanwhile.
     fn after_stall(&mut self, gap: u64) {
         let Some(plan) = self.plan.as_ref() else { return };
-        if plan.goal != crate::plan::Goal::Master || plan.strict_db || self.handover.is_some() {
+        if plan.goal != crate::plan::Goal::Master || (plan.strict_db && self.cfg.lease.is_none()) || self.handover.is_some() {
             return;
         }
         self.abort_plan();

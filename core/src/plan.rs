@@ -104,6 +104,10 @@ impl Plan {
         if c.fs {
             ops.push(Op::FsPushStop);
         }
+        if n.cfg.lease.is_some() {
+            // Last, once everything is let go: the peer need not wait for the TTL.
+            ops.push(Op::LeaseRelease);
+        }
         Plan::new(name, Goal::Release, name, ops)
     }
 
@@ -147,6 +151,10 @@ impl Plan {
         }
         // Saturating: `Node::promote` refuses a claim once the epochs are exhausted.
         let epoch = n.top_epoch().saturating_add(1);
+        if n.cfg.lease.is_some() {
+            // The lease arbiter, last before the claim like the probe: the key names this claim.
+            ops.push(Op::LeaseAcquire { epoch });
+        }
         ops.push(Op::Persist(PersistedState {
             epoch,
             last_role: Some(Role::Master),
@@ -216,6 +224,9 @@ impl Plan {
         }
         if n.cfg.mode == Mode::Cloud {
             ops.push(Op::MoveCloudIp { to: n.cfg.peer });
+        }
+        if n.cfg.lease.is_some() {
+            ops.push(Op::LeaseRelease);
         }
         let mut p = Plan::new("handing-over", Goal::Handover, "planned switch-over", ops);
         p.steps.push_back(Step::SendHandover);
@@ -365,6 +376,7 @@ impl Node {
             Op::ArpProbe => Some(Alarm::VipAnsweredElsewhere),
             Op::CheckWitnesses => Some(Alarm::WitnessesUnreachable),
             Op::CheckPeerInstance { .. } => Some(Alarm::PeerInstanceRunning),
+            Op::LeaseAcquire { .. } => Some(Alarm::LeaseHeldElsewhere),
             _ => None,
         };
         match result {
@@ -373,6 +385,9 @@ impl Node {
                     Done::Probe { answered: true } => Some("another host answers ARP for the VIP".to_string()),
                     Done::Witnesses { reachable: 0 } => Some("no witness host answers".to_string()),
                     Done::PeerInstance { running: true } => Some("the peer's instance is running (cloud API)".to_string()),
+                    Done::Lease { holder: Some((n, epoch)) } if *n != self.cfg.node => Some(format!("the etcd leader key is held by {n} (epoch {epoch})")),
+                    Done::Lease { holder: None } => Some("etcd names no holder of the leader key after the attempt".to_string()),
+                    _ if matches!(op, Op::LeaseAcquire { .. }) && !matches!(done, Done::Lease { .. }) => Some(format!("the lease arbiter answered {done:?}")),
                     _ => None,
                 };
                 if let (Some(why), Some(alarm)) = (refused, arbiter_alarm.clone()) {
@@ -381,6 +396,9 @@ impl Node {
                 }
                 if arbiter_alarm.is_some() {
                     plan.arbiter_ok_at = Some(self.now);
+                }
+                if matches!(op, Op::LeaseAcquire { .. }) {
+                    self.lease_acquired(self.now);
                 }
                 if let Some(alarm) = arbiter_alarm {
                     self.clear(&alarm);

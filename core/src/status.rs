@@ -91,6 +91,11 @@ pub enum Alarm {
     PossibleLoss {
         count: u64,
     },
+    /// The etcd leader key is held by another node: no takeover (its Master lives for etcd).
+    LeaseHeldElsewhere,
+    /// This Master could not refresh its etcd lease lately; it keeps the role only while it
+    /// hears its peer.
+    LeaseStale,
     /// A Master's Slave has no healthy MongoDB member (silent, not a secondary, resyncing): a
     /// failure now has no up-to-date copy of MongoDB to fail over to.
     MongoRedundancyLost,
@@ -129,6 +134,8 @@ impl fmt::Display for Alarm {
             Alarm::SemiSyncInactive => f.write_str("semi-sync-inactive(a failover now may lose writes)"),
             Alarm::PossibleLoss { count } => write!(f, "possible-loss({count} transactions of the old Master may be missing)"),
             Alarm::MongoRedundancyLost => f.write_str("mongo-redundancy-lost"),
+            Alarm::LeaseHeldElsewhere => f.write_str("lease-held-elsewhere"),
+            Alarm::LeaseStale => f.write_str("lease-stale"),
         }
     }
 }

@@ -317,3 +317,23 @@ fn a_node_copying_its_database_refuses_a_hand_over() {
     assert!(h.said(|e| matches!(e, Event::TakeoverRefused { why } if why.starts_with("hand-over refused: a database resync is running"))));
     assert!(h.n.status().job.is_some_and(|j| j.state == JobState::Running), "the copy goes on");
 }
+
+/// A switch-over asked while the Master's own database is down would wait on a fence that
+/// cannot succeed, holding the VIP: refused, with the reason.
+#[test]
+fn a_switchover_is_refused_while_the_masters_database_is_down() {
+    let mut c = db_cfg();
+    c.node = NodeId(1);
+    c.peer = NodeId(2);
+    let mut h2 = H::new(c, Some(PersistedState { epoch: 1, last_role: Some(Role::Master), boots: 1, ..PersistedState::default() }));
+    h2.feed(Input::DbReport(facts(700, Replication::NotReplica)));
+    h2.at(1600);
+    h2.t = 1700;
+    let hb = Heartbeat { seq: 1, sent_at: Millis(1700), epoch: 1, replicating: true, ..peer_heartbeat(NodeId(2), Role::Slave) };
+    h2.feed(Input::Peer(Message::Heartbeat(hb)));
+    h2.feed(Input::DbUnreachable { error: "connection refused".into() });
+    let out = h2.feed(Input::Command { req: 1, cmd: Command::Switchover });
+    assert!(out.iter().any(|a| matches!(a, Action::Reply { req: 1, result: Err(e) } if e.contains("database does not answer"))), "{out:?}");
+    assert_eq!(h2.n.role(), Role::Master);
+    assert!(h2.n.status().transition.is_none());
+}

@@ -24,6 +24,8 @@ pub struct SimConfig {
     pub resync_deadline: u64,
     /// A client write through the front door this often, while the writer is on.
     pub write_every: u64,
+    /// The etcd lease arbiter (B11) in the modelled world.
+    pub lease: bool,
 }
 
 impl Default for SimConfig {
@@ -38,6 +40,7 @@ impl Default for SimConfig {
             op_deadline: 3000,
             resync_deadline: 120_000,
             write_every: 50,
+            lease: false,
         }
     }
 }
@@ -50,6 +53,12 @@ impl SimConfig {
         c.cloud_auto_failover = self.cloud_auto_failover;
         c.timing = self.timing;
         c.components = self.components;
+        if self.lease {
+            use crate::lease_model::{LEASE_OP_MS, LEASE_TTL_MS};
+            // The daemon's rule: a refresh older than the TTL less one client timeout and a
+            // margin for clock rates no longer counts.
+            c.lease = Some(ridondato_core::LeaseTiming { refresh_every: LEASE_TTL_MS / 5, keep_for: LEASE_TTL_MS - LEASE_OP_MS - 200 });
+        }
         if self.mode == Mode::Cloud {
             c.components.vip = false;
             c.arp_probe = false;
@@ -147,7 +156,7 @@ impl Sim {
         let world = World::new(cfg.mode, cfg.witnesses);
         let mut s = Sim {
             rng: Rng::new(cfg.seed),
-            checker: Checker::new(cfg.heal_grace()),
+            checker: Checker::new(cfg.heal_grace()).with_lease(cfg.lease),
             cfg,
             now: 0,
             world,

@@ -70,6 +70,10 @@ pub enum Fault {
     DbDown(Ix),
     /// The database server comes back: read-only, replication configured but not started.
     DbUp(Ix),
+    /// etcd (the lease arbiter) unreachable from one node, down altogether, or back for all.
+    EtcdCut(Ix),
+    EtcdDown,
+    EtcdUp,
     /// The node's `mongod` dies (the daemon and the host stay up), and comes back.
     MongoDown(Ix),
     MongoUp(Ix),
@@ -110,6 +114,9 @@ impl fmt::Display for Fault {
             Fault::DbDown(i) => write!(f, "db-down {}", n(i)),
             Fault::DbUp(i) => write!(f, "db-up {}", n(i)),
             Fault::MongoDown(i) => write!(f, "mongo-down {}", n(i)),
+            Fault::EtcdCut(i) => write!(f, "etcd-cut {}", n(i)),
+            Fault::EtcdDown => f.write_str("etcd-down"),
+            Fault::EtcdUp => f.write_str("etcd-up"),
             Fault::MongoUp(i) => write!(f, "mongo-up {}", n(i)),
             Fault::StopReplication(i) => write!(f, "stop-replication {}", n(i)),
             Fault::LoseState(i) => write!(f, "lose-state {}", n(i)),
@@ -196,6 +203,9 @@ impl std::str::FromStr for Fault {
             "db-down" => Fault::DbDown(node(1)?),
             "db-up" => Fault::DbUp(node(1)?),
             "mongo-down" => Fault::MongoDown(node(1)?),
+            "etcd-cut" => Fault::EtcdCut(node(1)?),
+            "etcd-down" => Fault::EtcdDown,
+            "etcd-up" => Fault::EtcdUp,
             "mongo-up" => Fault::MongoUp(node(1)?),
             "stop-replication" => Fault::StopReplication(node(1)?),
             "lose-state" => Fault::LoseState(node(1)?),

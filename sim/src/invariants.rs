@@ -47,6 +47,8 @@ pub struct Checker {
     /// The node's state file was deleted: its next epoch may start lower.
     state_lost: [bool; 2],
     role: [Option<Role>; 2],
+    /// The schedule runs the etcd lease arbiter (I10 applies).
+    pub lease: bool,
     pub violations: Vec<String>,
 }
 
@@ -58,6 +60,11 @@ const WHAT: [&str; 3] = ["I1: two hosts answer ARP for the VIP", "I2: two writab
 impl Checker {
     pub fn new(grace_ms: u64) -> Checker {
         Checker { grace_ms, ..Checker::default() }
+    }
+
+    pub fn with_lease(mut self, lease: bool) -> Checker {
+        self.lease = lease;
+        self
     }
 
     fn blind_now(w: &World) -> bool {
@@ -154,6 +161,13 @@ impl Checker {
             self.epoch[i] = n.epoch;
             if n.role == Role::Master && self.role[i] != Some(Role::Master) && n.needs_resync {
                 self.violations.push(format!("I7: {} became Master while flagged for resync at {}.{:03}s", node_name(i), now / 1000, now % 1000));
+            }
+            // I10: with the lease arbiter, a node becomes Master only holding the leader key.
+            if self.lease && n.role == Role::Master && self.role[i] != Some(Role::Master) && w.lease_holder_now() != Some(i) {
+                let what = "I10: became Master without holding the etcd lease";
+                if !self.violations.iter().any(|v| v.starts_with(what)) {
+                    self.violations.push(format!("{what}: {} at {}.{:03}s", node_name(i), now / 1000, now % 1000));
+                }
             }
             self.role[i] = Some(n.role);
             if n.role == Role::Master {

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod cluster;
 pub mod fault;
 pub mod invariants;
+pub mod lease_model;
 pub mod mongo_model;
 pub mod rng;
 pub mod scenario;

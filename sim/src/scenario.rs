@@ -82,6 +82,7 @@ fn apply_setting(cfg: &mut SimConfig, key: &str, val: &str) -> Result<(), String
         "maintenance_isolation" => t.maintenance_isolation_timeout = ms()?,
         "write_every" => cfg.write_every = ms()?,
         "mongo" => cfg.components.mongo = val == "on",
+        "lease" => cfg.lease = val == "on",
         _ => return Err(format!("unknown setting `{key}`")),
     }
     Ok(())

@@ -27,6 +27,8 @@ pub fn random_schedule(seed: u64) -> Schedule {
     let mut r = Rng::new(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0xA5A5);
     let mut cfg = SimConfig { seed, ..SimConfig::default() };
     cfg.witnesses = *r.pick(&[0, 0, 1]);
+    // A third of the schedules run the etcd lease arbiter (B11) besides the others.
+    cfg.lease = r.chance(33);
     if r.chance(10) {
         cfg.mode = Mode::Cloud;
         cfg.cloud_auto_failover = true;
@@ -39,7 +41,7 @@ pub fn random_schedule(seed: u64) -> Schedule {
         let ix: Ix = r.range(0, 1) as usize;
         let op = (*r.pick(&FAULTY_OPS)).to_string();
         let any_op = if r.chance(20) { "*".to_string() } else { op.clone() };
-        let f = match r.range(0, 33) {
+        let f = match r.range(0, 35) {
             0 => Fault::Crash(ix),
             1 => Fault::Start(ix),
             2 => Fault::PowerOff(ix),
@@ -74,6 +76,14 @@ pub fn random_schedule(seed: u64) -> Schedule {
             30 => {
                 ops.push((t + r.range(500, 15_000), Fault::MongoUp(ix)));
                 Fault::MongoDown(ix)
+            }
+            33 | 34 if cfg.lease => {
+                ops.push((t + r.range(500, 10_000), Fault::EtcdUp));
+                if r.chance(50) {
+                    Fault::EtcdCut(ix)
+                } else {
+                    Fault::EtcdDown
+                }
             }
             29 => {
                 // A hung daemon (SIGSTOP) that comes back: its VIP's lease runs out meanwhile.
@@ -134,6 +144,7 @@ pub fn run_schedule(s: &Schedule, verbose: bool) -> (Result<RunStats, String>, S
         Fault::DbUp(1),
         Fault::MongoUp(0),
         Fault::MongoUp(1),
+        Fault::EtcdUp,
     ] {
         sim.schedule(h, f);
     }

@@ -171,6 +171,28 @@ impl FsSync for SimBackend {
 }
 
 #[async_trait]
+impl ridondato_adapters::LeaseArbiter for SimBackend {
+    async fn acquire(&self, _: NodeId, epoch: u64) -> AdapterResult<Option<(NodeId, u64)>> {
+        self.holder(Op::LeaseAcquire { epoch }).await
+    }
+    async fn refresh(&self, _: NodeId, epoch: u64) -> AdapterResult<Option<(NodeId, u64)>> {
+        self.holder(Op::LeaseRefresh { epoch }).await
+    }
+    async fn release(&self) -> AdapterResult<()> {
+        self.unit(Op::LeaseRelease).await
+    }
+}
+
+impl SimBackend {
+    async fn holder(&self, op: Op) -> AdapterResult<Option<(NodeId, u64)>> {
+        match self.run(op).await? {
+            Done::Lease { holder } => Ok(holder),
+            other => Err(AdapterError::new(format!("unexpected {other:?}"))),
+        }
+    }
+}
+
+#[async_trait]
 impl CloudIp for SimBackend {
     async fn associate(&self, to: NodeId) -> AdapterResult<()> {
         self.unit(Op::MoveCloudIp { to }).await
@@ -245,7 +267,8 @@ async fn run_node(ix: Ix, cfg: SimConfig, world: Shared<World>, rng: Shared<Rng>
         fs: be.clone(),
         cloud: be.clone(),
         services: be.clone(),
-        store: be,
+        store: be.clone(),
+        lease: be,
     };
     // Each start of this host is a new run: its incarnation, counted in the world.
     let run = {
@@ -302,7 +325,7 @@ pub fn run(cfg: &SimConfig, ops: &[(u64, Fault)], duration_ms: u64) -> Result<Tu
     let mut pending: Vec<(u64, Fault)> = ops.to_vec();
     pending.sort_by_key(|(t, _)| *t);
     let mut next = 0;
-    let mut checker = Checker::new(cfg.heal_grace());
+    let mut checker = Checker::new(cfg.heal_grace()).with_lease(cfg.lease);
     let mut steps = 0u64;
     let mut last_repl = 0u64;
     let mut last_write = 0u64;

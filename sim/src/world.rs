@@ -134,6 +134,8 @@ pub struct World {
     pub violations: Vec<String>,
     /// Simulated time, kept up to date by the harness (probe overlap needs it).
     pub now: u64,
+    /// The etcd lease arbiter, when the schedule configures one.
+    pub lease: crate::lease_model::LeaseModel,
 }
 
 pub fn ix_of(id: NodeId) -> Ix {
@@ -160,6 +162,7 @@ impl World {
             next_txn: 1,
             mongo_acked: Vec::new(),
             next_mongo: 1,
+            lease: crate::lease_model::LeaseModel::default(),
             acked: Vec::new(),
             acked_semi: Vec::new(),
             writable_from: [0, 0],
@@ -226,6 +229,13 @@ impl World {
             Op::MoveCloudIp { .. } => rng.range(300, 1500),
             Op::QueryCloudIp | Op::CheckPeerInstance { .. } => rng.range(50, 300),
             Op::StartServices | Op::StopServices => rng.range(50, 200),
+            Op::LeaseAcquire { .. } | Op::LeaseRefresh { .. } | Op::LeaseRelease => {
+                if self.lease_reachable(ix) {
+                    rng.range(2, 15)
+                } else {
+                    crate::lease_model::LEASE_OP_MS
+                }
+            }
             Op::Resync { phase, .. } => match phase {
                 ResyncPhase::DbCopy => 1500 + 2 * self.hosts[other(ix)].db.log.len() as u64,
                 ResyncPhase::DbReplicate => rng.range(10, 30),
@@ -385,6 +395,14 @@ impl World {
                 Done::Ok
             }
             Op::Resync { phase, .. } => return Finish::Done(self.finish_resync(ix, *phase)),
+            Op::LeaseAcquire { epoch } | Op::LeaseRefresh { epoch } => match self.lease_take(ix, *epoch) {
+                Ok(holder) => Done::Lease { holder },
+                Err(e) => return Finish::Done(Err(OpError::Failed(e))),
+            },
+            Op::LeaseRelease => match self.lease_release(ix) {
+                Ok(()) => Done::Ok,
+                Err(e) => return Finish::Done(Err(OpError::Failed(e))),
+            },
         };
         Finish::Done(Ok(done))
     }
@@ -537,6 +555,9 @@ impl World {
                 }
             }
             Fault::MongoDown(ix) => self.hosts[*ix].mongo.down = true,
+            Fault::EtcdCut(ix) => self.lease.cut[*ix] = true,
+            Fault::EtcdDown => self.lease.down = true,
+            Fault::EtcdUp => self.lease = crate::lease_model::LeaseModel { holder: self.lease.holder, ..Default::default() },
             Fault::MongoUp(ix) => self.mongo_restart(*ix),
             Fault::StopReplication(ix) => self.hosts[*ix].db.stopped = self.hosts[*ix].db.source.is_some(),
             Fault::LoseState(ix) => self.hosts[*ix].store = None,
