@@ -489,6 +489,10 @@ impl Node {
     /// The arbiter said no: stay where we are, say why once, ask again later.
     pub(crate) fn refuse_takeover(&mut self, alarm: Alarm, why: String) {
         self.abort_plan();
+        // A leader key held elsewhere expires on etcd's clock, not ours: ask again at the
+        // refresh pace, so that the takeover follows its expiry closely (a race between two
+        // acquisitions is settled by etcd's transaction, not by waiting).
+        let lease_wait = (alarm == Alarm::LeaseHeldElsewhere).then(|| self.cfg.lease.map(|l| l.refresh_every)).flatten();
         self.raise(alarm);
         if self.refused.as_deref() != Some(why.as_str()) {
             self.emit(Event::TakeoverRefused { why: why.clone() });
@@ -496,7 +500,7 @@ impl Node {
         }
         // Both nodes may have probed at once and seen each other's probe: wait a different
         // time each (by node id), so the next attempts do not coincide again.
-        let wait = self.cfg.timing.arbiter_recheck * u64::from(self.cfg.node.0.max(1));
+        let wait = lease_wait.unwrap_or(self.cfg.timing.arbiter_recheck * u64::from(self.cfg.node.0.max(1)));
         self.recheck_at = Some(self.now.after(wait));
     }
 
