@@ -2,7 +2,7 @@
 # The main job (README's first command): two real ridondato daemons in network namespaces, a
 # client pinging the node IP (VIP), and the Master's cable pulled. Prints who holds the VIP as
 # the client sees it, and both nodes' status; a file written on the Master shows up on the Slave,
-# before and after the failover. Needs root; installs iproute2, ping and rsync if missing.
+# before and after the failover. Needs root; installs iproute2, ping, rsync and protoc (to build) if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "run as root: the demo creates network namespaces" >&2; exit 1; }
@@ -10,6 +10,8 @@ missing=""
 command -v ip >/dev/null || missing="$missing iproute2"
 command -v ping >/dev/null || missing="$missing iputils-ping"
 command -v rsync >/dev/null || missing="$missing rsync"
+# The daemon links the etcd client, whose build compiles etcd's protocol files.
+command -v protoc >/dev/null || missing="$missing protobuf-compiler"
 if [ -n "$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null; fi
 cargo build --release --locked -q -p ridondato
 bin=$PWD/target/release/ridondato
