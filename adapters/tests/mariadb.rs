@@ -92,10 +92,13 @@ async fn replicate_fence_promote_repoint_and_detect_errant_transactions() {
         if let Some((n, ranges)) = &r.errant {
             assert_eq!(*n, 3, "exactly three errant transactions: {ranges}");
             assert!(ranges.starts_with("0-1-") && ranges.contains(".."), "their GTID range: {ranges}");
-            assert!(matches!(&r.facts.replication, Replication::Broken(e) if e.contains("1236")), "{r:?}");
-            break;
+            // The errant set is known from the GTID positions alone, before the IO thread has
+            // connected and been refused: the replication state catches up a moment later.
+            if matches!(&r.facts.replication, Replication::Broken(e) if e.contains("1236")) {
+                break;
+            }
         }
-        assert!(t.elapsed() < Duration::from_secs(10), "errant transaction not detected: {r:?}");
+        assert!(t.elapsed() < Duration::from_secs(10), "errant transaction or the refused stream not detected: {r:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
