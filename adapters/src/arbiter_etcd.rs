@@ -91,13 +91,14 @@
 //! etcd-client authenticates while connecting, so each endpoint's client is built on its first
 //! use instead, within that operation's budget.
 //!
-//! TLS is left out: etcd-client's `tls` feature brings rustls with the *ring* provider, while
-//! this workspace standardises on aws-lc-rs (see the root Cargo.toml: a second provider leaves
-//! rustls without a process default). Adding it means enabling `etcd-client/tls-aws-lc`, an
-//! `Option<TlsOptions>` in [`EtcdConfig`] passed to `ConnectOptions::with_tls`, and `https://`
-//! endpoints.
+//! TLS (optional, [`EtcdTls`]): the members' CA, and a client certificate where etcd asks for
+//! one (`--client-cert-auth`), on rustls with the aws-lc-rs provider like the rest of the
+//! workspace. One set of TLS options serves every endpoint, and the name checked is each
+//! endpoint's host: an IP endpoint needs that IP in the member certificate's names.
 
+use crate::traits::{AdapterError, AdapterResult};
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, Error as EtcdError, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse};
+use ridondato_core::{NodeId, Verdict};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -118,7 +119,8 @@ pub struct EtcdConfig {
     pub prefix: String,
     /// etcd user name and password (etcd's simple authentication).
     pub user: Option<(String, String)>,
-    // TLS: not supported yet, see the module documentation.
+    /// TLS to the members (`https://` endpoints); `None`: plain HTTP/2.
+    pub tls: Option<EtcdTls>,
     /// The bound on each method, all endpoints and steps included.
     pub op_timeout: Duration,
 }
@@ -131,8 +133,63 @@ impl std::fmt::Debug for EtcdConfig {
             .field("ttl_s", &self.ttl_s)
             .field("prefix", &self.prefix)
             .field("user", &self.user.as_ref().map(|(u, _)| format!("{u} (password hidden)")))
+            .field("tls", &self.tls.as_ref().map(|t| if t.identity.is_some() { "CA and client certificate" } else { "CA" }))
             .field("op_timeout", &self.op_timeout)
             .finish()
+    }
+}
+
+/// TLS material, PEM-encoded, as read from the configured files.
+#[derive(Clone)]
+pub struct EtcdTls {
+    /// The CA that signed the members' certificates (no system roots are trusted).
+    pub ca: Vec<u8>,
+    /// This node's certificate and private key, for members that verify clients.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the private key.
+        f.debug_struct("EtcdTls").field("client_certificate", &self.identity.is_some()).finish_non_exhaustive()
+    }
+}
+
+/// Which piece of the TLS material is unusable.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum TlsPart {
+    Ca,
+    Certificate,
+    Key,
+}
+
+impl EtcdTls {
+    /// Material that cannot be used is refused here, by piece, rather than failing later as an
+    /// unreadable handshake error (rustls ignores a CA file without certificates and reads a
+    /// key only when connecting).
+    pub fn check(&self) -> Result<(), (TlsPart, String)> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let holds_certificate = |pem: &[u8]| CertificateDer::pem_slice_iter(pem).any(|c| c.is_ok());
+        if !holds_certificate(&self.ca) {
+            return Err((TlsPart::Ca, "holds no PEM certificate".into()));
+        }
+        if let Some((cert, key)) = &self.identity {
+            if !holds_certificate(cert) {
+                return Err((TlsPart::Certificate, "holds no PEM certificate".into()));
+            }
+            PrivateKeyDer::from_pem_slice(key).map_err(|e| (TlsPart::Key, format!("holds no usable PEM private key ({e})")))?;
+        }
+        Ok(())
+    }
+
+    fn options(&self) -> Result<etcd_client::TlsOptions, String> {
+        self.check().map_err(|(part, why)| format!("the {part:?} file {why}"))?;
+        let mut tls = etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(&self.ca));
+        if let Some((cert, key)) = &self.identity {
+            tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
+        }
+        Ok(tls)
     }
 }
 
@@ -294,6 +351,14 @@ impl EtcdArbiter {
             .with_keep_alive(cfg.op_timeout, cfg.op_timeout);
         if let Some((user, password)) = &cfg.user {
             options = options.with_user(user.clone(), password.clone()).with_auto_token_refresh(true);
+        }
+        if let Some(tls) = &cfg.tls {
+            if let Some(plain) = cfg.endpoints.iter().find(|e| e.starts_with("http://")) {
+                return Err(format!("etcd endpoint {plain}: TLS is configured, so the endpoints must be https://"));
+            }
+            options = options.with_tls(tls.options().map_err(|e| format!("etcd TLS: {e}"))?);
+        } else if let Some(secure) = cfg.endpoints.iter().find(|e| e.starts_with("https://")) {
+            return Err(format!("etcd endpoint {secure}: https:// needs the members' CA (TLS is not configured)"));
         }
         let mut members = Vec::with_capacity(cfg.endpoints.len());
         for url in &cfg.endpoints {
@@ -603,33 +668,33 @@ impl EtcdArbiter {
 /// our lease (a previous run's, within its TTL) is no leadership: an error, so the promotion
 /// is refused until it expires.
 #[async_trait::async_trait]
-impl crate::traits::LeaseArbiter for EtcdArbiter {
-    async fn acquire(&self, node: ridondato_core::NodeId, epoch: u64) -> crate::traits::AdapterResult<Option<(ridondato_core::NodeId, u64)>> {
-        self.take(node, epoch).await
+impl crate::traits::Arbiter for EtcdArbiter {
+    async fn may_take(&self, me: NodeId, epoch: u64) -> AdapterResult<Verdict> {
+        self.take(me, epoch).await.map(|holder| Verdict::Lease { holder })
     }
 
-    async fn refresh(&self, node: ridondato_core::NodeId, epoch: u64) -> crate::traits::AdapterResult<Option<(ridondato_core::NodeId, u64)>> {
+    async fn may_keep(&self, me: NodeId, epoch: u64) -> AdapterResult<Verdict> {
         if self.lease_id().is_some() && EtcdArbiter::refresh(self).await.is_ok() {
-            return Ok(Some((node, epoch)));
+            return Ok(Verdict::Lease { holder: Some((me, epoch)) });
         }
         // Not ours any more (expired during an etcd outage, or never taken): take it again if
         // it is free, else say who has it.
-        self.take(node, epoch).await
+        self.take(me, epoch).await.map(|holder| Verdict::Lease { holder })
     }
 
-    async fn release(&self) -> crate::traits::AdapterResult<()> {
-        EtcdArbiter::release(self).await.map_err(crate::traits::AdapterError::new)
+    async fn release(&self) -> AdapterResult<()> {
+        EtcdArbiter::release(self).await.map_err(AdapterError::new)
     }
 }
 
 impl EtcdArbiter {
-    async fn take(&self, node: ridondato_core::NodeId, epoch: u64) -> crate::traits::AdapterResult<Option<(ridondato_core::NodeId, u64)>> {
-        match EtcdArbiter::acquire(self, node.0, epoch).await.map_err(crate::traits::AdapterError::new)? {
+    async fn take(&self, node: NodeId, epoch: u64) -> AdapterResult<Option<(NodeId, u64)>> {
+        match EtcdArbiter::acquire(self, node.0, epoch).await.map_err(AdapterError::new)? {
             Acquire::Won { .. } => Ok(Some((node, epoch))),
             Acquire::Held { node: n, .. } if n == node.0 => {
-                Err(crate::traits::AdapterError::new(format!("the etcd leader key is a leftover of a previous run of {node}: waiting for its lease to expire")))
+                Err(AdapterError::new(format!("the etcd leader key is a leftover of a previous run of {node}: waiting for its lease to expire")))
             }
-            Acquire::Held { node: n, epoch: e } => Ok(Some((ridondato_core::NodeId(n), e))),
+            Acquire::Held { node: n, epoch: e } => Ok(Some((NodeId(n), e))),
         }
     }
 }
@@ -667,8 +732,14 @@ mod tests {
 
     #[test]
     fn margins_for_the_default_ttl_and_timeout() {
-        let cfg =
-            EtcdConfig { endpoints: vec![], ttl_s: 5, prefix: "/r/".into(), user: Some(("u".into(), "secret".into())), op_timeout: Duration::from_secs(1) };
+        let cfg = EtcdConfig {
+            endpoints: vec![],
+            ttl_s: 5,
+            prefix: "/r/".into(),
+            user: Some(("u".into(), "secret".into())),
+            tls: None,
+            op_timeout: Duration::from_secs(1),
+        };
         assert_eq!(cfg.step_down_margin(), Duration::from_millis(1100));
         assert_eq!(cfg.step_down_after(), Duration::from_millis(3900));
         assert_eq!(cfg.key(), "/r/leader");

@@ -5,6 +5,7 @@
 //! place (`now`). Every operation runs as its own task under a deadline and reports back as an
 //! input, so a slow, failing or hung backend is just another input to the core.
 
+use crate::arbiters::Arbiters;
 use crate::codec::MessageCodec;
 use crate::traits::*;
 use crate::unconfigured::NotConfigured;
@@ -21,15 +22,15 @@ use tokio::time::Instant;
 #[derive(Clone)]
 pub struct Backends {
     pub vip: Arc<dyn Vip>,
-    pub witness: Arc<dyn Witness>,
     pub db: Arc<dyn Db>,
     pub mongo: Arc<dyn Mongo>,
     pub fs: Arc<dyn FsSync>,
     pub cloud: Arc<dyn CloudIp>,
     pub services: Arc<dyn Services>,
     pub store: Arc<dyn StateStore>,
-    /// The lease arbiter (`[arbiter]`), asked only when the core is configured with one.
-    pub lease: Arc<dyn LeaseArbiter>,
+    /// The arbiters this node has (ARP probe, witnesses, cloud API, etcd lease), asked only as
+    /// the core's configuration says.
+    pub arbiters: Arbiters,
 }
 
 impl std::fmt::Debug for Backends {
@@ -44,14 +45,13 @@ impl Backends {
         let n = Arc::new(NotConfigured);
         Backends {
             vip: n.clone(),
-            witness: n.clone(),
             db: n.clone(),
             mongo: n.clone(),
             fs: n.clone(),
             cloud: n.clone(),
             services: n.clone(),
-            store: n.clone(),
-            lease: n,
+            store: n,
+            arbiters: Arbiters::default(),
         }
     }
 }
@@ -423,22 +423,18 @@ async fn execute(b: &Backends, op: Op, (me, peer): (NodeId, NodeId), tx: &mpsc::
         Op::RaiseVip => ok(b.vip.raise().await),
         Op::DropVip => ok(b.vip.drop_vip().await),
         Op::Garp => ok(b.vip.garp().await),
-        Op::ArpProbe => b.vip.probe().await.map(|answered| Done::Probe { answered }),
-        Op::CheckWitnesses => b.witness.reachable().await.map(|reachable| Done::Witnesses { reachable }),
+        Op::MayTake { arbiter, epoch } => b.arbiters.get(arbiter)?.may_take(me, epoch).await.map(Done::Verdict),
+        Op::MayKeep { arbiter, epoch } => b.arbiters.get(arbiter)?.may_keep(me, epoch).await.map(Done::Verdict),
+        Op::Release { arbiter } => ok(b.arbiters.get(arbiter)?.release().await),
         Op::CatchUpDb { position } => ok(b.db.catch_up(position).await),
         Op::PromoteDb { wait_for } => ok(b.db.promote(wait_for).await),
         Op::FenceDb => b.db.fence().await.map(|position| Done::Fenced { position }),
         Op::ReplicateDb { from } => ok(b.db.replicate_from(from).await),
         Op::PromoteMongo => ok(b.mongo.promote().await),
-        Op::LeaseAcquire { epoch } => b.lease.acquire(me, epoch).await.map(|holder| Done::Lease { holder }),
-        Op::LeaseRefresh { epoch } => b.lease.refresh(me, epoch).await.map(|holder| Done::Lease { holder }),
-        Op::LeaseRelease => ok(b.lease.release().await),
         Op::DemoteMongo => ok(b.mongo.demote().await),
         Op::FsPushStart { to } => ok(b.fs.push_start(to).await),
         Op::FsPushStop => ok(b.fs.push_stop().await),
         Op::MoveCloudIp { to } => ok(b.cloud.associate(to).await),
-        Op::QueryCloudIp => b.cloud.holder().await.map(|node| Done::CloudHolder { node }),
-        Op::CheckPeerInstance { peer } => b.cloud.instance_running(peer).await.map(|running| Done::PeerInstance { running }),
         Op::StartServices => ok(b.services.start().await),
         Op::StopServices => ok(b.services.stop().await),
         Op::Resync { job, phase } => {

@@ -8,7 +8,7 @@
 //! its run's first segment (the core starts from `Input::Start`).
 //!
 //! ```text
-//! segment: "RDJ1" | header record | record | record | ...
+//! segment: "RDJ2" | header record | record | record | ...
 //! record:  length u32 LE | check u32 LE (SHA-256 of the payload, first 4 bytes) | payload
 //! header payload:  postcard(Header)           record payload: postcard(Record)
 //! ```
@@ -23,7 +23,10 @@ use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8; 4] = b"RDJ1";
+/// The format's mark; its digit is the version. Records are postcard, which does not describe
+/// itself: a change to the core's inputs or operations (format 2: the arbiters behind one
+/// interface) needs a new digit, or an older journal would be misread instead of refused.
+const MAGIC: &[u8; 4] = b"RDJ2";
 /// A record longer than this is not one (a heartbeat input is about 100 bytes).
 const MAX_RECORD: usize = 1 << 20;
 
@@ -198,8 +201,15 @@ pub struct Segment {
 /// journal segment, or whose header is damaged, is an error naming the file.
 pub fn read_segment(path: &Path) -> Result<Segment, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if bytes.len() >= 4 && &bytes[..3] == b"RDJ" && bytes[3] != MAGIC[3] {
+        let v = char::from(bytes[3]);
+        return Err(format!(
+            "{}: a journal of format {v}, written by another version of ridondato (this one reads format 2): replay it with that version",
+            path.display()
+        ));
+    }
     if bytes.len() < 4 || &bytes[..4] != MAGIC {
-        return Err(format!("{}: not a ridondato journal segment (no RDJ1 mark)", path.display()));
+        return Err(format!("{}: not a ridondato journal segment (no RDJ2 mark)", path.display()));
     }
     let mut at = 4;
     let header_payload = match next(&bytes, at) {
@@ -351,6 +361,8 @@ mod tests {
         assert!(s.torn.is_some_and(|(_, why)| why.contains("check does not match")));
         std::fs::write(&seg, b"not a journal").expect("write");
         assert!(read_segment(&seg).expect_err("refused").contains("not a ridondato journal segment"));
+        std::fs::write(&seg, b"RDJ1older records").expect("write");
+        assert!(read_segment(&seg).expect_err("refused").contains("a journal of format 1, written by another version"));
         let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -4,6 +4,7 @@
 pub mod accept;
 #[cfg(feature = "etcd")]
 pub mod arbiter_etcd;
+pub mod arbiters;
 pub mod auth_codec;
 #[cfg(feature = "cloud")]
 pub mod cloud;

@@ -5,7 +5,7 @@
 //! twice after a crash or a timeout, and the second call must succeed without harm.
 
 use async_trait::async_trait;
-use ridondato_core::{DbFacts, FsReport, NodeId, PersistedState, Position, Progress};
+use ridondato_core::{DbFacts, FsReport, NodeId, PersistedState, Position, Progress, Verdict};
 use std::sync::Arc;
 
 /// An adapter failure: what failed and why, for the log and the status.
@@ -63,21 +63,19 @@ pub trait Vip: Send + Sync {
     }
 }
 
-/// The lease arbiter (B11): a leader key on a lease, in a store with a real quorum (etcd).
-/// Each call answers who holds the key afterwards (node, epoch), `None` for nobody.
+/// An arbiter (B11): a judge outside the pair, asked before a claim and while Master. It
+/// answers the facts it knows; what they mean is the core's decision (`Verdict::refusal`).
 #[async_trait]
-pub trait LeaseArbiter: Send + Sync {
-    /// Create the key for `node` and `epoch` if nobody holds it.
-    async fn acquire(&self, node: NodeId, epoch: u64) -> AdapterResult<Option<(NodeId, u64)>>;
-    /// Keep our lease alive; if it is gone and the key is free, take it again.
-    async fn refresh(&self, node: NodeId, epoch: u64) -> AdapterResult<Option<(NodeId, u64)>>;
-    async fn release(&self) -> AdapterResult<()>;
-}
-
-/// Witness hosts: how many answer right now.
-#[async_trait]
-pub trait Witness: Send + Sync {
-    async fn reachable(&self) -> AdapterResult<u32>;
+pub trait Arbiter: Send + Sync {
+    /// May `me` take the role now, as the claim of `epoch`? (The etcd lease takes its key.)
+    async fn may_take(&self, me: NodeId, epoch: u64) -> AdapterResult<Verdict>;
+    /// May `me`, Master of `epoch`, keep the role? (The etcd lease keeps its key alive.)
+    async fn may_keep(&self, me: NodeId, epoch: u64) -> AdapterResult<Verdict>;
+    /// Let go of what the arbiter holds for this node, so the peer need not wait for it to
+    /// expire; most hold nothing.
+    async fn release(&self) -> AdapterResult<()> {
+        Ok(())
+    }
 }
 
 /// What the DB adapter reports periodically.

@@ -13,19 +13,6 @@ fn no<T>(what: &str) -> AdapterResult<T> {
 }
 
 #[async_trait]
-impl LeaseArbiter for NotConfigured {
-    async fn acquire(&self, _: NodeId, _: u64) -> AdapterResult<Option<(NodeId, u64)>> {
-        no("the etcd arbiter")
-    }
-    async fn refresh(&self, _: NodeId, _: u64) -> AdapterResult<Option<(NodeId, u64)>> {
-        no("the etcd arbiter")
-    }
-    async fn release(&self) -> AdapterResult<()> {
-        no("the etcd arbiter")
-    }
-}
-
-#[async_trait]
 impl Vip for NotConfigured {
     async fn raise(&self) -> AdapterResult<()> {
         no("the virtual IP")
@@ -44,13 +31,6 @@ impl Vip for NotConfigured {
     }
     async fn link_up(&self) -> AdapterResult<bool> {
         no("the virtual IP")
-    }
-}
-
-#[async_trait]
-impl Witness for NotConfigured {
-    async fn reachable(&self) -> AdapterResult<u32> {
-        no("a witness")
     }
 }
 

@@ -1,8 +1,9 @@
 //! Witness hosts reached by TCP connect: a host that accepts (or actively refuses) a connection
 //! is up and on our side of any split; one that times out is not.
 
-use crate::traits::{AdapterResult, Witness};
+use crate::traits::{AdapterResult, Arbiter};
 use async_trait::async_trait;
+use ridondato_core::{NodeId, Verdict};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -12,22 +13,33 @@ pub struct TcpWitness {
     pub timeout: Duration,
 }
 
-#[async_trait]
-impl Witness for TcpWitness {
-    async fn reachable(&self) -> AdapterResult<u32> {
-        let checks = self.hosts.iter().map(|h| async move {
-            match tokio::time::timeout(self.timeout, tokio::net::TcpStream::connect(h)).await {
-                Ok(Ok(_)) => true,
-                // Connection refused: the host answered, it is reachable.
-                Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionRefused,
-                Err(_) => false,
-            }
-        });
-        let mut n = 0;
-        for c in checks {
-            n += u32::from(c.await);
+impl TcpWitness {
+    /// How many hosts answer, all asked at once: the check takes one timeout, not one per host.
+    pub async fn reachable(&self) -> u32 {
+        let mut checks = tokio::task::JoinSet::new();
+        for &h in &self.hosts {
+            let timeout = self.timeout;
+            checks.spawn(async move {
+                match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(h)).await {
+                    Ok(Ok(_)) => true,
+                    // Connection refused: the host answered, it is reachable.
+                    Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+                    Err(_) => false,
+                }
+            });
         }
-        Ok(n)
+        checks.join_all().await.into_iter().map(u32::from).sum()
+    }
+}
+
+/// A witness that answers while the peer does not: this node is not the one cut off.
+#[async_trait]
+impl Arbiter for TcpWitness {
+    async fn may_take(&self, _: NodeId, _: u64) -> AdapterResult<Verdict> {
+        Ok(Verdict::Witnesses { reachable: self.reachable().await })
+    }
+    async fn may_keep(&self, _: NodeId, _: u64) -> AdapterResult<Verdict> {
+        Ok(Verdict::Witnesses { reachable: self.reachable().await })
     }
 }
 
@@ -44,6 +56,6 @@ mod tests {
             t.local_addr().expect("addr")
         };
         let w = TcpWitness { hosts: vec![up, refused], timeout: Duration::from_millis(200) };
-        assert_eq!(w.reachable().await.expect("check"), 2);
+        assert_eq!(w.reachable().await, 2);
     }
 }

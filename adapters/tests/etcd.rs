@@ -4,7 +4,7 @@
 //! The TTL is 2 s (etcd's minimum with its default 1 s election timeout) to keep them short.
 #![cfg(feature = "etcd")]
 
-use ridondato_adapters::arbiter_etcd::{Acquire, EtcdArbiter, EtcdConfig};
+use ridondato_adapters::arbiter_etcd::{Acquire, EtcdArbiter, EtcdConfig, EtcdTls};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -55,10 +55,46 @@ struct Member {
 struct Cluster {
     root: PathBuf,
     members: Vec<Member>,
+    /// Members serving TLS only, verifying client certificates: what a client needs.
+    tls: Option<EtcdTls>,
+}
+
+/// A CA, and a certificate signed by it: for the members (their IP and name), or a client.
+struct Pki {
+    ca: rcgen::Certificate,
+    ca_key: rcgen::KeyPair,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        Pki { ca: p.self_signed(&ca_key).expect("CA"), ca_key }
+    }
+
+    /// (certificate PEM, key PEM) for `names` (an IP becomes an IP name).
+    fn issue(&self, names: &[&str], server: bool) -> (Vec<u8>, Vec<u8>) {
+        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
+        let key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("params");
+        p.distinguished_name.push(DnType::CommonName, if server { "etcd" } else { "ridondato" });
+        p.extended_key_usages =
+            if server { vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth] } else { vec![ExtendedKeyUsagePurpose::ClientAuth] };
+        let cert = p.signed_by(&key, &self.ca, &self.ca_key).expect("sign");
+        (cert.pem().into_bytes(), key.serialize_pem().into_bytes())
+    }
 }
 
 impl Cluster {
     async fn start(bin: &Path, n: usize) -> Cluster {
+        Cluster::start_with(bin, n, false).await
+    }
+
+    async fn start_with(bin: &Path, n: usize, tls: bool) -> Cluster {
         static COUNT: AtomicUsize = AtomicUsize::new(0);
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         let unique = format!("{}-{}-{nanos}", std::process::id(), COUNT.fetch_add(1, Ordering::Relaxed));
@@ -67,14 +103,34 @@ impl Cluster {
         let ports = free_ports(2 * n);
         let (clients, peers) = ports.split_at(n);
         let initial: Vec<String> = (0..n).map(|i| format!("m{i}=http://127.0.0.1:{}", peers[i])).collect();
-        let mut cluster = Cluster { root: root.clone(), members: Vec::new() };
+        let mut cluster = Cluster { root: root.clone(), members: Vec::new(), tls: None };
+        let mut tls_flags = Vec::new();
+        if tls {
+            let pki = Pki::new("ridondato-test-ca");
+            let (cert, key) = pki.issue(&["127.0.0.1", "localhost"], true);
+            let write = |name: &str, pem: &[u8]| {
+                let f = root.join(name);
+                std::fs::write(&f, pem).expect("write PEM");
+                f.display().to_string()
+            };
+            let ca = pki.ca.pem().into_bytes();
+            tls_flags = vec![
+                format!("--cert-file={}", write("server.pem", &cert)),
+                format!("--key-file={}", write("server-key.pem", &key)),
+                format!("--trusted-ca-file={}", write("ca.pem", &ca)),
+                "--client-cert-auth".to_string(),
+            ];
+            cluster.tls = Some(EtcdTls { ca, identity: Some(pki.issue(&[], false)) });
+        }
+        let scheme = if tls { "https" } else { "http" };
         for i in 0..n {
             let log = std::fs::File::create(root.join(format!("m{i}.log"))).expect("log file");
             let mut cmd = Command::new(bin);
             cmd.arg(format!("--name=m{i}"))
                 .arg(format!("--data-dir={}", root.join(format!("m{i}")).display()))
-                .arg(format!("--listen-client-urls=http://127.0.0.1:{}", clients[i]))
-                .arg(format!("--advertise-client-urls=http://127.0.0.1:{}", clients[i]))
+                .arg(format!("--listen-client-urls={scheme}://127.0.0.1:{}", clients[i]))
+                .arg(format!("--advertise-client-urls={scheme}://127.0.0.1:{}", clients[i]))
+                .args(&tls_flags)
                 .arg(format!("--listen-peer-urls=http://127.0.0.1:{}", peers[i]))
                 .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{}", peers[i]))
                 .arg(format!("--initial-cluster={}", initial.join(",")))
@@ -99,7 +155,8 @@ impl Cluster {
     }
 
     fn endpoint(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.members[i].client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.members[i].client_port)
     }
 
     fn endpoints(&self) -> Vec<String> {
@@ -108,7 +165,7 @@ impl Cluster {
 
     /// Polls the member until it answers a linearizable read (it has a leader).
     async fn wait_ready(&mut self, i: usize) {
-        let probe = EtcdArbiter::connect(config(vec![self.endpoint(i)], "/ready")).await.expect("connect");
+        let probe = EtcdArbiter::connect(EtcdConfig { tls: self.tls.clone(), ..config(vec![self.endpoint(i)], "/ready") }).await.expect("connect");
         let t = Instant::now();
         loop {
             match probe.holder().await {
@@ -180,7 +237,7 @@ impl Drop for Cluster {
 }
 
 fn config(endpoints: Vec<String>, prefix: &str) -> EtcdConfig {
-    EtcdConfig { endpoints, ttl_s: TTL_S, prefix: prefix.into(), user: None, op_timeout: OP }
+    EtcdConfig { endpoints, ttl_s: TTL_S, prefix: prefix.into(), user: None, tls: None, op_timeout: OP }
 }
 
 async fn arbiter(endpoints: Vec<String>) -> EtcdArbiter {
@@ -233,6 +290,41 @@ async fn first_acquire_wins_the_second_sees_the_holder_and_refresh_keeps_it_past
     }
     assert!(a.still_leader(1, 8).await.expect("check"));
     println!("held for {} ms (TTL {} ms) over {refreshes} refreshes", t.elapsed().as_millis(), TTL.as_millis());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_with_a_client_certificate_the_lease_works_and_anything_less_is_refused_in_time() {
+    let Some(bin) = available() else { return };
+    let _serial = SERIAL.lock().await;
+    let etcd = Cluster::start_with(&bin, 1, true).await;
+    let tls = etcd.tls.clone().expect("TLS material");
+    let with = |tls: Option<EtcdTls>, endpoints: Vec<String>| EtcdConfig { tls, ..config(endpoints, "/ridondato/tls") };
+    let a = EtcdArbiter::connect(with(Some(tls.clone()), etcd.endpoints())).await.expect("connect");
+    assert!(matches!(a.acquire(1, 4).await.expect("acquire over TLS"), Acquire::Won { .. }));
+    assert_eq!(a.refresh().await.expect("refresh over TLS"), TTL);
+    assert_eq!(a.holder().await.expect("holder over TLS"), Some((1, 4)));
+
+    // A client without a certificate, or trusting another CA, is refused by the handshake: an
+    // error within the call's bound, never a hang.
+    let stranger = Pki::new("another-ca").ca.pem().into_bytes();
+    for (what, t) in [("no client certificate", EtcdTls { identity: None, ..tls.clone() }), ("another CA", EtcdTls { ca: stranger, ..tls.clone() })] {
+        let b = EtcdArbiter::connect(with(Some(t), etcd.endpoints())).await.expect("connect is lazy");
+        let started = Instant::now();
+        let e = b.acquire(2, 5).await.expect_err(what);
+        assert!(started.elapsed() <= OP + SLACK, "{what}: {:?}", started.elapsed());
+        println!("{what}: {e}");
+    }
+    assert_eq!(a.holder().await.expect("holder"), Some((1, 4)), "the refused clients took nothing");
+    let e = EtcdArbiter::connect(with(None, etcd.endpoints())).await.expect_err("https without TLS");
+    assert!(e.contains("needs the members' CA"), "{e}");
+    let plain = etcd.endpoints().iter().map(|u| u.replace("https://", "http://")).collect();
+    let e = EtcdArbiter::connect(with(Some(tls.clone()), plain)).await.expect_err("http with TLS");
+    assert!(e.contains("must be https://"), "{e}");
+    let e = EtcdArbiter::connect(with(Some(EtcdTls { ca: b"not a certificate".to_vec(), ..tls.clone() }), etcd.endpoints())).await.expect_err("bad CA");
+    assert!(e.contains("Ca file holds no PEM certificate"), "{e}");
+    let (cert, _) = tls.identity.clone().expect("identity");
+    let e = EtcdArbiter::connect(with(Some(EtcdTls { identity: Some((cert, b"junk".to_vec())), ..tls }), etcd.endpoints())).await.expect_err("bad key");
+    assert!(e.contains("Key file holds no usable PEM private key"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,6 +46,11 @@ pub struct ArbiterSection {
     pub op_timeout_ms: u64,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// TLS: the CA that signed the members' certificates (endpoints then `https://`).
+    pub ca_file: Option<PathBuf>,
+    /// TLS client certificate and key, for members run with `--client-cert-auth`.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
 }
 
 fn default_lease_ttl() -> u64 {
@@ -56,6 +61,35 @@ fn default_arbiter_timeout() -> u64 {
 }
 
 impl ArbiterSection {
+    /// The TLS material, read and checked; an error names the field at fault.
+    pub fn tls(&self) -> Result<Option<ridondato_adapters::arbiter_etcd::EtcdTls>, ConfigProblem> {
+        use ridondato_adapters::arbiter_etcd::{EtcdTls, TlsPart};
+        let read = |field: &str, f: &Path| std::fs::read(f).map_err(|e| problem(field, format!("{}: {e}", f.display())));
+        let Some(ca_file) = &self.ca_file else {
+            return match (&self.cert_file, &self.key_file) {
+                (None, None) => Ok(None),
+                _ => Err(problem("arbiter.ca_file", "missing: a client certificate needs the CA that signed the members' certificates")),
+            };
+        };
+        let ca = read("arbiter.ca_file", ca_file)?;
+        let identity = match (&self.cert_file, &self.key_file) {
+            (Some(c), Some(k)) => Some((read("arbiter.cert_file", c)?, read("arbiter.key_file", k)?)),
+            (Some(_), None) => return Err(problem("arbiter.key_file", "missing: arbiter.cert_file needs its private key")),
+            (None, Some(_)) => return Err(problem("arbiter.cert_file", "missing: arbiter.key_file is given without its certificate")),
+            (None, None) => None,
+        };
+        let tls = EtcdTls { ca, identity };
+        tls.check().map_err(|(part, why)| {
+            let field = match part {
+                TlsPart::Ca => "arbiter.ca_file",
+                TlsPart::Certificate => "arbiter.cert_file",
+                TlsPart::Key => "arbiter.key_file",
+            };
+            problem(field, why)
+        })?;
+        Ok(Some(tls))
+    }
+
     /// The core's use of the lease: refresh every TTL/5; a refresh older than TTL less one call's
     /// bound and a margin for clock rates (0.1 % of the TTL, at least 100 ms) no longer counts.
     pub fn timing(&self) -> ridondato_core::LeaseTiming {
@@ -728,6 +762,19 @@ pub fn parse(text: &str) -> Result<NodeConfig, Vec<ConfigProblem>> {
             (None, Some(_)) => problems.push(problem("arbiter.username", "missing: arbiter.password_file is given without a user")),
             (_, Some(f)) if std::fs::metadata(f).is_err() => problems.push(problem("arbiter.password_file", format!("{}: not readable", f.display()))),
             _ => {}
+        }
+        match a.tls() {
+            Err(p) => problems.push(p),
+            Ok(Some(_)) => {
+                if let Some(e) = a.endpoints.iter().find(|e| e.starts_with("http://")) {
+                    problems.push(problem("arbiter.endpoints", format!("{e}: TLS is configured (arbiter.ca_file), so the endpoints must be https://")));
+                }
+            }
+            Ok(None) => {
+                if let Some(e) = a.endpoints.iter().find(|e| e.starts_with("https://")) {
+                    problems.push(problem("arbiter.ca_file", format!("missing: {e} needs the CA that signed the members' certificates")));
+                }
+            }
         }
     }
     let core = Config {

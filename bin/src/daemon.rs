@@ -3,6 +3,7 @@
 //! that it is alive, and on SIGTERM hands the Master role over before exiting.
 
 use crate::config::{self, NodeConfig};
+use ridondato_adapters::arbiters::{ArpProbe, CloudApi};
 use ridondato_adapters::auth_codec::{AuthCodec, Key};
 use ridondato_adapters::cloud::{CloudConfig, Ec2CloudIp};
 use ridondato_adapters::fs_sync::{FsSyncConfig, RsyncFsSync};
@@ -12,8 +13,8 @@ use ridondato_adapters::services_cmd::{CommandServices, ServiceControl};
 use ridondato_adapters::store_file::FileStateStore;
 use ridondato_adapters::udp::UdpTransport;
 use ridondato_adapters::witness_tcp::TcpWitness;
-use ridondato_adapters::{Backends, Driver, DriverConfig};
-use ridondato_core::{Command, Node};
+use ridondato_adapters::{Backends, Driver, DriverConfig, Vip};
+use ridondato_core::{ArbiterKind, Command, Node};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,10 +74,12 @@ fn backends(cfg: &NodeConfig, local_ip: IpAddr, key: &Key) -> Result<Backends, S
         if let Some(lease) = f.timing.vip_lease() {
             vip = vip.with_lease(lease);
         }
-        b.vip = Arc::new(vip);
+        let vip: Arc<dyn Vip> = Arc::new(vip);
+        b.arbiters.set(ArbiterKind::ArpProbe, Arc::new(ArpProbe(vip.clone())));
+        b.vip = vip;
     }
     if !f.witness.hosts.is_empty() {
-        b.witness = Arc::new(TcpWitness { hosts: f.witness.hosts.clone(), timeout: Duration::from_millis(f.witness.timeout_ms) });
+        b.arbiters.set(ArbiterKind::Witnesses, Arc::new(TcpWitness { hosts: f.witness.hosts.clone(), timeout: Duration::from_millis(f.witness.timeout_ms) }));
     }
     if let Some(s) = &f.services {
         let control = match (&s.start_hook, &s.stop_hook) {
@@ -227,9 +230,10 @@ async fn serve(cfg: NodeConfig) -> Result<(), String> {
             ttl_s: a.ttl_s as i64,
             prefix: a.prefix.clone(),
             user,
+            tls: a.tls().map_err(|p| p.to_string())?,
             op_timeout: Duration::from_millis(a.op_timeout_ms),
         };
-        backends.lease = Arc::new(EtcdArbiter::connect(cfg).await.map_err(|e| format!("[arbiter]: {e}"))?);
+        backends.arbiters.set(ArbiterKind::EtcdLease, Arc::new(EtcdArbiter::connect(cfg).await.map_err(|e| format!("[arbiter]: {e}"))?));
     }
     if let Some(m) = &f.mongo {
         backends.mongo = Arc::new(mongo_adapter(m).await?);
@@ -238,6 +242,7 @@ async fn serve(cfg: NodeConfig) -> Result<(), String> {
         Some(c) => {
             let cloud = Arc::new(cloud_adapter(&cfg, c).await?);
             backends.cloud = cloud.clone();
+            backends.arbiters.set(ArbiterKind::CloudApi, Arc::new(CloudApi { cloud: cloud.clone(), peer: cfg.core.peer }));
             spawn_domain_check(cloud.clone(), c.domain.clone(), Duration::from_secs(c.dns_check_interval_s));
             Some(cloud)
         }

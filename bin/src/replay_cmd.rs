@@ -222,15 +222,20 @@ mod tests {
         for i in 0..30u64 {
             let input = if i == 0 {
                 Input::Start { persisted: None, run: 9 }
-            } else if let Some(id) = pending.pop() {
-                Input::Done { id, result: Ok(ridondato_core::Done::Ok) }
+            } else if let Some((id, op)) = pending.pop() {
+                // The ARP probe finds the VIP free; every other operation succeeds.
+                let done = match op {
+                    ridondato_core::Op::MayTake { .. } => ridondato_core::Done::Verdict(ridondato_core::Verdict::Arp { answered: false }),
+                    _ => ridondato_core::Done::Ok,
+                };
+                Input::Done { id, result: Ok(done) }
             } else {
                 Input::Tick
             };
             let now = Millis(i * 100);
             let out = node.handle(now, input.clone());
             w.record(now, &input, &out.actions);
-            pending.extend(out.actions.iter().filter_map(|a| if let Action::Run { id, .. } = a { Some(*id) } else { None }));
+            pending.extend(out.actions.iter().filter_map(|a| if let Action::Run { id, op } = a { Some((*id, op.clone())) } else { None }));
         }
         let runs = journal::runs(std::slice::from_ref(&d)).expect("read");
         (d, runs.into_iter().next().expect("a run"))

@@ -62,7 +62,8 @@ fn with_arbiter(lab: &Lab, endpoints: &[String]) {
 /// Who holds the leader key, read from etcd inside the client's namespace.
 fn holder(rt: &NsRuntime, endpoints: &[String]) -> Option<(u8, u64)> {
     use ridondato_adapters::arbiter_etcd::{EtcdArbiter, EtcdConfig};
-    let cfg = EtcdConfig { endpoints: endpoints.to_vec(), ttl_s: TTL_S as i64, prefix: PREFIX.into(), user: None, op_timeout: Duration::from_secs(1) };
+    let cfg =
+        EtcdConfig { endpoints: endpoints.to_vec(), ttl_s: TTL_S as i64, prefix: PREFIX.into(), user: None, tls: None, op_timeout: Duration::from_secs(1) };
     rt.run(move || async move { EtcdArbiter::connect(cfg).await.ok()?.holder().await.ok()? })
 }
 
@@ -86,7 +87,7 @@ fn a_failover_goes_through_the_lease_and_a_lost_etcd_member_changes_nothing() {
         let e = endpoints.clone();
         rt.run(move || async move {
             use ridondato_adapters::arbiter_etcd::{EtcdArbiter, EtcdConfig};
-            let cfg = EtcdConfig { endpoints: e, ttl_s: 3, prefix: "/probe".into(), user: None, op_timeout: Duration::from_secs(1) };
+            let cfg = EtcdConfig { endpoints: e, ttl_s: 3, prefix: "/probe".into(), user: None, tls: None, op_timeout: Duration::from_secs(1) };
             match EtcdArbiter::connect(cfg).await {
                 Ok(a) => a.holder().await.is_ok(),
                 Err(_) => false,

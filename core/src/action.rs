@@ -1,5 +1,6 @@
 //! Everything a node asks of the world: imperatives. Each `Run` reports back as `Input::Done`.
 
+use crate::arbiter::{ArbiterKind, Question};
 use crate::event::Event;
 use crate::message::Message;
 use crate::persist::PersistedState;
@@ -20,9 +21,23 @@ pub enum Op {
     DropVip,
     /// Gratuitous ARP burst (and unsolicited NA for IPv6) so switches and phones learn the MAC.
     Garp,
-    /// Does any other host answer ARP for the VIP? The LAN arbiter.
-    ArpProbe,
-    CheckWitnesses,
+    /// Ask an arbiter whether this node may take the role now, as the claim of `epoch`
+    /// (answers `Done::Verdict`).
+    MayTake {
+        arbiter: ArbiterKind,
+        epoch: u64,
+    },
+    /// Ask an arbiter whether this Master (of `epoch`) may keep the role; for the etcd lease
+    /// this keeps it alive (answers `Done::Verdict`).
+    MayKeep {
+        arbiter: ArbiterKind,
+        epoch: u64,
+    },
+    /// Let go of whatever the arbiter holds for this node (the etcd key), so that the peer
+    /// need not wait for its expiry.
+    Release {
+        arbiter: ArbiterKind,
+    },
     /// Wait, bounded, until everything received is applied and the position reached, staying
     /// read-only (the first step of a hand-over, before anything is claimed).
     CatchUpDb {
@@ -49,11 +64,6 @@ pub enum Op {
     MoveCloudIp {
         to: NodeId,
     },
-    QueryCloudIp,
-    /// Cloud arbiter: is the peer's instance running, per the host's API?
-    CheckPeerInstance {
-        peer: NodeId,
-    },
     StartServices,
     StopServices,
     /// Run one phase of a resync job, reporting `Input::JobProgress` while it goes.
@@ -61,17 +71,6 @@ pub enum Op {
         job: u64,
         phase: ResyncPhase,
     },
-    /// The lease arbiter (B11): create the leader key for this node and `epoch` if nobody holds
-    /// it; answers `Done::Lease` with the holder afterwards.
-    LeaseAcquire {
-        epoch: u64,
-    },
-    /// Keep the lease alive (take the key again if it is free); answers `Done::Lease`.
-    LeaseRefresh {
-        epoch: u64,
-    },
-    /// Give the key up (a Master stepping down), so that the peer need not wait for the TTL.
-    LeaseRelease,
 }
 
 impl Op {
@@ -82,8 +81,10 @@ impl Op {
             Op::RaiseVip => "raise-vip",
             Op::DropVip => "drop-vip",
             Op::Garp => "garp",
-            Op::ArpProbe => "arp-probe",
-            Op::CheckWitnesses => "check-witnesses",
+            Op::MayTake { arbiter, .. } => arbiter.op_name(Question::MayTake),
+            Op::MayKeep { arbiter, .. } => arbiter.op_name(Question::MayKeep),
+            Op::Release { arbiter: ArbiterKind::EtcdLease } => "lease-release",
+            Op::Release { .. } => "arbiter-release",
             Op::CatchUpDb { .. } => "catch-up-db",
             Op::PromoteDb { .. } => "promote-db",
             Op::FenceDb => "fence-db",
@@ -93,14 +94,9 @@ impl Op {
             Op::FsPushStart { .. } => "fs-push-start",
             Op::FsPushStop => "fs-push-stop",
             Op::MoveCloudIp { .. } => "move-cloud-ip",
-            Op::QueryCloudIp => "query-cloud-ip",
-            Op::CheckPeerInstance { .. } => "check-peer-instance",
             Op::StartServices => "start-services",
             Op::StopServices => "stop-services",
             Op::Resync { .. } => "resync",
-            Op::LeaseAcquire { .. } => "lease-acquire",
-            Op::LeaseRefresh { .. } => "lease-refresh",
-            Op::LeaseRelease => "lease-release",
         }
     }
 }

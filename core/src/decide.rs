@@ -4,6 +4,7 @@
 //! missed timer can only delay a decision, never skip it.
 
 use crate::action::Op;
+use crate::arbiter::{is_arp_probe, ArbiterKind};
 use crate::event::Event;
 use crate::input::Done;
 use crate::input::OpError;
@@ -331,8 +332,8 @@ impl Node {
             // raise it if free (see the probe's result), and the rest follows afterwards.
             self.repair_attempts += 1;
             self.repair_at = self.now.after(self.backoff(self.repair_attempts));
-            if !self.background_has(|o| matches!(o, Op::ArpProbe | Op::RaiseVip)) {
-                self.run_background(Op::ArpProbe);
+            if !self.background_has(|o| is_arp_probe(o) || matches!(o, Op::RaiseVip)) {
+                self.run_background(Op::MayTake { arbiter: ArbiterKind::ArpProbe, epoch: self.epoch });
             }
             return;
         }
@@ -412,20 +413,24 @@ impl Node {
         }
         if silent && self.cfg.witnesses > 0 && !self.paused_isolation() && self.now >= self.next_isolation_check && self.isolation_check.is_none() {
             self.next_isolation_check = self.now.after(t.heartbeat_interval);
-            let id = self.run_background(Op::CheckWitnesses);
+            let id = self.run_background(Op::MayKeep { arbiter: ArbiterKind::Witnesses, epoch: self.epoch });
             self.isolation_check = Some((id, self.now));
         }
         let lan_probe = self.cfg.mode == Mode::Lan && self.cfg.components.vip && self.cfg.arp_probe;
-        if lan_probe && self.vip_held && !self.peer_alive() && self.now >= self.next_conflict_check && !self.background_has(|o| matches!(o, Op::ArpProbe)) {
+        if lan_probe && self.vip_held && !self.peer_alive() && self.now >= self.next_conflict_check && !self.background_has(is_arp_probe) {
             // With the peer silent, nothing else would tell us that it holds the VIP too (its
             // link came back while the heartbeat path is still cut).
             self.next_conflict_check = self.now.after(t.conflict_check_interval);
-            self.run_background(Op::ArpProbe);
+            self.run_background(Op::MayKeep { arbiter: ArbiterKind::ArpProbe, epoch: self.epoch });
         }
         // Not while promoting: the promotion itself may still be moving the public IP here.
-        if self.cfg.mode == Mode::Cloud && self.plan.is_none() && self.now >= self.next_cloud_check && !self.background_has(|o| matches!(o, Op::QueryCloudIp)) {
+        if self.cfg.mode == Mode::Cloud
+            && self.plan.is_none()
+            && self.now >= self.next_cloud_check
+            && !self.background_has(|o| matches!(o, Op::MayKeep { arbiter: ArbiterKind::CloudApi, .. }))
+        {
             self.next_cloud_check = self.now.after(t.cloud_check_interval);
-            self.run_background(Op::QueryCloudIp);
+            self.run_background(Op::MayKeep { arbiter: ArbiterKind::CloudApi, epoch: self.epoch });
         }
     }
 
@@ -489,50 +494,7 @@ impl Node {
             self.persist_failures = 0;
         }
         match (op, done) {
-            (Op::CheckWitnesses, Done::Witnesses { reachable }) => self.isolation_result(reachable),
-            (Op::LeaseRefresh { .. }, Done::Lease { holder }) => self.lease_refreshed(holder),
-            (Op::ArpProbe, Done::Probe { answered }) => {
-                if self.role != Role::Master || !self.promoting() {
-                    return;
-                }
-                if !answered {
-                    self.clear(&Alarm::VipConflict);
-                    // A probe before re-raising a VIP we lost (see `repair_master`).
-                    if !self.vip_held && self.plan.is_none() && !self.background_has(|o| matches!(o, Op::RaiseVip)) {
-                        self.run_background(Op::RaiseVip);
-                    }
-                    return;
-                }
-                self.raise(Alarm::VipConflict);
-                if !self.vip_held {
-                    // Someone else serves the VIP we do not hold: it is theirs.
-                    if self.db_writable {
-                        self.needs_resync = true;
-                        self.raise(Alarm::NeedsResync);
-                    }
-                    self.become_slave("another host serves the VIP this Master could not raise");
-                    return;
-                }
-                // Neither side can learn the other's epoch without heartbeats, so a fixed rule
-                // both apply alike decides: the lower node id keeps the VIP.
-                if self.cfg.node > self.cfg.peer {
-                    self.needs_resync = true;
-                    self.raise(Alarm::NeedsResync);
-                    self.become_slave("another host answers ARP for the VIP and the peer is silent");
-                } else {
-                    self.run_background(Op::Garp);
-                }
-            }
-            (Op::QueryCloudIp, Done::CloudHolder { node }) => {
-                if self.role == Role::Master && node != Some(self.cfg.node) {
-                    self.raise(Alarm::CloudIpMovedAway);
-                    if self.cfg.cloud_auto_failover && self.plan.is_none() {
-                        self.become_slave("the cloud public IP is associated with the peer");
-                    }
-                } else {
-                    self.clear(&Alarm::CloudIpMovedAway);
-                }
-            }
+            (Op::MayTake { arbiter, .. } | Op::MayKeep { arbiter, .. }, Done::Verdict(v)) if v.from(*arbiter) => self.keep_verdict(v),
             (Op::ReplicateDb { .. }, _) => {
                 self.replicating_from = Some(self.peer.epoch());
                 self.replicate_failures = 0;
@@ -546,7 +508,7 @@ impl Node {
     pub(crate) fn background_failed(&mut self, op: &Op, e: OpError) {
         let name = op.name().to_string();
         match op {
-            Op::CheckWitnesses => self.isolation_result(0),
+            Op::MayKeep { arbiter: ArbiterKind::Witnesses, .. } => self.isolation_result(0),
             Op::ReplicateDb { .. } => {
                 self.replicate_failures += 1;
                 self.replicate_retry_at = Some(self.now.after(self.backoff(self.replicate_failures)));
@@ -602,7 +564,7 @@ impl Node {
         ((t.failover_timeout - t.isolation_timeout) / 2).max(1)
     }
 
-    fn isolation_result(&mut self, reachable: u32) {
+    pub(crate) fn isolation_result(&mut self, reachable: u32) {
         self.isolation_check = None;
         let t = self.cfg.timing;
         let silent = self.peer.last_heard.is_none_or(|h| self.now.since(h) >= t.isolation_timeout);

@@ -1,9 +1,10 @@
 //! Everything that can happen to a node: facts, each carrying no clock (the caller passes `now`).
 
 use crate::action::OpId;
+use crate::arbiter::Verdict;
 use crate::message::Message;
 use crate::persist::PersistedState;
-use crate::types::{CloudReport, DbFacts, FsReport, MongoReport, NodeId, Position, Progress, ResyncKind};
+use crate::types::{CloudReport, DbFacts, FsReport, MongoReport, Position, Progress, ResyncKind};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,29 +47,11 @@ pub enum Input {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Done {
     Ok,
-    /// ARP probe: did any other host answer for the VIP?
-    Probe {
-        answered: bool,
-    },
-    /// Witness check: how many of the configured witnesses answered.
-    Witnesses {
-        reachable: u32,
-    },
+    /// An arbiter's answer to `MayTake` or `MayKeep`.
+    Verdict(Verdict),
     /// The database is read-only and its sessions are gone; this is its final position.
     Fenced {
         position: Position,
-    },
-    /// Which node the cloud public IP is associated with right now.
-    CloudHolder {
-        node: Option<NodeId>,
-    },
-    /// Whether the peer's cloud instance is running.
-    PeerInstance {
-        running: bool,
-    },
-    /// Who holds the etcd leader key after the operation (node, epoch); `None`: nobody.
-    Lease {
-        holder: Option<(NodeId, u64)>,
     },
 }
 

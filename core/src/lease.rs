@@ -1,6 +1,6 @@
 //! The etcd lease as an arbiter (B11), as Patroni uses its DCS: a Master holds a leader key on
 //! a lease it keeps alive; a node takes the role only by creating that key (the promotion's
-//! `LeaseAcquire`, an arbiter step like the ARP probe); a Master that has not refreshed it for
+//! `MayTake` of the lease arbiter, like the ARP probe); a Master that has not refreshed it for
 //! `keep_for` (the TTL minus a margin that covers one operation's deadline and clock rates)
 //! while its peer is silent steps down before the lease can expire for the other.
 //!
@@ -10,6 +10,7 @@
 //! an etcd outage into a service outage for nothing. The alarm `lease-stale` says it meanwhile.
 
 use crate::action::Op;
+use crate::arbiter::ArbiterKind;
 use crate::event::Event;
 use crate::node::Node;
 use crate::status::Alarm;
@@ -43,10 +44,10 @@ impl Node {
             self.clear(&Alarm::LeaseStale);
             return;
         }
-        if self.now >= self.next_lease_refresh && !self.background_has(|o| matches!(o, Op::LeaseRefresh { .. })) {
+        if self.now >= self.next_lease_refresh && !self.background_has(|o| matches!(o, Op::MayKeep { arbiter: ArbiterKind::EtcdLease, .. })) {
             self.next_lease_refresh = self.now.after(l.refresh_every);
             self.lease_refresh_started = self.now;
-            self.run_background(Op::LeaseRefresh { epoch: self.epoch });
+            self.run_background(Op::MayKeep { arbiter: ArbiterKind::EtcdLease, epoch: self.epoch });
         }
         if self.lease_fresh() || self.plan.is_some() {
             self.clear(&Alarm::LeaseStale);

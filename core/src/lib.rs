@@ -5,6 +5,7 @@
 //! in production, in the simulator and when a journaled incident is replayed (B8, B9).
 
 mod action;
+mod arbiter;
 mod commands;
 mod config;
 mod decide;
@@ -23,6 +24,7 @@ mod time;
 mod types;
 
 pub use action::{Action, Op, OpId, Output};
+pub use arbiter::{is_arp_probe, ArbiterKind, Question, Verdict};
 pub use config::{Components, Config, ConfigError, Timing};
 pub use event::Event;
 pub use input::{Command, Done, Input, OpError, Target};

@@ -1,6 +1,7 @@
 //! The node: one value holding everything a ridondato node knows, and `handle`, its only door.
 
 use crate::action::{Action, Op, OpId, Output};
+use crate::arbiter::{ArbiterKind, Verdict};
 use crate::config::Config;
 use crate::event::Event;
 use crate::input::{Done, Input, OpError};
@@ -698,9 +699,9 @@ impl Node {
             Op::StartServices => self.services_running = true,
             Op::StopServices => self.services_running = false,
             Op::MoveCloudIp { to } => self.cloud_holder = Some(*to),
-            Op::QueryCloudIp => {
-                if let Done::CloudHolder { node } = done {
-                    self.cloud_holder = *node;
+            Op::MayTake { arbiter: ArbiterKind::CloudApi, .. } | Op::MayKeep { arbiter: ArbiterKind::CloudApi, .. } => {
+                if let Done::Verdict(Verdict::Cloud { holder, .. }) = done {
+                    self.cloud_holder = *holder;
                 }
             }
             _ => {}

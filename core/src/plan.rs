@@ -5,6 +5,7 @@
 //! a release fences before anything else can be taken over.
 
 use crate::action::{Action, Op, OpId};
+use crate::arbiter::{ArbiterKind, Question};
 use crate::event::Event;
 use crate::input::{Done, OpError};
 use crate::message::Message;
@@ -106,7 +107,7 @@ impl Plan {
         }
         if n.cfg.lease.is_some() {
             // Last, once everything is let go: the peer need not wait for the TTL.
-            ops.push(Op::LeaseRelease);
+            ops.push(Op::Release { arbiter: ArbiterKind::EtcdLease });
         }
         Plan::new(name, Goal::Release, name, ops)
     }
@@ -122,39 +123,14 @@ impl Plan {
             // writes open only after the claim is durable, as in every promotion.
             ops.push(Op::CatchUpDb { position });
         }
-        // The arbiters judge a silent peer; a peer we hear (start-up tie-break, services off)
-        // is its own witness.
-        let peer_silent = !n.peer_alive();
-        if !lan && via == Via::Arbiter && peer_silent {
-            // Both instances usually reach the cloud API even when they cannot reach each other:
-            // taking the public IP from a running peer would make the two chase it in turn. Who
-            // holds it is asked first: if this node does, taking the role takes nothing from the
-            // peer (a lone start), and the instance check is skipped (`plan_step_done`).
-            ops.push(Op::QueryCloudIp);
-            ops.push(Op::CheckPeerInstance { peer: n.cfg.peer });
-        }
-        // An operator's `set-state master` is checked too: a node cut from its LAN would
-        // otherwise create the split brain it was asked to end.
-        if via != Via::Handover && n.cfg.witnesses > 0 && peer_silent {
-            ops.push(Op::CheckWitnesses);
-        }
-        // The ARP probe comes last, right before the epoch and the VIP: the LAN may have healed
-        // while a slower check ran, and only a fresh answer counts.
-        let probe = via != Via::Handover && lan && c.vip && n.cfg.arp_probe;
-        let mut confirm = false;
-        if probe {
-            ops.push(Op::ArpProbe);
-            // The VIP was answered elsewhere not long ago: the Master lives but we cannot hear
-            // it. If it just lost its link, it needs its isolation timeout to let go; should the
-            // link come back sooner, it would still hold the VIP. Probe again after that time.
-            confirm = n.alarms.contains(&Alarm::VipAnsweredElsewhere);
-        }
         // Saturating: `Node::promote` refuses a claim once the epochs are exhausted.
         let epoch = n.top_epoch().saturating_add(1);
-        if n.cfg.lease.is_some() {
-            // The lease arbiter, last before the claim like the probe: the key names this claim.
-            ops.push(Op::LeaseAcquire { epoch });
-        }
+        let arbiters = n.arbiters_for_take(via);
+        // The VIP was answered elsewhere not long ago: the Master lives but we cannot hear it.
+        // If it just lost its link, it needs its isolation timeout to let go; should the link
+        // come back sooner, it would still hold the VIP. Probe again after that time.
+        let confirm = arbiters.contains(&ArbiterKind::ArpProbe) && n.alarms.contains(&Alarm::VipAnsweredElsewhere);
+        ops.extend(arbiters.into_iter().map(|arbiter| Op::MayTake { arbiter, epoch }));
         ops.push(Op::Persist(PersistedState {
             epoch,
             last_role: Some(Role::Master),
@@ -194,8 +170,9 @@ impl Plan {
         if confirm {
             let t = n.cfg.timing;
             let wait = t.isolation_timeout + n.isolation_check_budget();
-            let at = p.steps.iter().position(|s| *s == Step::Run(Op::ArpProbe)).map_or(0, |i| i + 1);
-            p.steps.insert(at, Step::Run(Op::ArpProbe));
+            let probe = Step::Run(Op::MayTake { arbiter: ArbiterKind::ArpProbe, epoch });
+            let at = p.steps.iter().position(|s| *s == probe).map_or(0, |i| i + 1);
+            p.steps.insert(at, probe);
             p.steps.insert(at, Step::Pause(wait));
         }
         p.strict_db = wait_for.is_some();
@@ -226,7 +203,7 @@ impl Plan {
             ops.push(Op::MoveCloudIp { to: n.cfg.peer });
         }
         if n.cfg.lease.is_some() {
-            ops.push(Op::LeaseRelease);
+            ops.push(Op::Release { arbiter: ArbiterKind::EtcdLease });
         }
         let mut p = Plan::new("handing-over", Goal::Handover, "planned switch-over", ops);
         p.steps.push_back(Step::SendHandover);
@@ -372,36 +349,27 @@ impl Node {
             self.plan = Some(plan);
             return;
         };
-        let arbiter_alarm = match op {
-            Op::ArpProbe => Some(Alarm::VipAnsweredElsewhere),
-            Op::CheckWitnesses => Some(Alarm::WitnessesUnreachable),
-            Op::CheckPeerInstance { .. } => Some(Alarm::PeerInstanceRunning),
-            Op::LeaseAcquire { .. } => Some(Alarm::LeaseHeldElsewhere),
+        let arbiter = match op {
+            Op::MayTake { arbiter, .. } => Some(arbiter),
             _ => None,
         };
+        let arbiter_alarm = arbiter.map(ArbiterKind::refusal_alarm);
         match result {
             Ok(done) => {
-                let refused = match &done {
-                    Done::Probe { answered: true } => Some("another host answers ARP for the VIP".to_string()),
-                    Done::Witnesses { reachable: 0 } => Some("no witness host answers".to_string()),
-                    Done::PeerInstance { running: true } => Some("the peer's instance is running (cloud API)".to_string()),
-                    Done::Lease { holder: Some((n, epoch)) } if *n != self.cfg.node => Some(format!("the etcd leader key is held by {n} (epoch {epoch})")),
-                    Done::Lease { holder: None } => Some("etcd names no holder of the leader key after the attempt".to_string()),
-                    _ if matches!(op, Op::LeaseAcquire { .. }) && !matches!(done, Done::Lease { .. }) => Some(format!("the lease arbiter answered {done:?}")),
-                    _ => None,
-                };
-                if let (Some(why), Some(alarm)) = (refused, arbiter_alarm.clone()) {
-                    self.refuse_takeover(alarm, why);
-                    return;
-                }
-                if arbiter_alarm.is_some() {
+                if let Some(a) = arbiter {
+                    let refused = match &done {
+                        Done::Verdict(v) if v.from(a) => v.refusal(self.cfg.node),
+                        other => Some(format!("the {} arbiter answered {other:?}", a.op_name(Question::MayTake))),
+                    };
+                    if let Some(why) = refused {
+                        self.refuse_takeover(a.refusal_alarm(), why);
+                        return;
+                    }
                     plan.arbiter_ok_at = Some(self.now);
-                }
-                if matches!(op, Op::LeaseAcquire { .. }) {
-                    self.lease_acquired(self.now);
-                }
-                if let Some(alarm) = arbiter_alarm {
-                    self.clear(&alarm);
+                    if a == ArbiterKind::EtcdLease {
+                        self.lease_acquired(self.now);
+                    }
+                    self.clear(&a.refusal_alarm());
                 }
                 self.apply_effect(&op, &done);
                 self.clear(&Alarm::OpFailing { op: op.name().to_string() });
@@ -435,9 +403,6 @@ impl Node {
                         if let Some(h) = self.handover.as_mut() {
                             h.position = Some(*position);
                         }
-                    }
-                    (Op::QueryCloudIp, Done::CloudHolder { node: Some(holder) }) if *holder == self.cfg.node && plan.goal == Goal::Master => {
-                        plan.steps.retain(|s| !matches!(s, Step::Run(Op::CheckPeerInstance { .. })));
                     }
                     _ => {}
                 }
@@ -474,7 +439,7 @@ impl Node {
                     let probe = self.cfg.arp_probe && self.cfg.components.vip && self.cfg.mode == Mode::Lan;
                     if matches!(op, Op::RaiseVip) && plan.goal == Goal::Master && probe {
                         // By the retry the LAN may have moved on: look before raising again.
-                        plan.steps.push_front(Step::Run(Op::ArpProbe));
+                        plan.steps.push_front(Step::Run(Op::MayTake { arbiter: ArbiterKind::ArpProbe, epoch: self.epoch }));
                     }
                 } else {
                     // Not essential to the role: the alarm stays up, the rest of the plan goes on.

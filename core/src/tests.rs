@@ -62,9 +62,9 @@ fn a_lone_fresh_node_probes_the_vip_then_persists_epoch_one_before_raising_it() 
     let (mut n, _) = started();
     let out = n.handle(Millis(1500), Input::Tick);
     let ops = run_ops(&out);
-    assert_eq!(ops.last().map(|(_, o)| o.clone()), Some(Op::ArpProbe));
+    assert_eq!(ops.last().map(|(_, o)| o.clone()), Some(Op::MayTake { arbiter: ArbiterKind::ArpProbe, epoch: 1 }));
     let (probe, _) = ops.last().cloned().expect("probe");
-    let out = n.handle(Millis(1580), Input::Done { id: probe, result: Ok(Done::Probe { answered: false }) });
+    let out = n.handle(Millis(1580), Input::Done { id: probe, result: Ok(Done::Verdict(Verdict::Arp { answered: false })) });
     let want = PersistedState { epoch: 1, last_role: Some(Role::Master), boots: 1, ..PersistedState::default() };
     assert_eq!(run_ops(&out).into_iter().map(|(_, o)| o).collect::<Vec<_>>(), vec![Op::Persist(want)]);
     assert_eq!(n.role(), Role::Booting, "not Master before the epoch is durable");
@@ -84,13 +84,13 @@ fn a_promotion_interrupted_by_a_stall_is_decided_again_with_a_fresh_probe() {
     let (mut n, _) = started();
     let out = n.handle(Millis(1500), Input::Tick);
     let (probe, _) = run_ops(&out).last().cloned().expect("probe");
-    let out = n.handle(Millis(1580), Input::Done { id: probe, result: Ok(Done::Probe { answered: false }) });
+    let out = n.handle(Millis(1580), Input::Done { id: probe, result: Ok(Done::Verdict(Verdict::Arp { answered: false })) });
     let (persist, _) = run_ops(&out)[0].clone();
     // Nothing for six seconds, then the write's completion.
     let out = n.handle(Millis(7580), Input::Done { id: persist, result: Ok(Done::Ok) });
     assert_ne!(n.role(), Role::Master, "no claim on checks six seconds old");
     assert!(out.actions.iter().any(|a| matches!(a, Action::Event(Event::TakeoverRefused { why }) if why.contains("stalled 6000 ms"))), "{:?}", out.actions);
-    assert!(run_ops(&out).iter().any(|(_, o)| *o == Op::ArpProbe), "probes afresh: {:?}", out.actions);
+    assert!(run_ops(&out).iter().any(|(_, o)| matches!(o, Op::MayTake { arbiter: ArbiterKind::ArpProbe, .. })), "probes afresh: {:?}", out.actions);
     // A stall while nothing is being decided changes nothing.
     let (mut quiet, _) = started();
     let out = quiet.handle(Millis(9000), Input::Tick);
@@ -102,7 +102,7 @@ fn an_answered_probe_refuses_the_takeover_and_raises_an_alarm() {
     let (mut n, _) = started();
     let out = n.handle(Millis(1500), Input::Tick);
     let (probe, _) = run_ops(&out).last().cloned().expect("probe");
-    let out = n.handle(Millis(1580), Input::Done { id: probe, result: Ok(Done::Probe { answered: true }) });
+    let out = n.handle(Millis(1580), Input::Done { id: probe, result: Ok(Done::Verdict(Verdict::Arp { answered: true })) });
     assert_eq!(
         out.actions,
         vec![
@@ -119,7 +119,7 @@ fn a_master_hearing_a_higher_epoch_master_fences_itself_at_once() {
     let (mut n, _) = started();
     let out = n.handle(Millis(1500), Input::Tick);
     let (probe, _) = run_ops(&out).last().cloned().expect("probe");
-    let out = n.handle(Millis(1580), Input::Done { id: probe, result: Ok(Done::Probe { answered: false }) });
+    let out = n.handle(Millis(1580), Input::Done { id: probe, result: Ok(Done::Verdict(Verdict::Arp { answered: false })) });
     let (persist, _) = run_ops(&out)[0].clone();
     let out = n.handle(Millis(1583), Input::Done { id: persist, result: Ok(Done::Ok) });
     let (raise, _) = run_ops(&out)[0].clone();
@@ -191,7 +191,7 @@ fn a_master_that_lost_its_vip_probes_before_raising_it_again() {
         let (mut n, _) = started();
         let out = n.handle(Millis(1500), Input::Tick);
         let (probe, _) = run_ops(&out).last().cloned().expect("probe");
-        let out = n.handle(Millis(1580), Input::Done { id: probe, result: Ok(Done::Probe { answered: false }) });
+        let out = n.handle(Millis(1580), Input::Done { id: probe, result: Ok(Done::Verdict(Verdict::Arp { answered: false })) });
         let (persist, _) = run_ops(&out)[0].clone();
         let mut pending = run_ops(&n.handle(Millis(1583), Input::Done { id: persist, result: Ok(Done::Ok) }));
         while let Some((id, _)) = pending.pop() {
@@ -204,8 +204,12 @@ fn a_master_that_lost_its_vip_probes_before_raising_it_again() {
         if ops.is_empty() {
             ops = run_ops(&n.handle(Millis(2260), Input::Tick));
         }
-        assert_eq!(ops.iter().map(|(_, o)| o.clone()).collect::<Vec<_>>(), vec![Op::ArpProbe], "a probe first, no RaiseVip");
-        let out = n.handle(Millis(2350), Input::Done { id: ops[0].0, result: Ok(Done::Probe { answered }) });
+        assert_eq!(
+            ops.iter().map(|(_, o)| o.clone()).collect::<Vec<_>>(),
+            vec![Op::MayTake { arbiter: ArbiterKind::ArpProbe, epoch: 1 }],
+            "a probe first, no RaiseVip"
+        );
+        let out = n.handle(Millis(2350), Input::Done { id: ops[0].0, result: Ok(Done::Verdict(Verdict::Arp { answered })) });
         (n, run_ops(&out).into_iter().map(|(_, o)| o).collect::<Vec<_>>())
     };
     let (n, ops) = master(false);
@@ -282,7 +286,8 @@ fn a_master_whose_file_sync_fails_raises_an_alarm_until_it_delivers() {
     let drain = |n: &mut Node, pending: &mut Vec<(OpId, Op)>, t: &mut u64| {
         while let Some((id, op)) = pending.pop() {
             *t += 1;
-            let done = if op == Op::ArpProbe { Done::Probe { answered: false } } else { Done::Ok };
+            let done =
+                if matches!(op, Op::MayTake { arbiter: ArbiterKind::ArpProbe, .. }) { Done::Verdict(Verdict::Arp { answered: false }) } else { Done::Ok };
             pending.extend(run_ops(&n.handle(Millis(*t), Input::Done { id, result: Ok(done) })));
         }
     };

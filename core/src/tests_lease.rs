@@ -20,7 +20,9 @@ impl H {
         for (id, op) in ops {
             seen.push(op.clone());
             let done = match op {
-                Op::LeaseAcquire { .. } | Op::LeaseRefresh { .. } => Done::Lease { holder },
+                Op::MayTake { arbiter: ArbiterKind::EtcdLease, .. } | Op::MayKeep { arbiter: ArbiterKind::EtcdLease, .. } => {
+                    Done::Verdict(Verdict::Lease { holder })
+                }
                 _ => Done::Ok,
             };
             self.feed(Input::Done { id, result: Ok(done) });
@@ -34,7 +36,7 @@ impl H {
         h.t = 1500;
         h.feed(Input::Tick);
         let ops = h.answer_lease(Some((NodeId(1), 1)));
-        assert_eq!(ops, vec![Op::LeaseAcquire { epoch: 1 }], "the lease comes right before the claim");
+        assert_eq!(ops, vec![Op::MayTake { arbiter: ArbiterKind::EtcdLease, epoch: 1 }], "the lease comes right before the claim");
         h.settle();
         assert_eq!(h.n.role(), Role::Master);
         h
@@ -58,7 +60,7 @@ fn a_master_refreshes_its_lease_and_keeps_the_role_while_it_hears_its_peer() {
     h.t = 2600;
     h.feed(Input::Tick);
     let ops = h.answer_lease(Some((NodeId(1), 1)));
-    assert!(ops.contains(&Op::LeaseRefresh { epoch: 1 }), "{ops:?}");
+    assert!(ops.contains(&Op::MayKeep { arbiter: ArbiterKind::EtcdLease, epoch: 1 }), "{ops:?}");
     // etcd goes away: refreshes fail; the peer, a Slave, is heard all along.
     for t in (2700..=9000).step_by(100) {
         h.t = t;

@@ -450,7 +450,7 @@ impl Sim {
                 let long = matches!(op, Op::Resync { phase, .. } if phase != ridondato_core::ResyncPhase::DbReplicate);
                 let deadline = if long { self.cfg.resync_deadline } else { self.cfg.op_deadline };
                 let latency = self.world.op_latency(ix, &op, &mut self.rng);
-                if let (Op::ArpProbe, Some(l)) = (&op, latency) {
+                if let (true, Some(l)) = (ridondato_core::is_arp_probe(&op), latency) {
                     self.world.begin_probe(ix, l);
                 }
                 match latency {

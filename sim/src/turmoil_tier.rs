@@ -11,11 +11,12 @@ use crate::invariants::{Checker, View};
 use crate::rng::Rng;
 use crate::world::{Finish, World};
 use async_trait::async_trait;
+use ridondato_adapters::arbiters::Arbiters;
 use ridondato_adapters::{
-    AdapterError, AdapterResult, Backends, CloudIp, Db, DbReport, Driver, DriverConfig, DriverHandle, FsSync, JsonCodec, Mongo, ProgressFn, Services,
-    StateStore, Transport, Vip, Witness,
+    AdapterError, AdapterResult, Arbiter, Backends, CloudIp, Db, DbReport, Driver, DriverConfig, DriverHandle, FsSync, JsonCodec, Mongo, ProgressFn, Services,
+    StateStore, Transport, Vip,
 };
-use ridondato_core::{Done, Node, NodeId, Op, PersistedState, Position, ResyncPhase, Role, Status};
+use ridondato_core::{ArbiterKind, Done, Node, NodeId, Op, PersistedState, Position, ResyncPhase, Role, Status, Verdict};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -43,7 +44,7 @@ impl SimBackend {
             let mut w = lock(&self.world);
             let mut r = lock(&self.rng);
             let l = w.op_latency(self.ix, &op, &mut r);
-            if let (Op::ArpProbe, Some(l)) = (&op, l) {
+            if let (true, Some(l)) = (ridondato_core::is_arp_probe(&op), l) {
                 w.begin_probe(self.ix, l);
             }
             l
@@ -86,8 +87,8 @@ impl Vip for SimBackend {
         self.unit(Op::Garp).await
     }
     async fn probe(&self) -> AdapterResult<bool> {
-        match self.run(Op::ArpProbe).await? {
-            Done::Probe { answered } => Ok(answered),
+        match self.run(Op::MayKeep { arbiter: ArbiterKind::ArpProbe, epoch: 0 }).await? {
+            Done::Verdict(Verdict::Arp { answered }) => Ok(answered),
             other => Err(AdapterError::new(format!("unexpected {other:?}"))),
         }
     }
@@ -96,16 +97,6 @@ impl Vip for SimBackend {
     }
     async fn link_up(&self) -> AdapterResult<bool> {
         Ok(lock(&self.world).hosts[self.ix].link)
-    }
-}
-
-#[async_trait]
-impl Witness for SimBackend {
-    async fn reachable(&self) -> AdapterResult<u32> {
-        match self.run(Op::CheckWitnesses).await? {
-            Done::Witnesses { reachable } => Ok(reachable),
-            other => Err(AdapterError::new(format!("unexpected {other:?}"))),
-        }
     }
 }
 
@@ -170,23 +161,31 @@ impl FsSync for SimBackend {
     }
 }
 
+/// One of the simulated arbiters: each question is an operation on the world, which answers
+/// it from its model (ARP on the segment, witnesses, the cloud API, the etcd lease).
+#[derive(Debug)]
+struct SimArbiter {
+    be: Arc<SimBackend>,
+    kind: ArbiterKind,
+}
+
 #[async_trait]
-impl ridondato_adapters::LeaseArbiter for SimBackend {
-    async fn acquire(&self, _: NodeId, epoch: u64) -> AdapterResult<Option<(NodeId, u64)>> {
-        self.holder(Op::LeaseAcquire { epoch }).await
+impl Arbiter for SimArbiter {
+    async fn may_take(&self, _: NodeId, epoch: u64) -> AdapterResult<Verdict> {
+        self.verdict(Op::MayTake { arbiter: self.kind, epoch }).await
     }
-    async fn refresh(&self, _: NodeId, epoch: u64) -> AdapterResult<Option<(NodeId, u64)>> {
-        self.holder(Op::LeaseRefresh { epoch }).await
+    async fn may_keep(&self, _: NodeId, epoch: u64) -> AdapterResult<Verdict> {
+        self.verdict(Op::MayKeep { arbiter: self.kind, epoch }).await
     }
     async fn release(&self) -> AdapterResult<()> {
-        self.unit(Op::LeaseRelease).await
+        self.be.unit(Op::Release { arbiter: self.kind }).await
     }
 }
 
-impl SimBackend {
-    async fn holder(&self, op: Op) -> AdapterResult<Option<(NodeId, u64)>> {
-        match self.run(op).await? {
-            Done::Lease { holder } => Ok(holder),
+impl SimArbiter {
+    async fn verdict(&self, op: Op) -> AdapterResult<Verdict> {
+        match self.be.run(op).await? {
+            Done::Verdict(v) => Ok(v),
             other => Err(AdapterError::new(format!("unexpected {other:?}"))),
         }
     }
@@ -198,16 +197,14 @@ impl CloudIp for SimBackend {
         self.unit(Op::MoveCloudIp { to }).await
     }
     async fn holder(&self) -> AdapterResult<Option<NodeId>> {
-        match self.run(Op::QueryCloudIp).await? {
-            Done::CloudHolder { node } => Ok(node),
+        match self.run(Op::MayKeep { arbiter: ArbiterKind::CloudApi, epoch: 0 }).await? {
+            Done::Verdict(Verdict::Cloud { holder, .. }) => Ok(holder),
             other => Err(AdapterError::new(format!("unexpected {other:?}"))),
         }
     }
     async fn instance_running(&self, node: NodeId) -> AdapterResult<bool> {
-        match self.run(Op::CheckPeerInstance { peer: node }).await? {
-            Done::PeerInstance { running } => Ok(running),
-            other => Err(AdapterError::new(format!("unexpected {other:?}"))),
-        }
+        // The driver asks this through the cloud arbiter (`SimArbiter`); read the model directly.
+        Ok(lock(&self.world).hosts[crate::world::ix_of(node)].powered)
     }
 }
 
@@ -259,17 +256,12 @@ async fn run_node(ix: Ix, cfg: SimConfig, world: Shared<World>, rng: Shared<Rng>
     let sock = turmoil::net::UdpSocket::bind((IpAddr::V4(Ipv4Addr::UNSPECIFIED), PORT)).await?;
     let peer = SocketAddr::new(turmoil::lookup(node_name(1 - ix)), PORT);
     let be = Arc::new(SimBackend { world: world.clone(), rng, ix });
-    let backends = Backends {
-        vip: be.clone(),
-        witness: be.clone(),
-        db: be.clone(),
-        mongo: be.clone(),
-        fs: be.clone(),
-        cloud: be.clone(),
-        services: be.clone(),
-        store: be.clone(),
-        lease: be,
-    };
+    let mut arbiters = Arbiters::default();
+    for kind in [ArbiterKind::ArpProbe, ArbiterKind::Witnesses, ArbiterKind::CloudApi, ArbiterKind::EtcdLease] {
+        arbiters.set(kind, Arc::new(SimArbiter { be: be.clone(), kind }));
+    }
+    let backends =
+        Backends { vip: be.clone(), db: be.clone(), mongo: be.clone(), fs: be.clone(), cloud: be.clone(), services: be.clone(), store: be, arbiters };
     // Each start of this host is a new run: its incarnation, counted in the world.
     let run = {
         let mut w = lock(&world);

@@ -6,7 +6,7 @@
 
 use crate::fault::{node_name, Ix};
 use crate::rng::Rng;
-use ridondato_core::{Done, Mode, NodeId, Op, OpError, PersistedState, Position, ResyncPhase};
+use ridondato_core::{ArbiterKind, Done, Mode, NodeId, Op, OpError, PersistedState, Position, ResyncPhase, Verdict};
 use std::collections::BTreeMap;
 
 /// How an adapter misbehaves (injected).
@@ -214,8 +214,8 @@ impl World {
         let base = match op {
             Op::Persist(_) => rng.range(1, 5),
             Op::RaiseVip | Op::DropVip | Op::Garp => rng.range(1, 3),
-            Op::ArpProbe => rng.range(60, 100),
-            Op::CheckWitnesses => {
+            Op::MayTake { arbiter: ArbiterKind::ArpProbe, .. } | Op::MayKeep { arbiter: ArbiterKind::ArpProbe, .. } => rng.range(60, 100),
+            Op::MayTake { arbiter: ArbiterKind::Witnesses, .. } | Op::MayKeep { arbiter: ArbiterKind::Witnesses, .. } => {
                 if self.witness_reachable(ix) {
                     rng.range(2, 20)
                 } else {
@@ -227,9 +227,12 @@ impl World {
             Op::PromoteMongo | Op::DemoteMongo => rng.range(10, 40),
             Op::FsPushStart { .. } | Op::FsPushStop => rng.range(1, 10),
             Op::MoveCloudIp { .. } => rng.range(300, 1500),
-            Op::QueryCloudIp | Op::CheckPeerInstance { .. } => rng.range(50, 300),
+            // A take asks who holds the IP, and the peer's instance only when it is not ours.
+            Op::MayKeep { arbiter: ArbiterKind::CloudApi, .. } => rng.range(50, 300),
+            Op::MayTake { arbiter: ArbiterKind::CloudApi, .. } if self.eip == Some(ix) => rng.range(50, 300),
+            Op::MayTake { arbiter: ArbiterKind::CloudApi, .. } => rng.range(50, 300) + rng.range(50, 300),
             Op::StartServices | Op::StopServices => rng.range(50, 200),
-            Op::LeaseAcquire { .. } | Op::LeaseRefresh { .. } | Op::LeaseRelease => {
+            Op::MayTake { arbiter: ArbiterKind::EtcdLease, .. } | Op::MayKeep { arbiter: ArbiterKind::EtcdLease, .. } | Op::Release { .. } => {
                 if self.lease_reachable(ix) {
                     rng.range(2, 15)
                 } else {
@@ -297,7 +300,7 @@ impl World {
                 self.hosts[ix].garps += 1;
                 Done::Ok
             }
-            Op::ArpProbe => {
+            Op::MayTake { arbiter: ArbiterKind::ArpProbe, .. } | Op::MayKeep { arbiter: ArbiterKind::ArpProbe, .. } => {
                 if !self.up(ix) {
                     // No carrier: the probe cannot be sent, and silence would prove nothing.
                     return Finish::Done(Err(OpError::Failed("the interface is down".into())));
@@ -306,9 +309,11 @@ impl World {
                 // A host that holds the address defends it: another's probe is no conflict to it.
                 let overlap = !self.hosts[ix].vip && self.hosts[peer].probing.is_some_and(|(s, e)| s <= mine.1 && mine.0 <= e);
                 let answered = (self.answers_arp(peer) || overlap) && self.same_domain();
-                Done::Probe { answered }
+                Done::Verdict(Verdict::Arp { answered })
             }
-            Op::CheckWitnesses => Done::Witnesses { reachable: if self.witness_reachable(ix) { self.witnesses } else { 0 } },
+            Op::MayTake { arbiter: ArbiterKind::Witnesses, .. } | Op::MayKeep { arbiter: ArbiterKind::Witnesses, .. } => {
+                Done::Verdict(Verdict::Witnesses { reachable: if self.witness_reachable(ix) { self.witnesses } else { 0 } })
+            }
             Op::CatchUpDb { position } => {
                 if self.hosts[ix].db.position() < *position {
                     return Finish::Again(20);
@@ -384,8 +389,12 @@ impl World {
                 self.eip = Some(ix_of(*to));
                 Done::Ok
             }
-            Op::QueryCloudIp => Done::CloudHolder { node: self.eip.map(id_of) },
-            Op::CheckPeerInstance { peer } => Done::PeerInstance { running: self.hosts[ix_of(*peer)].powered },
+            Op::MayTake { arbiter: ArbiterKind::CloudApi, .. } => {
+                let holder = self.eip.map(id_of);
+                let peer_running = (holder != Some(id_of(ix))).then(|| self.hosts[peer].powered);
+                Done::Verdict(Verdict::Cloud { holder, peer_running })
+            }
+            Op::MayKeep { arbiter: ArbiterKind::CloudApi, .. } => Done::Verdict(Verdict::Cloud { holder: self.eip.map(id_of), peer_running: None }),
             Op::StartServices => {
                 self.hosts[ix].services = true;
                 Done::Ok
@@ -395,11 +404,13 @@ impl World {
                 Done::Ok
             }
             Op::Resync { phase, .. } => return Finish::Done(self.finish_resync(ix, *phase)),
-            Op::LeaseAcquire { epoch } | Op::LeaseRefresh { epoch } => match self.lease_take(ix, *epoch) {
-                Ok(holder) => Done::Lease { holder },
-                Err(e) => return Finish::Done(Err(OpError::Failed(e))),
-            },
-            Op::LeaseRelease => match self.lease_release(ix) {
+            Op::MayTake { arbiter: ArbiterKind::EtcdLease, epoch } | Op::MayKeep { arbiter: ArbiterKind::EtcdLease, epoch } => {
+                match self.lease_take(ix, *epoch) {
+                    Ok(holder) => Done::Verdict(Verdict::Lease { holder }),
+                    Err(e) => return Finish::Done(Err(OpError::Failed(e))),
+                }
+            }
+            Op::Release { .. } => match self.lease_release(ix) {
                 Ok(()) => Done::Ok,
                 Err(e) => return Finish::Done(Err(OpError::Failed(e))),
             },
