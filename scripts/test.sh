@@ -28,8 +28,9 @@ cargo test --workspace --all-features --locked
 # Ten thousand random fault schedules (seeds 1..10000, about 13 s here); any failure prints the
 # one command that replays it.
 cargo run --all-features --locked -q -p ridondato -- sim --sweep 10000
-# The same kind of schedules through the real async driver under turmoil (about 90 s unoptimised).
-cargo run --all-features --locked -q -p ridondato -- sim --sweep 100 --tier2
+# The same kind of schedules through the real async driver under turmoil (about 100 s unoptimised
+# at its 5 ms tick).
+cargo run --all-features --locked -q -p ridondato -- sim --sweep 300 --tier2
 # The scenario files once more through the operator's command, as a newcomer would run them.
 cargo run --all-features --locked -q -p ridondato -- sim scenarios/*.scn > /tmp/ridondato-scenarios.txt
 grep -c '^PASS' /tmp/ridondato-scenarios.txt | xargs -I{} echo "{} scenarios passed through \`ridondato sim\`"
