@@ -9,7 +9,6 @@
 use crate::client::Failure;
 use crate::config::{self, MongoSection};
 use mongodb::bson::{doc, Bson, Document};
-use mongodb::options::{AuthMechanism, ClientOptions, Credential};
 use mongodb::Client;
 use std::path::Path;
 
@@ -40,15 +39,7 @@ pub fn run(file: &Path) -> Result<(), Failure> {
 }
 
 async fn client(host_uri: &str, cred: &Option<ridondato_adapters::mongo::MongoCredential>) -> Result<Client, String> {
-    let sep = if host_uri.contains('?') { '&' } else { '?' };
-    let uri = format!("{host_uri}{sep}directConnection=true&serverSelectionTimeoutMS=3000&connectTimeoutMS=3000");
-    let mut o = ClientOptions::parse(&uri).await.map_err(|e| e.to_string())?;
-    if let Some(c) = cred {
-        o.credential = Some(
-            Credential::builder().username(c.user.clone()).password(c.password.clone()).source(c.source.clone()).mechanism(AuthMechanism::ScramSha256).build(),
-        );
-    }
-    Client::with_options(o).map_err(|e| e.to_string())
+    ridondato_adapters::mongo::direct_client(host_uri, cred.as_ref(), 3000).await
 }
 
 async fn look(c: &Client) -> Result<Seen, String> {

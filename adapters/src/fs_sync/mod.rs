@@ -40,8 +40,12 @@ pub struct FsSyncConfig {
     /// KiB/s (rsync's unit) for all file traffic, both directions, real-time and resync (S7).
     pub bandwidth_kib_s: u64,
     pub secret: String,
-    /// How long changes are gathered before a transfer (≤ 100 ms).
+    /// The longest changes are gathered before a transfer (≤ 100 ms): under a steady stream of
+    /// changes, one transfer at least this often.
     pub batch: Duration,
+    /// A transfer starts once no change has come for this long (the burst of events one write
+    /// makes is over), or at `batch`: an idle tree sends at once, a busy one gathers.
+    pub settle: Duration,
     /// More changed paths than this in one batch: a full pass instead of a list.
     pub max_batch: usize,
     /// While inotify is short of watches, how often a full pass finds what it cannot see.
@@ -64,6 +68,7 @@ impl FsSyncConfig {
             bandwidth_kib_s,
             secret,
             batch: Duration::from_millis(50),
+            settle: Duration::from_millis(5),
             max_batch: 20_000,
             rescan_every: Duration::from_secs(10),
             verify_every: Duration::from_secs(300),
@@ -89,6 +94,8 @@ struct Shared {
     refused: refusals::Refused,
     /// Transfers that failed (each one retried): for tests and benchmarks.
     failures: AtomicU64,
+    /// Changes noted so far: the transfer loop waits until it stops moving (`settle`).
+    noted: AtomicU64,
 }
 
 impl Shared {
@@ -107,6 +114,7 @@ impl Shared {
         if changes.is_empty() {
             return;
         }
+        self.noted.fetch_add(changes.len() as u64, Ordering::Relaxed);
         let mut pending = self.pending();
         for c in changes {
             match c {
@@ -226,7 +234,27 @@ impl Inner {
         Ok(format!("rsync://{RSYNC_USER}@{local}/{module}/"))
     }
 
-    /// The transfer loop of a Master: waits for changes, gathers for `batch`, sends them.
+    /// Gathers changes until none came for `settle`, at most `batch`; after a failure, waits
+    /// out the back-off instead.
+    async fn gather(&self, backoff: Duration) {
+        if !backoff.is_zero() {
+            tokio::time::sleep(backoff).await;
+            return;
+        }
+        let started = tokio::time::Instant::now();
+        let mut seen = self.shared.noted.load(Ordering::Relaxed);
+        loop {
+            let left = self.cfg.batch.saturating_sub(started.elapsed());
+            tokio::time::sleep(self.cfg.settle.min(left)).await;
+            let now = self.shared.noted.load(Ordering::Relaxed);
+            if now == seen || started.elapsed() >= self.cfg.batch {
+                return;
+            }
+            seen = now;
+        }
+    }
+
+    /// The transfer loop of a Master: waits for changes, gathers them (`gather`), sends them.
     async fn push_loop(self: Arc<Self>, peer: NodeId) {
         let s = &self.shared;
         let mut backoff = Duration::ZERO;
@@ -238,7 +266,7 @@ impl Inner {
                     s.pending().iter_mut().for_each(Pending::overflow);
                 }
             }
-            tokio::time::sleep(self.cfg.batch.max(backoff)).await;
+            self.gather(backoff).await;
             let taken = {
                 // Taken and counted under one lock: the report never sees them in neither place.
                 let mut pending = s.pending();

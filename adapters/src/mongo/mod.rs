@@ -67,26 +67,27 @@ pub struct MongoMember {
     resync: Option<ResyncSetup>,
 }
 
+/// A client of one member alone (no replica-set discovery: this node's member, or the peer's
+/// for `check-mongo`), every wait bounded by `timeout_ms`, with SCRAM-SHA-256 credentials.
+pub async fn direct_client(member_uri: &str, credential: Option<&MongoCredential>, timeout_ms: u64) -> Result<Client, String> {
+    let sep = if member_uri.contains('?') { '&' } else { '?' };
+    let uri = format!("{member_uri}{sep}directConnection=true&serverSelectionTimeoutMS={timeout_ms}&connectTimeoutMS={timeout_ms}");
+    let mut options = ClientOptions::parse(&uri).await.map_err(|e| format!("URI: {e}"))?;
+    if let Some(c) = credential {
+        options.credential = Some(
+            Credential::builder().username(c.user.clone()).password(c.password.clone()).source(c.source.clone()).mechanism(AuthMechanism::ScramSha256).build(),
+        );
+    }
+    Client::with_options(options).map_err(|e| format!("options: {e}"))
+}
+
 fn err(what: &str, e: impl std::fmt::Display) -> AdapterError {
     AdapterError::new(format!("mongo: {what}: {e}"))
 }
 
 impl MongoMember {
     pub async fn connect(cfg: MongoConfig) -> AdapterResult<MongoMember> {
-        let sep = if cfg.uri.contains('?') { '&' } else { '?' };
-        let uri = format!("{}{sep}directConnection=true&serverSelectionTimeoutMS=2000&connectTimeoutMS=2000", cfg.uri);
-        let mut options = ClientOptions::parse(&uri).await.map_err(|e| err("the local member's URI", e))?;
-        if let Some(c) = &cfg.credential {
-            options.credential = Some(
-                Credential::builder()
-                    .username(c.user.clone())
-                    .password(c.password.clone())
-                    .source(c.source.clone())
-                    .mechanism(AuthMechanism::ScramSha256)
-                    .build(),
-            );
-        }
-        let client = Client::with_options(options).map_err(|e| err("the local member's options", e))?;
+        let client = direct_client(&cfg.uri, cfg.credential.as_ref(), 2000).await.map_err(|e| err("the local member", e))?;
         Ok(MongoMember { client, cfg, resync: None })
     }
 
