@@ -146,6 +146,10 @@ async fn serve(listener: tokio::net::TcpListener, s: Served) {
 
 /// `rsync --daemon` with the connection as its standard input and output (inetd mode).
 fn inetd_child(stream: tokio::net::TcpStream, conf: &Path) -> std::io::Result<tokio::process::Child> {
+    // rsync's protocol is a conversation of small messages: with Nagle's algorithm each of its
+    // turns waits for the other side's delayed ACK (40 ms on Linux), 90-130 ms per transfer on
+    // loopback against under 10 ms without (measured with plain rsync to a daemon).
+    stream.set_nodelay(true)?;
     let stream = stream.into_std()?;
     stream.set_nonblocking(false)?;
     let out = stream.try_clone()?;

@@ -13,7 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// partial file never has the final name.
 pub fn base(password_file: &Path, excludes: &[String]) -> tokio::process::Command {
     let mut c = tokio::process::Command::new("rsync");
-    c.args(["-aH", "--numeric-ids"]);
+    // No Nagle on our side of the daemon connection either (see `daemon::inetd_child`).
+    c.args(["-aH", "--numeric-ids", "--sockopts=TCP_NODELAY"]);
     c.arg(format!("--password-file={}", password_file.display()));
     for x in excludes {
         c.arg(format!("--exclude={x}"));
