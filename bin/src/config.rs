@@ -840,6 +840,45 @@ primary = true
     }
 
     #[test]
+    fn etcd_tls_problems_are_named_by_field() {
+        let dir = std::env::temp_dir().join(format!("ridondato-config-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(vec!["etcd".to_string()]).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).expect("CA");
+        let write = |name: &str, text: &str| {
+            let f = dir.join(name);
+            std::fs::write(&f, text).expect("write");
+            f.display().to_string()
+        };
+        let (ca, junk, pem_key) = (write("ca.pem", &ca.pem()), write("junk.pem", "not PEM"), write("key.pem", &key.serialize_pem()));
+        let with = |endpoint: &str, extra: &str| format!("{GOOD}\n[arbiter]\nkind = \"etcd\"\nendpoints = [\"{endpoint}\"]\nprefix = \"/r\"\n{extra}");
+        assert_eq!(fields(&with("https://198.18.0.9:2379", "")), vec!["arbiter.ca_file"], "https needs the CA");
+        assert_eq!(fields(&with("https://198.18.0.9:2379", &format!("ca_file = \"{junk}\""))), vec!["arbiter.ca_file"], "a CA file without a certificate");
+        assert_eq!(fields(&with("http://198.18.0.9:2379", &format!("ca_file = \"{ca}\""))), vec!["arbiter.endpoints"], "TLS with http://");
+        assert_eq!(
+            fields(&with("https://198.18.0.9:2379", &format!("ca_file = \"{ca}\"\ncert_file = \"{ca}\""))),
+            vec!["arbiter.key_file"],
+            "a certificate without its key"
+        );
+        assert_eq!(
+            fields(&with("https://198.18.0.9:2379", &format!("ca_file = \"{ca}\"\ncert_file = \"{ca}\"\nkey_file = \"{junk}\""))),
+            vec!["arbiter.key_file"],
+            "a key file without a key"
+        );
+        assert_eq!(
+            fields(&with("https://198.18.0.9:2379", &format!("cert_file = \"{ca}\"\nkey_file = \"{pem_key}\""))),
+            vec!["arbiter.ca_file"],
+            "a client certificate without the CA"
+        );
+        let good = parse(&with("https://198.18.0.9:2379", &format!("ca_file = \"{ca}\"\ncert_file = \"{ca}\"\nkey_file = \"{pem_key}\""))).expect("valid TLS");
+        let tls = good.file.arbiter.as_ref().expect("arbiter").tls().expect("readable").expect("TLS");
+        assert!(tls.identity.is_some());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_good_file_gives_the_core_config() {
         let c = parse(GOOD).expect("valid");
         assert_eq!(c.core.node, NodeId(1));
