@@ -8,7 +8,7 @@
 //! its run's first segment (the core starts from `Input::Start`).
 //!
 //! ```text
-//! segment: "RDJ2" | header record | record | record | ...
+//! segment: "RDJ3" | header record | record | record | ...
 //! record:  length u32 LE | check u32 LE (SHA-256 of the payload, first 4 bytes) | payload
 //! header payload:  postcard(Header)           record payload: postcard(Record)
 //! ```
@@ -24,9 +24,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The format's mark; its digit is the version. Records are postcard, which does not describe
-/// itself: a change to the core's inputs or operations (format 2: the arbiters behind one
-/// interface) needs a new digit, or an older journal would be misread instead of refused.
-const MAGIC: &[u8; 4] = b"RDJ2";
+/// itself: a change to the core's inputs, operations or configuration (format 2: the arbiters
+/// behind one interface; 3: the ARP probe's length in the configuration) needs a new digit, or
+/// an older journal would be misread instead of refused.
+const MAGIC: &[u8; 4] = b"RDJ3";
 /// A record longer than this is not one (a heartbeat input is about 100 bytes).
 const MAX_RECORD: usize = 1 << 20;
 
@@ -204,12 +205,13 @@ pub fn read_segment(path: &Path) -> Result<Segment, String> {
     if bytes.len() >= 4 && &bytes[..3] == b"RDJ" && bytes[3] != MAGIC[3] {
         let v = char::from(bytes[3]);
         return Err(format!(
-            "{}: a journal of format {v}, written by another version of ridondato (this one reads format 2): replay it with that version",
-            path.display()
+            "{}: a journal of format {v}, written by another version of ridondato (this one reads format {}): replay it with that version",
+            path.display(),
+            char::from(MAGIC[3])
         ));
     }
     if bytes.len() < 4 || &bytes[..4] != MAGIC {
-        return Err(format!("{}: not a ridondato journal segment (no RDJ2 mark)", path.display()));
+        return Err(format!("{}: not a ridondato journal segment (no RDJ{} mark)", path.display(), char::from(MAGIC[3])));
     }
     let mut at = 4;
     let header_payload = match next(&bytes, at) {
@@ -363,6 +365,8 @@ mod tests {
         assert!(read_segment(&seg).expect_err("refused").contains("not a ridondato journal segment"));
         std::fs::write(&seg, b"RDJ1older records").expect("write");
         assert!(read_segment(&seg).expect_err("refused").contains("a journal of format 1, written by another version"));
+        std::fs::write(&seg, b"RDJ2older records").expect("write");
+        assert!(read_segment(&seg).expect_err("refused").contains("a journal of format 2, written by another version"));
         let _ = std::fs::remove_dir_all(&d);
     }
 }

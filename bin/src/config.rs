@@ -791,6 +791,8 @@ pub fn parse(text: &str) -> Result<NodeConfig, Vec<ConfigProblem>> {
         timing,
         witnesses: file.witness.hosts.len() as u32,
         arp_probe: mode == Mode::Lan,
+        // The adapter listens this long for each shared IP in turn.
+        arp_probe_ms: file.garp.probe_wait_ms.saturating_mul(file.shared_ips.len().max(1) as u64),
         cloud_auto_failover: file.cloud.as_ref().is_some_and(|c| c.auto_failover),
         max_retries: 3,
         max_lag_on_failover: file.db.as_ref().map_or(0, |db| db.max_lag_on_failover),

@@ -125,9 +125,18 @@ impl Node {
             v.push(ArbiterKind::Witnesses);
         }
         // The ARP probe comes late, right before the epoch and the VIP: the LAN may have healed
-        // while a slower check ran, and only a fresh answer counts.
-        if via != Via::Handover && lan && c.components.vip && c.arp_probe {
+        // while a slower check ran, and only a fresh answer counts. A failover's was asked
+        // ahead of the deadline when it heard nobody a moment ago ([`crate::vip_watch`]), unless
+        // a slower check comes first.
+        let looked_ahead = via == Via::Arbiter && v.is_empty() && self.watch_clear().is_some();
+        if via != Via::Handover && lan && c.components.vip && c.arp_probe && !looked_ahead {
             v.push(ArbiterKind::ArpProbe);
+            if v.contains(&ArbiterKind::Witnesses) {
+                // The witnesses once more (a connect each, about a millisecond on a LAN): a cut
+                // that falls while the probe listens hides the Master from the probe, and only
+                // the witnesses would tell this node that it is the one cut off.
+                v.push(ArbiterKind::Witnesses);
+            }
         }
         // The lease, last before the claim like the probe, and even on a hand-over: the key
         // names this claim, and no claim goes without it.

@@ -200,6 +200,7 @@ impl Node {
 
     fn decide_slave(&mut self) {
         self.ensure_mongo_secondary();
+        self.watch_vip();
         if self.peer_is_master() {
             self.refused = None;
             self.recheck_at = None;
@@ -286,7 +287,7 @@ impl Node {
             self.note_refusal("cloud mode: switch-over is manual (set-state)");
             return;
         }
-        if self.recheck_at.is_some_and(|r| self.now < r) {
+        if self.recheck_at.is_some_and(|r| self.now < r) || self.watch_wait_until().is_some() {
             return;
         }
         self.promote(Via::Arbiter, why);

@@ -22,6 +22,7 @@ mod resync;
 mod status;
 mod time;
 mod types;
+mod vip_watch;
 
 pub use action::{Action, Op, OpId, Output};
 pub use arbiter::{is_arp_probe, ArbiterKind, Question, Verdict};
@@ -44,3 +45,5 @@ mod tests_lease;
 mod tests_mongo;
 #[cfg(test)]
 mod tests_policy;
+#[cfg(test)]
+mod tests_watch;

@@ -111,6 +111,8 @@ pub struct Node {
     pub(crate) cloud_holder: Option<NodeId>,
     /// The Master epoch our DB currently replicates from, if any.
     pub(crate) replicating_from: Option<u64>,
+    /// A Slave's ARP probe run ahead of the failover deadline.
+    pub(crate) vip_watch: crate::vip_watch::VipWatch,
     pub(crate) out: Vec<Action>,
 }
 
@@ -194,6 +196,7 @@ impl Node {
             services_running: false,
             cloud_holder: None,
             replicating_from: None,
+            vip_watch: Default::default(),
             out: Vec::new(),
         }
     }
@@ -470,6 +473,9 @@ impl Node {
     }
 
     fn on_done(&mut self, id: OpId, result: Result<Done, OpError>) {
+        if self.watch_done(id, &result) {
+            return;
+        }
         if let Some(op) = self.orphans.remove(&id) {
             if let Ok(done) = &result {
                 // Its effect happened; record it so the world view stays true.
@@ -728,6 +734,8 @@ impl Node {
         if let Some(m) = self.last_master_seen {
             c.push(m.after(t.failover_timeout));
         }
+        c.extend(self.watch_start());
+        c.extend(self.watch_wait_until());
         c.push(self.boot_started.after(t.discovery_window));
         c.push(self.boot_started.after(t.lone_slave_wait));
         c.push(self.persist_retry_at);

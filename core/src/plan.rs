@@ -167,6 +167,10 @@ impl Plan {
         }
         let mut p = Plan::new("promoting", Goal::Master, why, ops);
         p.automatic = via == Via::Arbiter;
+        if !p.steps.iter().any(|s| matches!(s, Step::Run(Op::MayTake { arbiter: ArbiterKind::ArpProbe, .. }))) {
+            // The look-ahead probe's answer, when it stands in for the plan's: as old as it is.
+            p.arbiter_ok_at = n.watch_clear();
+        }
         if confirm {
             let t = n.cfg.timing;
             let wait = t.isolation_timeout + n.isolation_check_budget();
