@@ -2,9 +2,10 @@
 # Failover benchmark, one run, one lab: a client pings the VIP every 10 ms; the Master's cable is
 # pulled; outage = the longest gap between replies. 5 trials for each of: ridondato at defaults,
 # keepalived at defaults (unicast VRRPv3, advert_int 1), keepalived tuned (advert_int 0.1),
-# ridondato tuned (heartbeat as fast as tuned keepalived's adverts). Then a false-failover soak
-# with 5 % random heartbeat loss, and the daemon's RSS and idle CPU. Needs root.
-#   bench-failover.sh [TRIALS] [SOAK_SECONDS]
+# ridondato tuned (heartbeat as fast as tuned keepalived's adverts), ridondato at a 50 ms
+# heartbeat. Then a false-failover soak of each ridondato setting with 5 % random heartbeat loss
+# (role changes and suspicions), and the daemon's RSS and idle CPU. Needs root.
+#   bench-failover.sh [TRIALS] [SOAK_SECONDS]     (SOAK_SECONDS 0: no soak)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 trials=${1:-5}
@@ -58,6 +59,10 @@ start_pair() { # kind advert_int|tuning
             rm -rf "$out/$n"
             if [ "$arg" = tuned ]; then
                 bash scripts/lab-node.sh "$lab" "$n" "$out" "[timing]" "heartbeat_interval_ms = 100" "failover_timeout_ms = 300" "isolation_timeout_ms = 200" "[garp]" "probe_count = 1" "probe_wait_ms = 30"
+            elif [ "$arg" = fast ]; then
+                # Twice keepalived's tuned advert rate, and one more heartbeat lost before a
+                # takeover attempt than its three adverts.
+                bash scripts/lab-node.sh "$lab" "$n" "$out" "[timing]" "heartbeat_interval_ms = 50" "failover_timeout_ms = 200" "isolation_timeout_ms = 120" "[garp]" "probe_count = 1" "probe_wait_ms = 30"
             else
                 bash scripts/lab-node.sh "$lab" "$n" "$out"
             fi
@@ -87,7 +92,10 @@ trial() { # kind arg -> outage ms
     start_pair "$1" "$2"
     bash scripts/lab.sh exec "$lab" c ping -D -n -i 0.01 -W 1 "$LAB_VIP" > "$out/ping.log" 2>&1 &
     local pinger=$!
-    sleep 1
+    # The cable is pulled at a random moment (1 to 2 s from now): with a fixed delay it fell at
+    # the same phase of the heartbeat (and of VRRP's adverts) in every trial, and the trials
+    # measured that one phase instead of the spread a real pull has.
+    sleep "$(awk -v r="$RANDOM" 'BEGIN { printf "%.3f", 1 + r / 32768 }')"
     bash scripts/lab.sh link-down "$lab" a
     sleep 6
     kill "$pinger" 2>/dev/null || true; wait "$pinger" 2>/dev/null || true
@@ -111,8 +119,10 @@ row "ridondato, defaults" ridondato default
 row "keepalived, defaults (advert 1 s)" keepalived 1
 row "keepalived, tuned (advert 0.1 s)" keepalived 0.1
 row "ridondato, tuned (heartbeat 100 ms)" ridondato tuned
-awk -v r="${p50[ridondato, defaults]}" -v k="${p50[keepalived, defaults (advert 1 s)]}" -v rt="${p50[ridondato, tuned (heartbeat 100 ms)]}" -v kt="${p50[keepalived, tuned (advert 0.1 s)]}" \
-    'BEGIN { printf "ratios (p50): defaults ridondato/keepalived %.2f, tuned ridondato/keepalived %.2f\n", r / k, rt / kt }'
+row "ridondato, tuned (heartbeat 50 ms)" ridondato fast
+awk -v r="${p50[ridondato, defaults]}" -v k="${p50[keepalived, defaults (advert 1 s)]}" -v rt="${p50[ridondato, tuned (heartbeat 100 ms)]}" \
+    -v rf="${p50[ridondato, tuned (heartbeat 50 ms)]}" -v kt="${p50[keepalived, tuned (advert 0.1 s)]}" \
+    'BEGIN { printf "ratios (p50): defaults ridondato/keepalived %.2f; tuned ridondato/keepalived %.2f at the same heartbeat rate, %.2f at 50 ms\n", r / k, rt / kt, rf / kt }'
 
 # A pair under 5 % random loss of the heartbeats into both nodes for SECONDS: role changes
 # (false failovers) and suspicions (a node that heard its peer for a failover timeout: the
@@ -144,6 +154,8 @@ soak() { # label tuning seconds
     bash scripts/lab.sh down "$lab"
 }
 
+[ "$soak" -gt 0 ] || exit 0
 echo "== false-failover soak: 5 % random loss of heartbeats into both nodes"
 soak "ridondato, defaults" default "$soak"
 soak "ridondato, tuned (heartbeat 100 ms)" tuned "$soak"
+soak "ridondato, tuned (heartbeat 50 ms)" fast "$soak"

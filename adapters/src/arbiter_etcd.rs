@@ -163,6 +163,36 @@ pub enum TlsPart {
     Key,
 }
 
+impl std::fmt::Display for TlsPart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TlsPart::Ca => "CA",
+            TlsPart::Certificate => "client certificate",
+            TlsPart::Key => "client key",
+        })
+    }
+}
+
+/// An endpoint whose scheme does not match the TLS configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SchemeMismatch {
+    /// `http://` while TLS is configured.
+    PlainWithTls(String),
+    /// `https://` without the members' CA.
+    SecureWithoutCa(String),
+}
+
+/// The one rule for endpoints and TLS, used by the configuration check (which names the field)
+/// and by [`EtcdArbiter::connect`] alike: with TLS every endpoint is `https://` (or has no
+/// scheme), without it none is.
+pub fn scheme_mismatch(endpoints: &[String], tls: bool) -> Option<SchemeMismatch> {
+    if tls {
+        endpoints.iter().find(|e| e.starts_with("http://")).map(|e| SchemeMismatch::PlainWithTls(e.clone()))
+    } else {
+        endpoints.iter().find(|e| e.starts_with("https://")).map(|e| SchemeMismatch::SecureWithoutCa(e.clone()))
+    }
+}
+
 impl EtcdTls {
     /// Material that cannot be used is refused here, by piece, rather than failing later as an
     /// unreadable handshake error (rustls ignores a CA file without certificates and reads a
@@ -184,7 +214,7 @@ impl EtcdTls {
     }
 
     fn options(&self) -> Result<etcd_client::TlsOptions, String> {
-        self.check().map_err(|(part, why)| format!("the {part:?} file {why}"))?;
+        self.check().map_err(|(part, why)| format!("the {part} file {why}"))?;
         let mut tls = etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(&self.ca));
         if let Some((cert, key)) = &self.identity {
             tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
@@ -352,13 +382,13 @@ impl EtcdArbiter {
         if let Some((user, password)) = &cfg.user {
             options = options.with_user(user.clone(), password.clone()).with_auto_token_refresh(true);
         }
+        match scheme_mismatch(&cfg.endpoints, cfg.tls.is_some()) {
+            Some(SchemeMismatch::PlainWithTls(e)) => return Err(format!("etcd endpoint {e}: TLS is configured, so the endpoints must be https://")),
+            Some(SchemeMismatch::SecureWithoutCa(e)) => return Err(format!("etcd endpoint {e}: https:// needs the members' CA (TLS is not configured)")),
+            None => {}
+        }
         if let Some(tls) = &cfg.tls {
-            if let Some(plain) = cfg.endpoints.iter().find(|e| e.starts_with("http://")) {
-                return Err(format!("etcd endpoint {plain}: TLS is configured, so the endpoints must be https://"));
-            }
             options = options.with_tls(tls.options().map_err(|e| format!("etcd TLS: {e}"))?);
-        } else if let Some(secure) = cfg.endpoints.iter().find(|e| e.starts_with("https://")) {
-            return Err(format!("etcd endpoint {secure}: https:// needs the members' CA (TLS is not configured)"));
         }
         let mut members = Vec::with_capacity(cfg.endpoints.len());
         for url in &cfg.endpoints {

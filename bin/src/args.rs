@@ -110,6 +110,10 @@ pub enum Verb {
         /// Also write a scenario that plays the incident in the simulator.
         #[arg(long, value_name = "FILE")]
         to_scenario: Option<PathBuf>,
+        /// Also print every operation the core started and how long it took, and every message
+        /// heard from the peer (where the time of a failover went).
+        #[arg(long)]
+        ops: bool,
     },
     /// Run scenario files or random fault schedules in the deterministic simulator.
     Sim(SimArgs),

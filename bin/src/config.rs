@@ -763,18 +763,16 @@ pub fn parse(text: &str) -> Result<NodeConfig, Vec<ConfigProblem>> {
             (_, Some(f)) if std::fs::metadata(f).is_err() => problems.push(problem("arbiter.password_file", format!("{}: not readable", f.display()))),
             _ => {}
         }
-        match a.tls() {
+        use ridondato_adapters::arbiter_etcd::{scheme_mismatch, SchemeMismatch};
+        match a.tls().map(|tls| scheme_mismatch(&a.endpoints, tls.is_some())) {
             Err(p) => problems.push(p),
-            Ok(Some(_)) => {
-                if let Some(e) = a.endpoints.iter().find(|e| e.starts_with("http://")) {
-                    problems.push(problem("arbiter.endpoints", format!("{e}: TLS is configured (arbiter.ca_file), so the endpoints must be https://")));
-                }
+            Ok(Some(SchemeMismatch::PlainWithTls(e))) => {
+                problems.push(problem("arbiter.endpoints", format!("{e}: TLS is configured (arbiter.ca_file), so the endpoints must be https://")))
             }
-            Ok(None) => {
-                if let Some(e) = a.endpoints.iter().find(|e| e.starts_with("https://")) {
-                    problems.push(problem("arbiter.ca_file", format!("missing: {e} needs the CA that signed the members' certificates")));
-                }
+            Ok(Some(SchemeMismatch::SecureWithoutCa(e))) => {
+                problems.push(problem("arbiter.ca_file", format!("missing: {e} needs the CA that signed the members' certificates")))
             }
+            Ok(None) => {}
         }
     }
     let core = Config {

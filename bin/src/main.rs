@@ -63,7 +63,7 @@ fn dispatch(verb: Verb) -> Result<(), Failure> {
         Verb::Cloud { what } => cloud_cmd::cloud(&what),
         Verb::Maintenance { mode, to } => cli::command(&Node::from_target(&to)?, Command::Maintenance(mode == OnOff::On)),
         Verb::Resync { what, yes, no_wait, to } => cli::resync(&Node::from_target(&to)?, client::resync_kind(what), yes, no_wait),
-        Verb::Replay { paths, to_scenario } => replay_cmd::run(&paths, to_scenario.as_deref()),
+        Verb::Replay { paths, to_scenario, ops } => replay_cmd::run(&paths, to_scenario.as_deref(), ops),
         Verb::Sim(a) => Ok(sim_cmd::run(&a)?),
         Verb::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ridondato", &mut std::io::stdout());

@@ -2,7 +2,8 @@
 //! it answers every input with the very actions it answered on the node, and prints the run's
 //! timeline in the scenario format. `--to-scenario FILE` writes a scenario that plays the
 //! incident again in the simulator, reconstructed from what this node saw (its peer's silences
-//! and restarts, its own link, database and MongoDB, the operators' commands).
+//! and restarts, its own link, database and MongoDB, the operators' commands). `--ops` adds
+//! every operation with its duration and every message heard, to the millisecond.
 
 use crate::client::Failure;
 use ridondato_adapters::journal::{self, Record, Segment};
@@ -12,7 +13,7 @@ use ridondato_sim::trace::{render, TraceLine};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-pub fn run(paths: &[PathBuf], to_scenario: Option<&Path>) -> Result<(), Failure> {
+pub fn run(paths: &[PathBuf], to_scenario: Option<&Path>, ops: bool) -> Result<(), Failure> {
     let runs = journal::runs(paths).map_err(Failure::Refused)?;
     if runs.is_empty() {
         return Err(Failure::Usage("no journal segments (*.rdj) there".into()));
@@ -26,7 +27,7 @@ pub fn run(paths: &[PathBuf], to_scenario: Option<&Path>) -> Result<(), Failure>
                 println!("{}: a torn tail of {n} bytes skipped ({why})", s.path.display());
             }
         }
-        match replay(segs) {
+        match replay(segs, ops) {
             Ok((inputs, timeline)) => {
                 println!(
                     "run {:016x} of node {} (segments {}): {inputs} inputs, every answer identical to the journaled one",
@@ -66,8 +67,9 @@ fn records(segs: &[Segment]) -> impl Iterator<Item = &Record> {
     segs.iter().flat_map(|s| s.records.iter())
 }
 
-/// Feeds every record to a fresh core; the first answer that differs ends it.
-fn replay(segs: &[Segment]) -> Result<(usize, Vec<TraceLine>), String> {
+/// Feeds every record to a fresh core; the first answer that differs ends it. With `ops`, the
+/// timeline also shows each operation's start and end and each message heard.
+fn replay(segs: &[Segment], ops: bool) -> Result<(usize, Vec<TraceLine>), String> {
     let h = &segs[0].header;
     if h.segment != 0 {
         return Err(format!("begins at segment {}: the run's start was rotated away (raise node.journal_max_mb), nothing to replay from", h.segment));
@@ -78,12 +80,20 @@ fn replay(segs: &[Segment]) -> Result<(usize, Vec<TraceLine>), String> {
     let me = who(h.config.node.0);
     let mut node = Node::new(h.config.clone());
     let mut timeline = Vec::new();
+    let mut running = std::collections::HashMap::new();
     let mut n = 0;
     for r in records(segs) {
         n += 1;
         match &r.input {
             Input::Start { .. } => timeline.push(TraceLine { t: r.now.0, who: "--", text: Fault::Start(ix(me)).to_string() }),
             Input::Command { cmd, .. } => timeline.push(TraceLine { t: r.now.0, who: "--", text: Fault::Cmd(ix(me), cmd.clone()).to_string() }),
+            Input::Done { id, result } if ops => {
+                if let Some((name, since)) = running.remove(id) {
+                    let how = result.as_ref().map_or_else(|e| format!("failed: {e}"), |d| format!("{d:?}"));
+                    timeline.push(TraceLine { t: r.now.0, who: me, text: format!("op {name} done after {} ms: {how}", r.now.0 - since) });
+                }
+            }
+            Input::Peer(m) if ops => timeline.push(TraceLine { t: r.now.0, who: me, text: format!("heard {}", heard(m)) }),
             _ => {}
         }
         let out = node.handle(r.now, r.input.clone());
@@ -92,6 +102,10 @@ fn replay(segs: &[Segment]) -> Result<(usize, Vec<TraceLine>), String> {
         }
         for a in out.actions {
             let text = match a {
+                Action::Run { id, op } if ops => {
+                    running.insert(id, (op.name(), r.now.0));
+                    format!("op {} started", op.name())
+                }
                 Action::Event(e) => e.to_string(),
                 Action::Reply { result: Ok(m), .. } => format!("reply: {m}"),
                 Action::Reply { result: Err(m), .. } => format!("reply: error: {m}"),
@@ -102,6 +116,13 @@ fn replay(segs: &[Segment]) -> Result<(usize, Vec<TraceLine>), String> {
         }
     }
     Ok((n, timeline))
+}
+
+fn heard(m: &Message) -> String {
+    match m {
+        Message::Heartbeat(h) => format!("heartbeat from {} ({:?}, epoch {})", h.from, h.role, h.epoch),
+        other => format!("{other:?}").split([' ', '{', '(']).next().unwrap_or("a message").to_string(),
+    }
 }
 
 fn ix(who: &str) -> usize {
@@ -244,15 +265,20 @@ mod tests {
     #[test]
     fn a_journal_replays_identically_and_a_changed_answer_is_caught() {
         let (d, mut segs) = journal("ok");
-        let (n, timeline) = replay(&segs).expect("identical");
+        let (n, timeline) = replay(&segs, false).expect("identical");
         assert_eq!(n, 30);
         assert!(render(&timeline).contains("a   role booting -> master"), "{}", render(&timeline));
+        // With the operations: each start, and each end with its duration and result.
+        let (_, detailed) = replay(&segs, true).expect("identical");
+        let text = render(&detailed);
+        assert!(text.contains("a   op arp-probe started") && text.contains("a   op arp-probe done after 100 ms: Verdict(Arp { answered: false })"), "{text}");
+        assert!(!render(&timeline).contains("op arp-probe"), "only when asked");
         // One journaled answer that the core does not give: named with its input.
         segs[0].records[12].digest ^= 1;
-        let e = replay(&segs).expect_err("differs");
+        let e = replay(&segs, false).expect_err("differs");
         assert!(e.starts_with("input 13 at 1200 ms") && e.contains("answers differently"), "{e}");
         segs[0].header = Header { segment: 3, ..segs[0].header.clone() };
-        assert!(replay(&segs).expect_err("no start").contains("rotated away"));
+        assert!(replay(&segs, false).expect_err("no start").contains("rotated away"));
         let _ = std::fs::remove_dir_all(&d);
     }
 

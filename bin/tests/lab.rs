@@ -58,6 +58,10 @@ fn startup_power_loss_failover_garp_and_no_preemption() {
     assert!(ok && out.contains("every answer identical") && out.contains("b   role slave -> master"), "{out}");
     let (ok, out) = replay(&[lab.work.join("a/journal").to_str().unwrap_or_default()]);
     assert!(ok && out.matches("every answer identical").count() == 2, "both of a's runs: {out}");
+    // Where the failover's time went: each operation with its duration, each heartbeat heard.
+    let (ok, out) = replay(&[lab.work.join("b/journal").to_str().unwrap_or_default(), "--ops"]);
+    let persisted = out.lines().any(|l| l.contains("b   op persist done after") && l.contains("ms: Ok"));
+    assert!(ok && persisted && out.contains("b   op arp-probe started") && out.contains("b   heard heartbeat from n1 (Master"), "{out}");
     let text = std::fs::read_to_string(&scn).expect("scenario");
     assert!(text.contains("power-off a") && text.contains("power-on a"), "a's restart as b heard it:\n{text}");
     let o = Command::new(BIN).args(["sim", scn.to_str().unwrap_or_default()]).output().expect("sim");

@@ -4,8 +4,8 @@ use crate::tests::peer_heartbeat;
 use crate::*;
 
 /// Node 2, a Slave of node 1 (VIP only, a 100 ms heartbeat, failover after 600 ms), which was
-/// last heard at 100 ms: the failover deadline is at 700 ms, the look-ahead probe (80 ms)
-/// starts at 620 ms.
+/// last heard at 100 ms: the failover deadline is at 700 ms, the look-ahead probe (80 ms, and
+/// 10 ms to set up) starts at 610 ms.
 fn slave() -> Node {
     let mut c = Config::lan(NodeId(2), NodeId(1));
     c.components = Components { vip: true, db: false, mongo: false, fs: false, services: false };
@@ -38,8 +38,8 @@ fn is_probe(op: &Op) -> bool {
 
 /// Runs the Slave to the look-ahead probe and returns its id.
 fn watch_started(n: &mut Node) -> OpId {
-    assert!(ops(&n.handle(Millis(619), Input::Tick)).is_empty(), "nothing before the probe's time");
-    let out = n.handle(Millis(620), Input::Tick);
+    assert!(ops(&n.handle(Millis(609), Input::Tick)).is_empty(), "nothing before the probe's time");
+    let out = n.handle(Millis(610), Input::Tick);
     let started = ops(&out);
     assert_eq!(started.len(), 1, "{started:?}");
     assert!(is_probe(&started[0].1));
