@@ -321,10 +321,10 @@ async fn over_tls_with_a_client_certificate_the_lease_works_and_anything_less_is
     let e = EtcdArbiter::connect(with(Some(tls.clone()), plain)).await.expect_err("http with TLS");
     assert!(e.contains("must be https://"), "{e}");
     let e = EtcdArbiter::connect(with(Some(EtcdTls { ca: b"not a certificate".to_vec(), ..tls.clone() }), etcd.endpoints())).await.expect_err("bad CA");
-    assert!(e.contains("Ca file holds no PEM certificate"), "{e}");
+    assert!(e.contains("the CA file holds no PEM certificate"), "{e}");
     let (cert, _) = tls.identity.clone().expect("identity");
     let e = EtcdArbiter::connect(with(Some(EtcdTls { identity: Some((cert, b"junk".to_vec())), ..tls }), etcd.endpoints())).await.expect_err("bad key");
-    assert!(e.contains("Key file holds no usable PEM private key"), "{e}");
+    assert!(e.contains("the client key file holds no usable PEM private key"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
