@@ -33,7 +33,7 @@ pub(crate) fn peer_heartbeat(from: NodeId, role: Role) -> Heartbeat {
     }
 }
 
-fn run_ops(out: &Output) -> Vec<(OpId, Op)> {
+pub(crate) fn run_ops(out: &Output) -> Vec<(OpId, Op)> {
     out.actions.iter().filter_map(|a| if let Action::Run { id, op } = a { Some((*id, op.clone())) } else { None }).collect()
 }
 

@@ -1,6 +1,6 @@
 //! The Slave's look-ahead ARP probe ([`crate::vip_watch`]), input by input.
 
-use crate::tests::peer_heartbeat;
+use crate::tests::{peer_heartbeat, run_ops as ops};
 use crate::*;
 
 /// Node 2, a Slave of node 1 (VIP only, a 100 ms heartbeat, failover after 600 ms), which was
@@ -26,10 +26,6 @@ fn settle(n: &mut Node, mut pending: Vec<(OpId, Op)>, t: u64) {
     while let Some((id, _)) = pending.pop() {
         pending.extend(ops(&n.handle(Millis(t), Input::Done { id, result: Ok(Done::Ok) })));
     }
-}
-
-fn ops(out: &Output) -> Vec<(OpId, Op)> {
-    out.actions.iter().filter_map(|a| if let Action::Run { id, op } = a { Some((*id, op.clone())) } else { None }).collect()
 }
 
 fn is_probe(op: &Op) -> bool {
